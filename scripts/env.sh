@@ -1,0 +1,43 @@
+# Sourced by run_all.sh and run_tests.sh. Sets PY to a Python that imports piade_lib.
+#
+# 1. An active virtualenv/conda environment that already imports piade_lib is used as is.
+# 2. Otherwise ./.venv is created on first use and the project is installed into it
+#    (editable, with the dev extra). The install is redone when pyproject.toml changes.
+# Set-up output goes to .venv/install.log; its tail is shown if the install fails.
+
+piade_setup_env() {
+    local root
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    if [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && python -c "import piade_lib, torch, torchvision" >/dev/null 2>&1 \
+        && [ "$(python -c 'import sys; print(sys.prefix)')" != "$root/.venv" ]; then
+        PY="$(command -v python)"
+        echo "[piade] using the active environment: $(python -c 'import sys; print(sys.prefix)')"
+        return 0
+    fi
+    local venv="$root/.venv"
+    local stamp="$venv/.piade-installed"
+    local want
+    want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+    if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+        && "$venv/bin/python" -c "import piade_lib, torch, torchvision" >/dev/null 2>&1; then
+        PY="$venv/bin/python"
+        return 0
+    fi
+    local base_py="${PIADE_PYTHON:-python3}"
+    if ! "$base_py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+        echo "[piade] error: $base_py is missing or older than Python 3.10; set PIADE_PYTHON to a Python >= 3.10." >&2
+        return 1
+    fi
+    echo "[piade] setting up $venv (first use: installs torch, torchvision and the project; a few minutes)"
+    if [ ! -x "$venv/bin/python" ]; then
+        "$base_py" -m venv "$venv" || { echo "[piade] error: could not create $venv" >&2; return 1; }
+    fi
+    if ! "$venv/bin/python" -m pip install -q -e "$root[dev]" >"$venv/install.log" 2>&1; then
+        echo "[piade] error: installing the project into $venv failed; last lines of $venv/install.log:" >&2
+        grep -v "is ignored: it is neither a file nor a directory" "$venv/install.log" | tail -n 30 >&2
+        return 1
+    fi
+    echo "$want" >"$stamp"
+    PY="$venv/bin/python"
+    echo "[piade] environment ready: $venv"
+}

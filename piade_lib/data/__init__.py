@@ -1,0 +1,46 @@
+"""Datasets, one-class evaluation protocols, preprocessing and manifests.
+
+>>> from piade_lib.data import one_class_task, classes
+>>> task = one_class_task("digits", "3")          # offline stand-in, builds in about a second
+>>> task.train[0]["image"].shape, task.test[0]["label"]
+
+Datasets (default protocol): ``cifar10``, ``mnist``, ``fashion_mnist`` (lsa), ``mvtec`` (mvtec),
+``coil100`` (gpnd), ``digits`` (lsa or gpnd; stand-in for Tables 2 and 4), ``textures`` (mvtec;
+stand-in for Table 3 and Figure 4), ``folder`` (your own images in the MVTec layout).
+Data root: ``root=``, else ``$PIADE_DATA``, else ``./data``. See docs/datasets.md.
+"""
+from piade_lib.data.archives import SOURCES, RemoteFile, safe_extract
+from piade_lib.data.base import ENV_VAR, ImageDataset, OneClassTask, Record, data_root
+from piade_lib.data.errors import (
+    ChecksumMismatchError,
+    CorruptImageError,
+    DatasetDownloadError,
+    DatasetNotFoundError,
+    MaskPairingError,
+    PiadeDataError,
+    UnknownClassError,
+    UnknownDatasetError,
+    UnknownProtocolError,
+    UnsafeArchiveError,
+    UnsupportedImageSizeError,
+)
+from piade_lib.data.tasks import DATASETS, DatasetSpec, classes, download, one_class_task
+from piade_lib.data.transforms import (
+    DEFAULT_IMAGE_SIZE,
+    IMAGE_EXTENSIONS,
+    SUPPORTED_IMAGE_SIZES,
+    image_transform,
+    load_image,
+    load_image_for_scoring,
+    mask_transform,
+    preprocessing_summary,
+)
+
+__all__ = [
+    "DATASETS", "DEFAULT_IMAGE_SIZE", "ENV_VAR", "IMAGE_EXTENSIONS", "SOURCES", "SUPPORTED_IMAGE_SIZES",
+    "ChecksumMismatchError", "CorruptImageError", "DatasetDownloadError", "DatasetNotFoundError", "DatasetSpec",
+    "ImageDataset", "MaskPairingError", "OneClassTask", "PiadeDataError", "Record", "RemoteFile",
+    "UnknownClassError", "UnknownDatasetError", "UnknownProtocolError", "UnsafeArchiveError",
+    "UnsupportedImageSizeError", "classes", "data_root", "download", "image_transform", "load_image",
+    "load_image_for_scoring", "mask_transform", "one_class_task", "preprocessing_summary", "safe_extract",
+]

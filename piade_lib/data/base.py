@@ -1,0 +1,312 @@
+"""Shared pieces of the data package: data root, item sources, the Dataset class, OneClassTask, checksums."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from piade_lib.data.errors import MaskPairingError, UnknownClassError, UnknownProtocolError
+from piade_lib.data.transforms import BinarizeMask, load_image, open_image
+
+ENV_VAR = "PIADE_DATA"
+DEFAULT_DATA_DIR = "data"
+
+
+def data_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The data root: ``root`` if given, else ``$PIADE_DATA``, else ``./data`` (relative to the current directory)."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path(DEFAULT_DATA_DIR)
+
+
+def how_to_point_at_data(root: Path) -> str:
+    """The sentence every 'not found' message ends with."""
+    return (
+        f"Looked under data root {root}. Point the loader at your data with the root= argument, or set the "
+        f"{ENV_VAR} environment variable; without either the data root is ./data relative to the current "
+        f"directory. See docs/datasets.md."
+    )
+
+
+# --------------------------------------------------------------------------------------- records, sources
+@dataclass(frozen=True)
+class Record:
+    """One item of a split: its stable id, its label (0 normal, 1 anomalous) and the key its source knows it by."""
+
+    id: str
+    label: int
+    key: Any
+
+
+class Source(Protocol):
+    """Where the raw pixels of records come from."""
+
+    def image(self, key: Any) -> torch.Tensor:  # raw (C,H,W), uint8 or float in [0,1]
+        ...
+
+    def mask(self, key: Any) -> torch.Tensor | None:  # raw (1,H,W) {0,1}, or None when the item has no mask
+        ...
+
+    def describe(self, key: Any) -> str:  # for error messages
+        ...
+
+
+class ArraySource:
+    """Images (and optional masks) held in memory as tensors (N,C,H,W) (uint8, or float in [0,1])."""
+
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor | None = None, name: str = "array") -> None:
+        if images.ndim == 3:
+            images = images.unsqueeze(1)
+        self.images = images
+        self.masks = masks
+        self.name = name
+
+    def image(self, key: int) -> torch.Tensor:
+        return self.images[key]
+
+    def mask(self, key: int) -> torch.Tensor | None:
+        return None if self.masks is None else self.masks[key]
+
+    def describe(self, key: int) -> str:
+        return f"{self.name}[{key}]"
+
+
+class FileSource:
+    """Images read from files under ``base``; keys are ``(image relpath, mask relpath or None)``."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = Path(base)
+
+    def image(self, key: tuple[str, str | None]) -> torch.Tensor:
+        return load_image(self.base / key[0])
+
+    def mask(self, key: tuple[str, str | None]) -> torch.Tensor | None:
+        if key[1] is None:
+            return None
+        return BinarizeMask()(open_image(self.base / key[1]))
+
+    def describe(self, key: tuple[str, str | None]) -> str:
+        return str(self.base / key[0]) + (f" (mask {self.base / key[1]})" if key[1] else "")
+
+
+class ImageDataset(Dataset):
+    """A split of a one-class task. Items: ``{"image": (3,S,S) [0,1], "label": int, "mask": (1,S,S) {0,1}, "id": str}``.
+
+    Preprocessed items are cached in memory after their first use (``cache=False`` to turn off);
+    :meth:`preload` fills the cache up front.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        source: Source,
+        image_tf: Callable[[Any], torch.Tensor],
+        mask_tf: Callable[[Any], torch.Tensor],
+        image_size: int,
+        cache: bool = True,
+    ) -> None:
+        self.records = list(records)
+        self.source = source
+        self.image_tf = image_tf
+        self.mask_tf = mask_tf
+        self.image_size = int(image_size)
+        self.cache = cache
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _load(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        rec = self.records[index]
+        raw = self.source.image(rec.key)
+        raw_mask = self.source.mask(rec.key)
+        if raw_mask is not None and tuple(raw_mask.shape[-2:]) != tuple(raw.shape[-2:]):
+            raise MaskPairingError(
+                f"mask and image sizes differ for {self.source.describe(rec.key)}: image "
+                f"{tuple(raw.shape[-2:])}, mask {tuple(raw_mask.shape[-2:])}. A mask must have its image's size."
+            )
+        image = self.image_tf(raw)
+        mask = None if raw_mask is None else self.mask_tf(raw_mask)
+        return image, mask
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a split of {len(self)} items")
+        hit = self._cache.get(index)
+        if hit is None:
+            hit = self._load(index)
+            if self.cache:
+                self._cache[index] = hit
+        image, mask = hit
+        if mask is None:
+            mask = torch.zeros(1, self.image_size, self.image_size)
+        rec = self.records[index]
+        return {"image": image.clone(), "label": int(rec.label), "mask": mask.clone(), "id": rec.id}
+
+    def preload(self, num_threads: int | None = None) -> "ImageDataset":
+        """Decode and preprocess every item now, in threads (fills the cache); returns self.
+
+        Call it before wrapping the split in a DataLoader with worker processes, so that the workers
+        inherit the cache instead of each decoding the files again every epoch.
+        """
+        todo = [i for i in range(len(self)) if i not in self._cache]
+        workers = num_threads or min(8, os.cpu_count() or 1)
+        if workers <= 1 or len(todo) < 2:
+            loaded = [self._load(i) for i in todo]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                loaded = list(pool.map(self._load, todo))
+        if self.cache:
+            self._cache.update(zip(todo, loaded))
+        return self
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images stacked ``(N,3,S,S)`` and labels ``(N,)`` (handy for baselines)."""
+        if len(self) == 0:
+            return torch.zeros(0, 3, self.image_size, self.image_size), torch.zeros(0, dtype=torch.long)
+        items = [self[i] for i in range(len(self))]
+        return torch.stack([it["image"] for it in items]), torch.tensor([it["label"] for it in items])
+
+
+# --------------------------------------------------------------------------------------------- the task
+@dataclass
+class OneClassTask:
+    """A one-class problem: ``train`` (normal images only), ``test`` (labels 1 = anomalous), optional ``val``."""
+
+    dataset: str
+    normal_class: str
+    protocol: str
+    seed: int
+    image_size: int
+    preset: str
+    train: ImageDataset
+    test: ImageDataset
+    has_masks: bool
+    manifest: dict[str, Any]
+    val: ImageDataset | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def write_manifest(self, path: str | os.PathLike[str]) -> Path:
+        """Write the manifest as JSON (atomically; parent folders created) and return the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+        return path
+
+
+# ----------------------------------------------------------------------------------- argument checks
+def resolve_class(dataset: str, normal_class: Any, valid: Sequence[str]) -> tuple[str, int]:
+    """Class name and index from a name or an index into ``valid``."""
+    if isinstance(normal_class, (int, np.integer)) and not isinstance(normal_class, bool):
+        i = int(normal_class)
+        if 0 <= i < len(valid):
+            return valid[i], i
+        raise UnknownClassError(
+            f"class index {i} is out of range for {dataset!r} ({len(valid)} classes: 0..{len(valid) - 1}); "
+            f"valid classes: {list(valid)}"
+        )
+    if isinstance(normal_class, str) and normal_class in valid:
+        return normal_class, list(valid).index(normal_class)
+    raise UnknownClassError(
+        f"unknown class {normal_class!r} for dataset {dataset!r}; valid classes (names, or their index): {list(valid)}"
+    )
+
+
+def resolve_params(dataset: str, protocol: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Protocol parameters: defaults updated with ``given``; unknown names raise with the valid ones."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise UnknownProtocolError(
+            f"unknown parameter(s) {unknown} for dataset {dataset!r}, protocol {protocol!r}; "
+            f"valid parameters and defaults: {dict(defaults)}"
+        )
+    return {**defaults, **given}
+
+
+def check_fraction(name: str, value: float, low_open: bool = False, high_open: bool = True) -> float:
+    """A fraction in [0,1) (or (0,1) with ``low_open``), else ValueError naming the parameter."""
+    v = float(value)
+    ok = (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1)
+    if not ok:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(f"{name}={value!r} must lie in {lo}0, 1{hi}")
+    return v
+
+
+def holdout_split(indices: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split ``indices`` into (kept, held out); a seeded ``round(fraction * n)`` are held out. Both sorted."""
+    idx = np.asarray(sorted(indices))
+    n_val = int(round(check_fraction("holdout_fraction", fraction) * len(idx)))
+    if n_val == 0:
+        return idx.tolist(), []
+    perm = np.random.default_rng(seed).permutation(len(idx))
+    val = np.sort(idx[perm[:n_val]])
+    keep = np.sort(idx[perm[n_val:]])
+    return keep.tolist(), val.tolist()
+
+
+def n_outliers(n_inliers: int, outlier_fraction: float) -> int:
+    """Outliers to add to ``n_inliers`` so that outliers make up ``outlier_fraction`` of the test set."""
+    f = check_fraction("outlier_fraction", outlier_fraction, low_open=True)
+    return int(round(n_inliers * f / (1.0 - f)))
+
+
+# ------------------------------------------------------------------------------------------- checksums
+_FILE_HASH_CACHE: dict[tuple[str, int, int, str], str] = {}
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file (cached in-process by path, size and modification time)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns, algorithm)
+    hit = _FILE_HASH_CACHE.get(key)
+    if hit is None:
+        h = hashlib.new(algorithm)
+        with open(p, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+        hit = _FILE_HASH_CACHE[key] = h.hexdigest()
+    return hit
+
+
+def tree_sha256(base: Path, relpaths: Iterable[str]) -> str:
+    """One sha256 over files: sha256 of the sorted lines ``<relpath> <sha256 of the file>``."""
+    h = hashlib.sha256()
+    for rel in sorted(set(relpaths)):
+        h.update(f"{rel} {file_digest(Path(base) / rel)}\n".encode())
+    return h.hexdigest()
+
+
+def arrays_sha256(*arrays: np.ndarray | torch.Tensor) -> str:
+    """sha256 over the bytes (and shapes and dtypes) of arrays."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

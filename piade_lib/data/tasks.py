@@ -1,0 +1,222 @@
+"""The entry points: ``DATASETS``, ``classes()``, ``one_class_task()``, ``download()``."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from piade_lib.data import coil100, digits, mvtec, textures, torchvision_sets
+from piade_lib.data.base import ImageDataset, OneClassTask, data_root, resolve_class, resolve_params
+from piade_lib.data.errors import UnknownDatasetError, UnknownProtocolError
+from piade_lib.data.transforms import (
+    DEFAULT_IMAGE_SIZE,
+    image_transform,
+    mask_transform,
+    preprocessing_summary,
+    resolve_image_size,
+)
+from piade_lib.presets import Preset, get_preset
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the package knows about a dataset: its classes, protocols (with parameter defaults) and role."""
+
+    name: str
+    title: str
+    classes: tuple[str, ...]
+    protocols: dict[str, dict[str, Any]]  # protocol -> parameter defaults
+    default_protocol: str
+    standin: bool
+    has_masks: bool
+    notes: dict[str, str]  # protocol -> the sentence recorded as manifest["note"]
+
+    @property
+    def image_size(self) -> int:
+        return DEFAULT_IMAGE_SIZE[self.name]
+
+
+_LSA_NOTE = (
+    "Table 2 protocol (one-class {title}, as in LSA, Abati et al. 2019): train on the normal class's train images, "
+    "test on the whole test split (the other nine classes are anomalous)."
+)
+_ICPR_NOTE = (
+    "{title} one-class protocol of the ICPR 2021 version (same as Table 2 / LSA): train on the normal class's "
+    "train images, test on the whole test split."
+)
+
+DATASETS: dict[str, DatasetSpec] = {
+    "cifar10": DatasetSpec(
+        "cifar10", "CIFAR-10", torchvision_sets.CLASSES["cifar10"], {"lsa": torchvision_sets.LSA_DEFAULTS},
+        "lsa", False, False, {"lsa": _LSA_NOTE.format(title="CIFAR-10")},
+    ),
+    "mnist": DatasetSpec(
+        "mnist", "MNIST", torchvision_sets.CLASSES["mnist"], {"lsa": torchvision_sets.LSA_DEFAULTS},
+        "lsa", False, False, {"lsa": _ICPR_NOTE.format(title="MNIST")},
+    ),
+    "fashion_mnist": DatasetSpec(
+        "fashion_mnist", "Fashion-MNIST", torchvision_sets.CLASSES["fashion_mnist"],
+        {"lsa": torchvision_sets.LSA_DEFAULTS}, "lsa", False, False, {"lsa": _ICPR_NOTE.format(title="Fashion-MNIST")},
+    ),
+    "mvtec": DatasetSpec(
+        "mvtec", "MVTec AD", mvtec.CATEGORIES, {"mvtec": mvtec.MVTEC_DEFAULTS}, "mvtec", False, True,
+        {"mvtec": "Table 3 protocol (MVTec AD, image level): train on train/good, test on all of test/ "
+                  "(good = normal, every defect folder = anomalous); masks allow pixel-level AUROC."},
+    ),
+    "coil100": DatasetSpec(
+        "coil100", "COIL-100", coil100.CLASSES, {"gpnd": coil100.GPND_DEFAULTS}, "gpnd", False, False,
+        {"gpnd": "Table 4 protocol (COIL-100, GPND-style 80/20): per object a seeded 57/15 split of its 72 views; "
+                 "test = the 15 held-out views plus outliers from the other 99 objects."},
+    ),
+    "digits": DatasetSpec(
+        "digits", "scikit-learn digits", digits.CLASSES, {"lsa": digits.LSA_DEFAULTS, "gpnd": digits.GPND_DEFAULTS},
+        "lsa", True, False,
+        {"lsa": "STAND-IN for Table 2 (CIFAR-10, LSA protocol): scikit-learn's 8x8 digits, not CIFAR-10; seeded "
+                "stratified train/test split, train on the normal digit, test on the whole test part.",
+         "gpnd": "STAND-IN for Table 4 (COIL-100, GPND-style protocol): scikit-learn's 8x8 digits, not COIL-100; "
+                 "per digit a seeded 80/20 split plus outliers from the other digits."},
+    ),
+    "textures": DatasetSpec(
+        "textures", "scikit-image textures with synthetic defects", textures.CLASSES, {"mvtec": textures.DEFAULTS},
+        "mvtec", True, True,
+        {"mvtec": "STAND-IN for Table 3 (MVTec AD) and the Figure 4 ablation: crops of scikit-image texture "
+                  "photographs with synthetic defects and masks, not MVTec AD; MVTec protocol."},
+    ),
+    "folder": DatasetSpec(
+        "folder", "your own images (MVTec layout)", (), {"mvtec": mvtec.FOLDER_DEFAULTS}, "mvtec", False, True,
+        {"mvtec": "User images in the MVTec layout, Table 3 protocol: train on train/good, test on test/."},
+    ),
+}
+
+
+def _spec(dataset: str) -> DatasetSpec:
+    try:
+        return DATASETS[dataset]
+    except (KeyError, TypeError):
+        raise UnknownDatasetError(f"unknown dataset {dataset!r}; valid datasets: {sorted(DATASETS)}") from None
+
+
+def classes(dataset: str, root: str | os.PathLike[str] | None = None) -> list[str]:
+    """Class names of ``dataset`` (index i is class i). For ``folder``: ``[folder name]`` given ``root``, else ``[]``."""
+    spec = _spec(dataset)
+    if dataset == "folder":
+        return [Path(root).name] if root is not None else []
+    return list(spec.classes)
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x))
+
+
+def one_class_task(
+    dataset: str,
+    normal_class: str | int | None,
+    protocol: str | None = None,
+    seed: int = 0,
+    root: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
+    preset: str | Preset = "paper",
+    **protocol_params: Any,
+) -> OneClassTask:
+    """Build a one-class task: ``train`` (normal images), ``test`` (1 = anomalous, masks), ``val`` (optional), manifest.
+
+    ``normal_class`` is a name from ``classes(dataset)`` or its index (for ``folder``: any label, default the
+    folder's name). ``root``: the data root (else $PIADE_DATA, else ./data); for ``folder`` the category folder.
+    Protocol parameters (see ``DATASETS[dataset].protocols``): ``holdout_fraction`` (lsa), ``download``
+    (torchvision sets, mvtec, coil100), ``authors_subset`` (mvtec, folder), ``train_fraction`` /
+    ``outlier_fraction`` (gpnd), ``test_fraction`` (digits lsa), ``crop_size``, ``n_train``, ``n_test_good``,
+    ``n_test_defect``, ``defect_types`` (textures).
+    """
+    spec = _spec(dataset)
+    protocol = spec.default_protocol if protocol is None else protocol
+    if protocol not in spec.protocols:
+        raise UnknownProtocolError(f"unknown protocol {protocol!r} for {dataset!r}; valid: {sorted(spec.protocols)}")
+    params = resolve_params(dataset, protocol, protocol_params, spec.protocols[protocol])
+    size = resolve_image_size(dataset, image_size)
+    preset_obj = get_preset(preset)
+    seed = int(seed)
+
+    if dataset == "folder":
+        name = str(normal_class) if normal_class not in (None, "") else (Path(root).name if root is not None else "folder")
+        index = 0
+        built = mvtec.build_folder(None if root is None else Path(root), params)
+    else:
+        name, index = resolve_class(dataset, normal_class, spec.classes)
+        droot = data_root(root)
+        builders: dict[str, Callable[[], dict[str, Any]]] = {
+            "cifar10": lambda: torchvision_sets.build_lsa(dataset, index, droot, params, seed),
+            "mnist": lambda: torchvision_sets.build_lsa(dataset, index, droot, params, seed),
+            "fashion_mnist": lambda: torchvision_sets.build_lsa(dataset, index, droot, params, seed),
+            "mvtec": lambda: mvtec.build_mvtec(name, droot, params),
+            "coil100": lambda: coil100.build_gpnd(name, droot, params, seed),
+            "digits": lambda: digits.build(protocol, index, params, seed),
+            "textures": lambda: textures.build(index, params, seed),
+        }
+        built = builders[dataset]()
+
+    itf, mtf = image_transform(dataset, size, preset_obj), mask_transform(dataset, size, preset_obj)
+
+    def split(records: list | None) -> ImageDataset | None:
+        return None if records is None else ImageDataset(records, built["source"], itf, mtf, size)
+
+    train, test, val = split(built["train"]), split(built["test"]), split(built["val"])
+    note = spec.notes[protocol]
+    if params.get("authors_subset"):
+        note += (" Authors' subset: only the first 15 normal and 15 anomalous test images (sorted order) are scored, "
+                 "like the released code; not the paper's full test set.")
+    warns = list(built.get("warnings", []))
+    manifest: dict[str, Any] = {
+        "dataset": dataset,
+        "class": name,
+        "class_index": index,
+        "protocol": protocol,
+        "seed": seed,
+        "params": _jsonable({k: v for k, v in params.items() if k != "download"}),
+        "image_size": size,
+        "preset": preset_obj.name,
+        "preprocessing": preprocessing_summary(dataset, size, preset_obj),
+        "has_masks": bool(built["has_masks"]),
+        "n_train": len(train),
+        "n_val": 0 if val is None else len(val),
+        "n_test": len(test),
+        "n_test_normal": sum(1 for lab in test.labels if lab == 0),
+        "n_test_anomalous": sum(1 for lab in test.labels if lab == 1),
+        "train_ids": train.ids,
+        "val_ids": [] if val is None else val.ids,
+        "test_ids": test.ids,
+        "test_labels": test.labels,
+        "checksum": _jsonable(built["checksum"]),
+        "source": _jsonable(built.get("info", {})),
+        "standin": spec.standin,
+        "note": note,
+        "warnings": warns,
+    }
+    return OneClassTask(
+        dataset=dataset, normal_class=name, protocol=protocol, seed=seed, image_size=size, preset=preset_obj.name,
+        train=train, test=test, val=val, has_masks=bool(built["has_masks"]), manifest=manifest, warnings=warns,
+    )
+
+
+def download(dataset: str, root: str | os.PathLike[str] | None = None, url: str | None = None) -> Path | None:
+    """Fetch ``dataset`` into the data root and check it; returns its folder (None for the bundled stand-ins).
+
+    cifar10 / mnist / fashion_mnist: torchvision's own download (md5-checked). mvtec / coil100: the published
+    archive (sha256-checked, ``url`` overrides the host), safely extracted. digits / textures ship with
+    scikit-learn / scikit-image: nothing to do.
+    """
+    spec = _spec(dataset)
+    droot = data_root(root)
+    if dataset in ("digits", "textures"):
+        return None
+    if dataset == "folder":
+        raise UnknownDatasetError("'folder' is your own data: there is nothing to download (see docs/datasets.md)")
+    if url is not None and dataset not in ("mvtec", "coil100"):
+        raise ValueError(f"url= is supported for mvtec and coil100 only; {spec.title} uses torchvision's mirrors")
+    droot.mkdir(parents=True, exist_ok=True)
+    if dataset == "mvtec":
+        return mvtec.download(droot, url=url)
+    if dataset == "coil100":
+        return coil100.download(droot, url=url)
+    return torchvision_sets.download(dataset, droot)

@@ -36,7 +36,7 @@ class Preset:
     upsampling_final_relu: bool  # ReLU after the last Linear of the upsampling layer (Table 5: none; code: yes)
     output_activation: str  # "tanh01": (tanh+1)/2 so reconstructions are in [0,1]; "tanh": raw [-1,1]
     init: str  # "orthogonal" (paper, new layers) | "default" (code: PyTorch defaults)
-    routing_weight_init: str  # "orthogonal" | "randn0.01" (code)
+    routing_weight_init: str  # "orthogonal_fanin" (paper: orthogonal, scaled 1/sqrt(n_caps)) | "orthogonal" | "randn0.01" (code)
     # --- losses ---------------------------------------------------------------------------
     lambda_perceptual: float
     lambda_ssim: float
@@ -85,7 +85,7 @@ PAPER = Preset(
     upsampling_final_relu=False,
     output_activation="tanh01",
     init="orthogonal",
-    routing_weight_init="orthogonal",
+    routing_weight_init="orthogonal_fanin",
     lambda_perceptual=1.0,
     lambda_ssim=1.0,
     vgg_input_normalize=True,

@@ -1,0 +1,102 @@
+"""PiadeLoss: per-image terms, their weighting, input checks and the frozen VGG11."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from piade_lib.losses import PiadeLoss
+from piade_lib.presets import get_preset
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def loss_fn() -> PiadeLoss:
+    torch.manual_seed(0)
+    return PiadeLoss("paper")
+
+
+@pytest.fixture(scope="module")
+def other_loss_fn() -> PiadeLoss:
+    """Same VGG weights as ``loss_fn``; other lambdas and no ImageNet normalisation of the VGG input."""
+    torch.manual_seed(0)
+    return PiadeLoss(get_preset("paper", lambda_perceptual=2.0, lambda_ssim=0.5, vgg_input_normalize=False))
+
+
+def smooth_images(n: int, seed: int = 0) -> torch.Tensor:
+    """Images in [0, 1] with some structure (upsampled noise), so SSIM and VGG features are not trivial."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 8, 8, generator=g)
+    return torch.nn.functional.interpolate(low, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+
+
+def test_identical_images_give_zero(loss_fn):
+    x = smooth_images(3)
+    terms = loss_fn.per_image(x, x.clone())
+    for name in ("mse", "perceptual", "ssim_loss", "total"):
+        assert terms[name].shape == (3,)
+        assert terms[name].abs().max() < 1e-5, name
+
+
+def test_terms_grow_with_corruption(loss_fn):
+    x = smooth_images(2)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    levels = [0.02, 0.05, 0.1, 0.2, 0.4]
+    values = [loss_fn.per_image((x + s * noise).clamp(0, 1), x) for s in levels]
+    for name in ("mse", "perceptual", "ssim_loss", "total"):
+        series = torch.stack([v[name] for v in values])  # (levels, B)
+        assert (series[1:] > series[:-1]).all(), f"{name} is not increasing with the noise level: {series}"
+
+
+def test_total_is_weighted_sum_and_batch_loss_is_mean(other_loss_fn):
+    x, y = smooth_images(4, seed=2), smooth_images(4, seed=3)
+    t = other_loss_fn.per_image(y, x)
+    assert torch.allclose(t["total"], t["mse"] + 2.0 * t["perceptual"] + 0.5 * t["ssim_loss"])
+    assert torch.allclose(other_loss_fn(y, x), t["total"].mean())
+
+
+def test_terms_are_per_image(loss_fn):
+    x, y = smooth_images(3, seed=4), smooth_images(3, seed=5)
+    full = loss_fn.per_image(y, x)
+    y_changed = y.clone()
+    y_changed[1:] = x[1:]  # only the other images change
+    single = loss_fn.per_image(y_changed, x)
+    for name in full:
+        assert torch.allclose(single[name][0], full[name][0], atol=1e-6), name
+        assert (single[name][1:].abs() < 1e-5).all()
+
+
+def test_rejects_targets_outside_unit_range_and_bad_shapes(loss_fn):
+    x = smooth_images(2)
+    with pytest.raises(ValueError, match=r"expect target images in \[0, 1\]"):
+        loss_fn(x, x * 2.0)
+    with pytest.raises(ValueError, match=r"expect target images in \[0, 1\]"):
+        loss_fn(x, x - 0.5)
+    with pytest.raises(ValueError, match="differs from target shape"):
+        loss_fn(x[:, :, :16, :16], x)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        loss_fn(x[0], x[0])
+    loss_fn(x, (x * (1 + 5e-5)))  # within the tolerance
+    loss_fn(x * 2 - 1, x)  # a reconstruction in [-1, 1] (raw Tanh) is accepted
+
+
+def test_vgg_is_frozen_and_stays_in_eval_mode(loss_fn):
+    assert all(not p.requires_grad for p in loss_fn.vgg.parameters())
+    loss_fn.train()
+    assert loss_fn.training and not loss_fn.vgg.training
+    x = smooth_images(2)
+    y = smooth_images(2, seed=6).requires_grad_(True)
+    loss_fn(y, x).backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss_fn.vgg.parameters())
+    loss_fn.eval()
+    assert not loss_fn.training and not loss_fn.vgg.training
+
+
+def test_vgg_input_normalisation_changes_only_perceptual(loss_fn, other_loss_fn):
+    for a, b in zip(loss_fn.vgg.parameters(), other_loss_fn.vgg.parameters()):
+        assert torch.equal(a, b)  # same (seeded) VGG weights
+    x, y = smooth_images(2, seed=7), smooth_images(2, seed=8)
+    t_norm, t_raw = loss_fn.per_image(y, x), other_loss_fn.per_image(y, x)
+    assert torch.allclose(t_norm["mse"], t_raw["mse"]) and torch.allclose(t_norm["ssim_loss"], t_raw["ssim_loss"])
+    assert not torch.allclose(t_norm["perceptual"], t_raw["perceptual"], rtol=1e-3)

@@ -1,0 +1,395 @@
+"""Baselines under the same one-class protocol as PIADE (same ``one_class_task`` splits).
+
+Shallow (Table 2's OC-SVM and KDE columns; LSA's protocol):
+    features = flattened [0, 1] images (optionally area-downsampled to ``feature_size``)
+    -> StandardScaler -> PCA keeping 95% of the variance (at most n_train - 1 components), all
+    fitted on the normal train images only.
+    ``ocsvm``: ``OneClassSVM(kernel="rbf", gamma="scale", nu=0.1)``; nu is the expected share of
+    training outliers and is fixed in advance (no test labels are available to tune it).
+    Score = -decision_function.
+    ``kde``: Gaussian ``KernelDensity``; bandwidth chosen by 5-fold cross-validated log-likelihood
+    (``GridSearchCV``) on the normal train features, over 25 values spaced logarithmically from 0.01
+    to 3 times the median pairwise distance of the train features. Score = -log density.
+
+Convolutional autoencoders (Table 3's AE-L2 / AE-SSIM columns; Bergmann et al. 2019 style, small):
+    strided 4x4 convolutions (LeakyReLU 0.2) down to 8x8 (32x32 input) or 7x7 (120x120), a
+    dense bottleneck of ``latent_dim`` (100) channels, mirrored transposed convolutions, sigmoid
+    output. Trained on the normal train images with Adam (lr 2e-4, weight decay 1e-5, batch 128)
+    on the L2 loss (``cae_l2``) or on 1 - SSIM (``cae_ssim``, pytorch-msssim, window 11).
+    Score = per-image mean squared error, or 1 - SSIM. Higher score = more anomalous throughout.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ssim
+from sklearn.decomposition import PCA
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.neighbors import KernelDensity
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import OneClassSVM
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from . import runs
+from .evaluate import compute_metrics, resolve_device
+
+PCA_VARIANCE = 0.95
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+def dataset_arrays(ds: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """All items of a task dataset as ``(images (N,3,S,S) float, labels (N,), ids)``."""
+    images, labels, ids = [], [], []
+    for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0):
+        n = batch["image"].shape[0]
+        images.append(batch["image"].float())
+        lab = batch.get("label", torch.zeros(n, dtype=torch.long))
+        labels.append(torch.as_tensor(lab).view(-1).numpy().astype(int))
+        idv = batch.get("id", [""] * n)
+        ids.extend(str(i) for i in (idv.tolist() if isinstance(idv, torch.Tensor) else idv))
+    if not images:
+        raise ValueError("empty dataset")
+    return torch.cat(images), np.concatenate(labels), ids
+
+
+def image_features(images: torch.Tensor, feature_size: int | None = None) -> np.ndarray:
+    """Flattened images ``(N, 3*s*s)`` as float64, area-downsampled to ``feature_size`` if given."""
+    x = images.float()
+    if feature_size is not None and feature_size != x.shape[-1]:
+        x = F.interpolate(x, size=(feature_size, feature_size), mode="area")
+    return x.reshape(x.shape[0], -1).double().numpy()
+
+
+def pca_features(train_x: np.ndarray, variance: float = PCA_VARIANCE, seed: int = 0) -> Pipeline:
+    """StandardScaler -> PCA fitted on ``train_x``: the fewest components explaining ``variance`` of
+    the variance, capped at n_train - 1 (the centred data has rank <= n_train - 1)."""
+    n = train_x.shape[0]
+    if n < 3:
+        raise ValueError(f"need at least 3 training images for the PCA features, got {n}")
+    scaled = StandardScaler().fit_transform(train_x)
+    full = PCA(svd_solver="full").fit(scaled)
+    k = int(np.searchsorted(np.cumsum(full.explained_variance_ratio_), variance) + 1)
+    k = max(1, min(k, n - 1, full.n_components_))
+    return Pipeline([("scale", StandardScaler()), ("pca", PCA(n_components=k, svd_solver="full", random_state=seed))]).fit(train_x)
+
+
+# --------------------------------------------------------------------------------------------
+# shallow baselines
+# --------------------------------------------------------------------------------------------
+class Baseline:
+    """Common interface: ``fit(train_images) -> self``, ``score(images) -> (N,) array`` (higher =
+    more anomalous), ``describe() -> dict`` of the fitted choices (recorded in config/metrics)."""
+
+    name = "baseline"
+    uses_epochs = False
+
+    def fit(self, images: torch.Tensor) -> "Baseline":  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def score(self, images: torch.Tensor) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+class OCSVMBaseline(Baseline):
+    """One-class SVM (RBF, gamma='scale') on PCA features."""
+
+    name = "ocsvm"
+
+    def __init__(self, nu: float = 0.1, feature_size: int | None = None, variance: float = PCA_VARIANCE,
+                 seed: int = 0) -> None:
+        self.nu, self.feature_size, self.variance, self.seed = nu, feature_size, variance, seed
+        self.features: Pipeline | None = None
+        self.svm: OneClassSVM | None = None
+
+    def fit(self, images: torch.Tensor) -> "OCSVMBaseline":
+        x = image_features(images, self.feature_size)
+        self.features = pca_features(x, self.variance, self.seed)
+        self.svm = OneClassSVM(kernel="rbf", gamma="scale", nu=self.nu).fit(self.features.transform(x))
+        return self
+
+    def score(self, images: torch.Tensor) -> np.ndarray:
+        if self.svm is None or self.features is None:
+            raise RuntimeError("call fit() before score()")
+        return -self.svm.decision_function(self.features.transform(image_features(images, self.feature_size)))
+
+    def describe(self) -> dict[str, Any]:
+        k = int(self.features.named_steps["pca"].n_components_) if self.features is not None else None
+        return {"nu": self.nu, "gamma": "scale", "kernel": "rbf", "feature_size": self.feature_size,
+                "pca_variance": self.variance, "pca_components": k}
+
+
+class KDEBaseline(Baseline):
+    """Gaussian kernel density on PCA features, bandwidth by cross-validated log-likelihood."""
+
+    name = "kde"
+
+    def __init__(self, feature_size: int | None = None, variance: float = PCA_VARIANCE, cv: int = 5,
+                 n_bandwidths: int = 25, seed: int = 0) -> None:
+        self.feature_size, self.variance, self.cv, self.n_bandwidths, self.seed = feature_size, variance, cv, n_bandwidths, seed
+        self.features: Pipeline | None = None
+        self.kde: KernelDensity | None = None
+        self.grid: np.ndarray | None = None
+
+    def bandwidth_grid(self, z: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        sub = z[rng.permutation(z.shape[0])[:1000]]
+        d = np.sqrt(np.maximum(((sub[:, None, :] - sub[None, :, :]) ** 2).sum(-1), 0.0))
+        med = float(np.median(d[np.triu_indices(sub.shape[0], 1)])) or 1.0
+        return med * np.logspace(-2, np.log10(3.0), self.n_bandwidths)
+
+    def fit(self, images: torch.Tensor) -> "KDEBaseline":
+        x = image_features(images, self.feature_size)
+        self.features = pca_features(x, self.variance, self.seed)
+        z = self.features.transform(x)
+        self.grid = self.bandwidth_grid(z)
+        folds = KFold(n_splits=max(2, min(self.cv, z.shape[0])), shuffle=True, random_state=self.seed)
+        search = GridSearchCV(KernelDensity(kernel="gaussian"), {"bandwidth": self.grid}, cv=folds)
+        search.fit(z)
+        self.kde = search.best_estimator_
+        return self
+
+    def score(self, images: torch.Tensor) -> np.ndarray:
+        if self.kde is None or self.features is None:
+            raise RuntimeError("call fit() before score()")
+        return -self.kde.score_samples(self.features.transform(image_features(images, self.feature_size)))
+
+    def describe(self) -> dict[str, Any]:
+        bw = float(self.kde.bandwidth) if self.kde is not None else None
+        grid = self.grid
+        return {"kernel": "gaussian", "bandwidth": bw, "cv_folds": self.cv, "feature_size": self.feature_size,
+                "pca_variance": self.variance,
+                "pca_components": int(self.features.named_steps["pca"].n_components_) if self.features is not None else None,
+                "bandwidth_grid": [float(grid[0]), float(grid[-1]), len(grid)] if grid is not None else None,
+                "bandwidth_at_grid_edge": bool(grid is not None and bw is not None and bw in (grid[0], grid[-1]))}
+
+
+# --------------------------------------------------------------------------------------------
+# convolutional autoencoder
+# --------------------------------------------------------------------------------------------
+class ConvAutoencoder(nn.Module):
+    """Small Bergmann-style convolutional autoencoder for ``(B, 3, S, S)`` images in [0, 1]."""
+
+    def __init__(self, image_size: int = 32, latent_dim: int = 100, channels: tuple[int, ...] = (32, 64, 128, 128)) -> None:
+        super().__init__()
+        sizes = [image_size]
+        while sizes[-1] > 8:
+            sizes.append((sizes[-1] + 2 - 4) // 2 + 1)  # conv k4 s2 p1
+        n_down = len(sizes) - 1
+        if n_down > len(channels):
+            raise ValueError(f"image_size {image_size} needs {n_down} downsamplings; give that many channels")
+        chans = [3, *channels[:n_down]]
+        self.sizes = sizes
+        enc: list[nn.Module] = []
+        for cin, cout in zip(chans[:-1], chans[1:]):
+            enc += [nn.Conv2d(cin, cout, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        self.encoder = nn.Sequential(*enc)
+        s = sizes[-1]
+        self.bottleneck = nn.Conv2d(chans[-1], latent_dim, s)  # dense latent vector (latent_dim, 1, 1)
+        self.expand = nn.ConvTranspose2d(latent_dim, chans[-1], s)
+        self.up = nn.ModuleList(nn.ConvTranspose2d(cout, cin if cin != 3 else 32, 4, 2, 1)
+                                for cin, cout in reversed(list(zip(chans[:-1], chans[1:]))))
+        self.head = nn.Conv2d(32, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.bottleneck(self.encoder(x))
+        h = F.leaky_relu(self.expand(z), 0.2)
+        for layer, size in zip(self.up, reversed(self.sizes[:-1])):
+            h = F.leaky_relu(layer(h, output_size=[size, size]), 0.2)
+        return torch.sigmoid(self.head(h))
+
+
+def cae_loss(recon: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-image loss: mean squared error (``l2``) or 1 - SSIM (``ssim``), shape ``(B,)``."""
+    if kind == "l2":
+        return (recon - x).pow(2).flatten(1).mean(1)
+    if kind == "ssim":
+        return 1.0 - ssim(recon, x, data_range=1.0, size_average=False)
+    raise ValueError(f"unknown autoencoder loss {kind!r}; valid: 'l2', 'ssim'")
+
+
+class CAEBaseline(Baseline):
+    """Convolutional autoencoder trained with the L2 or the SSIM loss; scored by the same loss."""
+
+    uses_epochs = True
+
+    def __init__(self, loss: str = "l2", epochs: int = 100, batch_size: int = 128, lr: float = 2e-4,
+                 weight_decay: float = 1e-5, latent_dim: int = 100, seed: int = 0, device: str = "auto",
+                 progress: bool = False) -> None:
+        cae_loss(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16), loss)  # validates the name
+        self.loss, self.epochs, self.batch_size, self.lr = loss, int(epochs), int(batch_size), float(lr)
+        self.weight_decay, self.latent_dim, self.seed = float(weight_decay), int(latent_dim), int(seed)
+        self.device = resolve_device(device)
+        self.progress = progress
+        self.name = f"cae_{loss}"
+        self.model: ConvAutoencoder | None = None
+        self.history: list[dict[str, float]] = []
+
+    def fit(self, images: torch.Tensor) -> "CAEBaseline":
+        torch.manual_seed(self.seed)
+        self.model = ConvAutoencoder(images.shape[-1], self.latent_dim).to(self.device)
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        gen = torch.Generator().manual_seed(self.seed)
+        n = images.shape[0]
+        drop_last = n > self.batch_size and n % self.batch_size == 1
+        loader = DataLoader(TensorDataset(images), batch_size=self.batch_size, shuffle=True, generator=gen,
+                            drop_last=drop_last)
+        self.model.train()
+        self.history = []
+        for epoch in tqdm(range(1, self.epochs + 1), desc=self.name, disable=not self.progress, unit="epoch"):
+            t0, total, seen = time.time(), 0.0, 0
+            for (x,) in loader:
+                x = x.to(self.device)
+                loss = cae_loss(self.model(x), x, self.loss).mean()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{self.name}: non-finite loss at epoch {epoch}; lower lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * x.shape[0]
+                seen += x.shape[0]
+            self.history.append({"epoch": epoch, "loss": total / max(seen, 1), "seconds": round(time.time() - t0, 3)})
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("call fit() before score()")
+        self.model.eval()
+        out = []
+        for i in range(0, images.shape[0], 256):
+            x = images[i:i + 256].to(self.device)
+            out.append(cae_loss(self.model(x), x, self.loss).cpu())
+        return torch.cat(out).double().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {"loss": self.loss, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                "weight_decay": self.weight_decay, "latent_dim": self.latent_dim,
+                "final_train_loss": self.history[-1]["loss"] if self.history else None}
+
+
+BASELINES: dict[str, Callable[..., Baseline]] = {
+    "ocsvm": OCSVMBaseline,
+    "kde": KDEBaseline,
+    "cae_l2": lambda **kw: CAEBaseline(loss="l2", **kw),
+    "cae_ssim": lambda **kw: CAEBaseline(loss="ssim", **kw),
+}
+
+
+def make_baseline(name: str, seed: int = 0, epochs: int = 100, device: str = "auto", progress: bool = False,
+                  **params: Any) -> Baseline:
+    """Instantiate a baseline by name with its parameters (``epochs``/``device`` only for the CAEs)."""
+    if name not in BASELINES:
+        raise KeyError(f"unknown baseline {name!r}; valid baselines: {sorted(BASELINES)}")
+    if name.startswith("cae_"):
+        return BASELINES[name](seed=seed, epochs=epochs, device=device, progress=progress, **params)
+    return BASELINES[name](seed=seed, **params)
+
+
+# --------------------------------------------------------------------------------------------
+# run folders
+# --------------------------------------------------------------------------------------------
+def baseline_config(name: str, dataset: str, normal_class: str | int, protocol: str | None = None, seed: int = 0,
+                    image_size: int | None = None, epochs: int = 100, *, preset: str = "paper",
+                    data_root: str | None = None, limit_train: int | None = None, limit_test: int | None = None,
+                    n_bootstrap: int = 1000, device: str = "auto", params: dict[str, Any] | None = None,
+                    **task_params: Any) -> dict[str, Any]:
+    """The resolved config.json of a baseline run."""
+    from .data import classes
+    from .train import canonical_class, dataset_defaults
+
+    if name not in BASELINES:
+        raise KeyError(f"unknown baseline {name!r}; valid baselines: {sorted(BASELINES)}")
+    default_protocol, default_size = dataset_defaults(dataset)
+    p = dict(params or {})
+    if name.startswith("cae_"):
+        p["epochs"] = int(epochs)
+    return runs.to_jsonable({
+        "kind": "baseline", "baseline": name, "dataset": dataset,
+        "normal_class": canonical_class(normal_class, [] if dataset == "folder" else [str(c) for c in classes(dataset)],
+                                        dataset),
+        "protocol": protocol or default_protocol, "seed": int(seed), "image_size": int(image_size or default_size),
+        "preset": preset, "protocol_params": dict(task_params), "limit_train": limit_train, "limit_test": limit_test,
+        "params": p, "n_bootstrap": int(n_bootstrap), "device": device, "data_root": data_root,
+    })
+
+
+def run_baseline(name: str, dataset: str, normal_class: str | int, results_root: str | Path,
+                 protocol: str | None = None, seed: int = 0, image_size: int | None = None, epochs: int = 100, *,
+                 preset: str = "paper", data_root: str | None = None, limit_train: int | None = None,
+                 limit_test: int | None = None, n_bootstrap: int = 1000, device: str = "auto",
+                 params: dict[str, Any] | None = None, overwrite: bool = False, progress: bool = True,
+                 **task_params: Any) -> Path:
+    """Fit baseline ``name`` on the normal train images of the task and score its test images, in
+    ``<results_root>/runs/<dataset>-<protocol>/<class>/baseline-<name>/`` (config.json, manifest.json,
+    scores.csv ``id,label,total``, train_scores.csv, metrics.json, provenance.json). A finished
+    run with the same config returns at once; a different config raises RunConfigMismatchError
+    (``overwrite=True`` moves the old folder aside). ``task_params`` go to ``one_class_task``."""
+    from .train import _manifest, task_from_config
+
+    config = baseline_config(name, dataset, normal_class, protocol, seed, image_size, epochs, preset=preset,
+                             data_root=data_root, limit_train=limit_train, limit_test=limit_test,
+                             n_bootstrap=n_bootstrap, device=device, params=params, **task_params)
+    run_dir = runs.run_dir_for(results_root, dataset, config["protocol"], config["normal_class"], runs.baseline_variant(name))
+    exists = runs.check_run_dir(run_dir, config, overwrite=overwrite)
+    if exists and runs.is_finished(run_dir, ("scores.csv", "metrics.json")):
+        metrics = runs.read_json(run_dir / "metrics.json")
+        if metrics.get("auc") is not None and int(metrics.get("n_bootstrap", -1)) != int(n_bootstrap):
+            _write_metrics(run_dir, pd.read_csv(run_dir / "scores.csv"), n_bootstrap, seed, metrics)
+        return run_dir
+    dev = resolve_device(device)
+    session = {"started": runs.now_iso(), "device": str(dev), "status": "running"}
+    t0 = time.time()
+    runs.seed_everything(seed)
+    task, train_ds, test_ds = task_from_config(config)  # before writing: a missing dataset leaves no folder
+    runs.prepare_run_dir(run_dir, config)
+    runs.write_json(run_dir / "manifest.json", _manifest(task, train_ds, test_ds))
+    runs.update_provenance(run_dir, session, **runs.provenance(seed, dev, False))
+    train_x, _, train_ids = dataset_arrays(train_ds)
+    test_x, test_y, test_ids = dataset_arrays(test_ds)
+    model = make_baseline(name, seed=seed, epochs=epochs, device=str(dev), progress=progress, **(params or {}))
+    t_fit = time.time()
+    model.fit(train_x)
+    fit_seconds = time.time() - t_fit
+    scores = pd.DataFrame({"id": test_ids, "label": test_y.astype(int), "total": model.score(test_x)})
+    train_scores = pd.DataFrame({"id": train_ids, "label": 0, "total": model.score(train_x)})
+    if isinstance(model, CAEBaseline) and model.model is not None:
+        runs.atomic_torch_save({"model": model.model.state_dict(), "image_size": int(train_x.shape[-1]),
+                                "latent_dim": model.latent_dim, "history": model.history},
+                               run_dir / "checkpoints" / runs.FINAL)
+        runs.write_csv(run_dir / "history.csv", pd.DataFrame(model.history))
+    runs.write_csv(run_dir / "train_scores.csv", train_scores)
+    metrics = _write_metrics(run_dir, scores, n_bootstrap, seed, {"fitted": model.describe(),
+                                                                   "fit_seconds": round(fit_seconds, 3)},
+                             train_scores=train_scores["total"].to_numpy())
+    session.update(ended=runs.now_iso(), wall_seconds=round(time.time() - t0, 3), status="finished")
+    runs.update_provenance(run_dir, session, auc=metrics.get("auc"))
+    return run_dir
+
+
+def _write_metrics(run_dir: Path, scores: pd.DataFrame, n_bootstrap: int, seed: int, extra: dict[str, Any],
+                   train_scores: np.ndarray | None = None) -> dict[str, Any]:
+    if train_scores is None and (run_dir / "train_scores.csv").is_file():
+        train_scores = pd.read_csv(run_dir / "train_scores.csv")["total"].to_numpy()
+    metrics = compute_metrics(scores, n_bootstrap=n_bootstrap, seed=seed, terms=("total",), train_scores=train_scores)
+    for key in ("fitted", "fit_seconds"):
+        if key in extra:
+            metrics[key] = extra[key]
+    from .evaluate import write_results
+
+    write_results(run_dir, scores[["id", "label", "total"]], metrics)
+    return metrics

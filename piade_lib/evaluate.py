@@ -1,0 +1,362 @@
+"""Anomaly scores, AUROC with bootstrap confidence intervals, ROC curves and pixel anomaly maps.
+
+* The image anomaly score is ``PiadeLoss.per_image(...)["total"]``, the same function training
+  minimises (model in eval mode); every loss term is reported and gets its own AUROC.
+* ``auroc_with_ci``: scikit-learn ``roc_auc_score`` with the anomalies (label 1) as positives,
+  and a percentile bootstrap that resamples the normal and the anomalous test images
+  *separately* (stratified), each with replacement and at its own size, so every resample holds
+  both classes and the class balance of the test set is kept.
+* Pixel maps (datasets with masks): ``1 - SSIM`` map between the image and its reconstruction,
+  Gaussian window 11 / sigma 1.5 (the window of the SSIM loss), reflect padding so the map has the
+  image size, averaged over the 3 channels. pytorch-msssim only returns SSIM means, so the map is
+  computed here with the same window and constants. Pixel AUROC is scikit-learn's over all test
+  pixels (normal images included), on a seeded subsample when there are more than 2,000,000.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score, roc_curve
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from . import runs
+
+TERMS: tuple[str, ...] = ("mse", "perceptual", "ssim_loss", "total")
+THRESHOLD_QUANTILE = 0.95
+MAX_PIXELS = 2_000_000
+
+
+# --------------------------------------------------------------------------------------------
+# AUROC
+# --------------------------------------------------------------------------------------------
+def _two_classes(labels: np.ndarray) -> bool:
+    return bool(np.any(labels == 0) and np.any(labels == 1))
+
+
+def auroc_with_ci(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray,
+                  n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """AUROC (anomalies = label 1 are the positives; higher score = more anomalous) with a
+    stratified percentile-bootstrap interval.
+
+    Returns ``{"auc", "low", "high"}``; ``low``/``high`` are None when ``n_bootstrap`` is 0. With a
+    single class in ``labels`` the AUROC is undefined: all three are None and ``"note"`` says why.
+    """
+    y = np.asarray(labels).astype(int).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"labels ({y.shape}) and scores ({s.shape}) differ in length")
+    if not set(np.unique(y)) <= {0, 1}:
+        raise ValueError(f"labels must be 0 (normal) or 1 (anomalous), got {sorted(set(np.unique(y)))}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{int(np.sum(~np.isfinite(s)))} scores are NaN or infinite; cannot compute AUROC")
+    if not _two_classes(y):
+        which = "normal" if np.all(y == 0) else "anomalous"
+        return {"auc": None, "low": None, "high": None,
+                "note": f"AUROC undefined: the test set has only {which} images ({y.size})"}
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    auc = float(roc_auc_score(y, s))
+    if n_bootstrap <= 0:
+        return {"auc": auc, "low": None, "high": None}
+    rng = np.random.default_rng(seed)
+    neg, pos = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
+    y_boot = np.concatenate([np.zeros(neg.size, int), np.ones(pos.size, int)])
+    boots = np.empty(n_bootstrap)
+    for b in range(n_bootstrap):
+        idx = np.concatenate([rng.choice(neg, neg.size, replace=True), rng.choice(pos, pos.size, replace=True)])
+        boots[b] = roc_auc_score(y_boot, s[idx])
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(boots, [alpha, 1.0 - alpha])
+    return {"auc": auc, "low": float(low), "high": float(high)}
+
+
+def roc_curve_data(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> pd.DataFrame:
+    """ROC curve (``fpr, tpr, threshold``) from scikit-learn; empty frame for a single class."""
+    y = np.asarray(labels).astype(int).ravel()
+    if not _two_classes(y):
+        return pd.DataFrame({"fpr": [], "tpr": [], "threshold": []})
+    fpr, tpr, thr = roc_curve(y, np.asarray(scores, dtype=np.float64).ravel())
+    return pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thr})
+
+
+# --------------------------------------------------------------------------------------------
+# pixel maps
+# --------------------------------------------------------------------------------------------
+def _gauss_1d(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    coords = torch.arange(size, dtype=dtype, device=device) - size // 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: int = 11,
+             win_sigma: float = 1.5, k: tuple[float, float] = (0.01, 0.03)) -> torch.Tensor:
+    """Per-pixel SSIM of two ``(B, C, H, W)`` batches, averaged over channels: ``(B, 1, H, W)``.
+
+    Same Gaussian window and constants as pytorch-msssim, but with reflect padding so the map keeps
+    the image size (pytorch-msssim uses a valid convolution and only returns means).
+    """
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError(f"ssim_map needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = x.float(), y.float()
+    c = x.shape[1]
+    win = min(win_size, 2 * (min(x.shape[-2:]) // 2) - 1)  # odd, and padding < size for tiny images
+    g = _gauss_1d(win, win_sigma, x.device, x.dtype)
+    gh = g.view(1, 1, 1, win).repeat(c, 1, 1, 1)
+    gv = g.view(1, 1, win, 1).repeat(c, 1, 1, 1)
+    pad = win // 2
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        t = F.pad(t, (pad, pad, pad, pad), mode="reflect")
+        return F.conv2d(F.conv2d(t, gh, groups=c), gv, groups=c)
+
+    c1, c2 = (k[0] * data_range) ** 2, (k[1] * data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x**2
+    syy = blur(y * y) - mu_y**2
+    sxy = blur(x * y) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return s.mean(dim=1, keepdim=True)
+
+
+def _ssim_range(model: torch.nn.Module) -> float:
+    cfg = getattr(model, "config", None) or {}
+    preset = cfg.get("preset") if isinstance(cfg, dict) else None
+    if isinstance(preset, dict) and "ssim_data_range" in preset:
+        return float(preset["ssim_data_range"])
+    return 1.0
+
+
+def _reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    return out.reconstruction if hasattr(out, "reconstruction") else out
+
+
+@torch.no_grad()
+def anomaly_map(model: torch.nn.Module, images: torch.Tensor, data_range: float | None = None) -> torch.Tensor:
+    """Pixel anomaly map ``1 - SSIM(image, reconstruction)``, shape ``(B, 1, S, S)``, on the CPU.
+
+    ``images`` are ``(B, 3, S, S)`` in [0, 1] (or one ``(3, S, S)`` image); the model is used in
+    eval mode (its previous mode is restored).
+    """
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        x = images.to(device, torch.float32)
+        recon = _reconstruct(model, x).float()
+        dr = _ssim_range(model) if data_range is None else data_range
+        return (1.0 - ssim_map(x, recon, data_range=dr)).cpu()
+    finally:
+        model.train(was_training)
+
+
+def pixel_auroc(maps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
+                max_pixels: int = MAX_PIXELS, seed: int = 0) -> float | None:
+    """Pixel-level AUROC (mask 1 = anomalous pixel) over all pixels; a seeded uniform subsample of
+    ``max_pixels`` pixels is used when there are more. None when the masks hold a single class."""
+    m = np.asarray(maps, dtype=np.float32).ravel()
+    y = (np.asarray(masks).ravel() > 0.5).astype(np.int8)
+    if m.shape != y.shape:
+        raise ValueError(f"maps ({m.size} pixels) and masks ({y.size} pixels) differ in size")
+    if m.size > max_pixels:
+        idx = np.sort(np.random.default_rng(seed).choice(m.size, max_pixels, replace=False))
+        m, y = m[idx], y[idx]
+    if not _two_classes(y):
+        return None
+    return float(roc_auc_score(y, m))
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+# --------------------------------------------------------------------------------------------
+def _loader(dataset: Dataset, batch_size: int, device: torch.device) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
+                      pin_memory=device.type == "cuda")
+
+
+def _as_list(v: Any, n: int) -> list:
+    if isinstance(v, torch.Tensor):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    return [v] * n
+
+
+@torch.no_grad()
+def score_dataset(model: torch.nn.Module, loss_fn: torch.nn.Module, dataset: Dataset, batch_size: int = 64,
+                  device: str | torch.device = "cpu", *, progress: bool = False, with_maps: bool = False,
+                  desc: str = "scoring") -> pd.DataFrame | tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
+    """Score every item of ``dataset`` (dict items with ``image``, ``label``, ``id``): a DataFrame
+    ``id, label, mse, perceptual, ssim_loss, total`` from ``loss_fn.per_image`` (model in eval mode,
+    previous mode restored). With ``with_maps`` also returns the ``1 - SSIM`` maps and the masks,
+    ``(N, 1, S, S)`` float16 tensors on the CPU."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loss_was_training = loss_fn.training
+    loss_fn.eval()
+    rows: dict[str, list] = {"id": [], "label": [], **{t: [] for t in TERMS}}
+    maps, masks = [], []
+    dr = _ssim_range(model)
+    try:
+        for batch in tqdm(_loader(dataset, batch_size, device), desc=desc, disable=not progress, leave=False):
+            x = batch["image"].to(device, torch.float32, non_blocking=True)
+            recon = _reconstruct(model, x)
+            terms = loss_fn.per_image(recon, x)
+            n = x.shape[0]
+            rows["id"].extend(str(i) for i in _as_list(batch.get("id", [""] * n), n))
+            rows["label"].extend(int(v) for v in _as_list(batch.get("label", 0), n))
+            for t in TERMS:
+                rows[t].extend(terms[t].detach().float().cpu().tolist())
+            if with_maps:
+                maps.append((1.0 - ssim_map(x, recon.float(), data_range=dr)).cpu().half())
+                m = batch.get("mask")
+                masks.append((m if m is not None else torch.zeros(n, 1, *x.shape[-2:])).cpu().half())
+    finally:
+        model.train(was_training)
+        loss_fn.train(loss_was_training)
+    frame = pd.DataFrame(rows)
+    if with_maps:
+        empty = torch.zeros(0, 1, 1, 1, dtype=torch.float16)
+        return frame, (torch.cat(maps) if maps else empty), (torch.cat(masks) if masks else empty)
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------------------------
+def compute_metrics(scores: pd.DataFrame, n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0,
+                    terms: Iterable[str] | None = None, pixel: float | None = None,
+                    train_scores: Sequence[float] | np.ndarray | None = None) -> dict[str, Any]:
+    """metrics.json content from a scores frame (``label`` and ``total`` columns at least).
+
+    Keys: auc, auc_ci_low, auc_ci_high, ci_level, n_bootstrap, n_normal, n_anomalous, pixel_auroc,
+    term_auc, thresholds (95th percentiles of the total score on the normal train images and on the
+    normal test images; the CLI's ``above_threshold`` uses them), and a note when AUROC is undefined.
+    """
+    if "label" not in scores or "total" not in scores:
+        raise ValueError(f"scores need 'label' and 'total' columns, got {list(scores.columns)}")
+    labels = scores["label"].to_numpy().astype(int)
+    res = auroc_with_ci(labels, scores["total"].to_numpy(), n_bootstrap=n_bootstrap, level=level, seed=seed)
+    term_names = [t for t in (terms if terms is not None else TERMS) if t in scores.columns]
+    term_auc = {t: auroc_with_ci(labels, scores[t].to_numpy(), n_bootstrap=0)["auc"] for t in term_names}
+    normal_test = scores.loc[labels == 0, "total"].to_numpy()
+    thresholds: dict[str, Any] = {"quantile": THRESHOLD_QUANTILE,
+                                  "train": None, "test_normal": None}
+    if train_scores is not None and len(train_scores):
+        thresholds["train"] = float(np.quantile(np.asarray(train_scores, dtype=np.float64), THRESHOLD_QUANTILE))
+    if normal_test.size:
+        thresholds["test_normal"] = float(np.quantile(normal_test, THRESHOLD_QUANTILE))
+    metrics: dict[str, Any] = {
+        "auc": res["auc"],
+        "auc_ci_low": res["low"],
+        "auc_ci_high": res["high"],
+        "ci_level": level,
+        "n_bootstrap": int(n_bootstrap) if res["auc"] is not None else 0,
+        "n_normal": int(np.sum(labels == 0)),
+        "n_anomalous": int(np.sum(labels == 1)),
+        "pixel_auroc": pixel,
+        "term_auc": term_auc,
+        "thresholds": thresholds,
+    }
+    if "note" in res:
+        metrics["note"] = res["note"]
+    return metrics
+
+
+METRICS_KEYS: tuple[str, ...] = ("auc", "auc_ci_low", "auc_ci_high", "ci_level", "n_bootstrap", "n_normal",
+                                 "n_anomalous", "pixel_auroc", "term_auc")
+
+
+def write_results(run_dir: str | os.PathLike, scores: pd.DataFrame, metrics: dict[str, Any],
+                  train_scores: pd.DataFrame | None = None) -> None:
+    """Write scores.csv, roc.csv, (train_scores.csv) and, last, metrics.json, all atomically."""
+    run_dir = Path(run_dir)
+    runs.write_csv(run_dir / "scores.csv", scores)
+    runs.write_csv(run_dir / "roc.csv", roc_curve_data(scores["label"], scores["total"]))
+    if train_scores is not None:
+        runs.write_csv(run_dir / "train_scores.csv", train_scores)
+    runs.write_json(run_dir / "metrics.json", metrics)
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``/None -> cuda if available, else cpu; otherwise ``torch.device(device)``, checked."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device "
+                           f"(torch {torch.__version__}); use --device cpu or auto")
+    return dev
+
+
+def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu"
+                 ) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, Any]]:
+    """(model, loss_fn, config) of a finished PIADE run, from ``checkpoints/final.pt``
+    (``torch.load(weights_only=True)``), in eval mode on ``device``."""
+    from .losses import PiadeLoss
+    from .model import model_from_config, preset_from_dict
+
+    run_dir = Path(run_dir)
+    cfg = runs.load_config(run_dir)
+    final_path = run_dir / "checkpoints" / runs.FINAL
+    if not final_path.is_file():
+        raise FileNotFoundError(
+            f"{final_path} not found: the run in {run_dir} has not finished training. "
+            "Run `piade train` with the same settings (it resumes) before evaluating.")
+    final = runs.load_torch(final_path)
+    model = model_from_config(final["model_config"])
+    model.load_state_dict(final["model"])
+    preset = preset_from_dict(cfg["preset_resolved"])
+    loss_fn = PiadeLoss(preset=preset, pretrained=False)
+    if final.get("loss"):
+        loss_fn.load_state_dict(final["loss"])
+    device = torch.device(device)
+    return model.to(device).eval(), loss_fn.to(device).eval(), cfg
+
+
+def evaluate_run(run_dir: str | os.PathLike, n_bootstrap: int | None = None, *, device: str | torch.device | None = "auto",
+                 progress: bool = True, loaded: tuple[torch.nn.Module, torch.nn.Module] | None = None,
+                 splits: tuple[Any, Dataset, Dataset] | None = None) -> dict[str, Any]:
+    """Score the test (and train) images of a finished PIADE run and write scores.csv,
+    train_scores.csv, roc.csv and metrics.json. Returns the metrics.
+
+    The model and loss come from ``checkpoints/final.pt`` unless ``loaded=(model, loss_fn)`` passes the
+    ones just trained; the task is rebuilt from config.json unless ``splits=(task, train, test)`` is given.
+    """
+    from .train import task_from_config
+
+    run_dir = Path(run_dir)
+    cfg = runs.load_config(run_dir)
+    dev = resolve_device(device)
+    if loaded is None:
+        model, loss_fn, cfg = load_trained(run_dir, dev)
+    else:
+        model, loss_fn = loaded
+    task, train_ds, test_ds = splits if splits is not None else task_from_config(cfg)
+    bs = int(cfg.get("batch_size") or 64)
+    with_maps = bool(getattr(task, "has_masks", False))
+    out = score_dataset(model, loss_fn, test_ds, bs, dev, progress=progress, with_maps=with_maps, desc="test")
+    if with_maps:
+        scores, maps, masks = out  # type: ignore[misc]
+        pix = pixel_auroc(maps, masks, seed=int(cfg.get("seed", 0)))
+    else:
+        scores, pix = out, None  # type: ignore[assignment]
+    train_scores = score_dataset(model, loss_fn, train_ds, bs, dev, progress=progress, desc="train")
+    nb = int(cfg.get("n_bootstrap", 1000) if n_bootstrap is None else n_bootstrap)
+    metrics = compute_metrics(scores, n_bootstrap=nb, seed=int(cfg.get("seed", 0)), pixel=pix,
+                              train_scores=train_scores["total"].to_numpy())
+    if with_maps and pix is None:
+        metrics["pixel_note"] = "masks hold a single class (no anomalous pixels in the test set)"
+    write_results(run_dir, scores, metrics, train_scores)
+    return metrics
+

@@ -1,0 +1,108 @@
+"""Baselines: PCA features, OC-SVM, KDE, convolutional autoencoders, and their run folders."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from piade_lib import baselines as bl
+from piade_lib import runs
+from piade_lib.evaluate import METRICS_KEYS
+
+SPLIT = dict(limit_train=40, limit_test=60, n_bootstrap=20, device="cpu", progress=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """One intra-op thread: tiny tensors gain nothing from more, and on a shared CPU a second thread
+    waiting for a descheduled partner makes steps up to 50x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _blobs(n: int, shift: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.zeros(1, 3, 16, 16)
+    base[..., 4:12, 4:12] = 0.8
+    return (base + shift + 0.05 * torch.randn(n, 3, 16, 16, generator=g)).clamp(0, 1)
+
+
+def test_pca_components_keep_variance_but_stay_below_n_train() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 50))
+    pipe = bl.pca_features(x)
+    assert pipe.named_steps["pca"].n_components_ == 5  # capped at n_train - 1
+    low_rank = rng.normal(size=(100, 2)) @ rng.normal(size=(2, 50)) + 1e-3 * rng.normal(size=(100, 50))
+    assert bl.pca_features(low_rank).named_steps["pca"].n_components_ == 2
+
+
+@pytest.mark.parametrize("name", ["ocsvm", "kde"])
+def test_shallow_baselines_score_outliers_higher(name: str) -> None:
+    model = bl.make_baseline(name).fit(_blobs(40, 0.0, 0))
+    normal, odd = model.score(_blobs(10, 0.0, 1)), model.score(_blobs(10, 0.15, 2))
+    assert normal.shape == (10,) and np.all(np.isfinite(normal))
+    assert odd.min() > normal.max()
+    info = model.describe()
+    assert 1 <= info["pca_components"] <= 39
+    if name == "kde":
+        lo, hi, n = info["bandwidth_grid"]
+        assert lo <= info["bandwidth"] <= hi and n == 25
+
+
+@pytest.mark.parametrize("size", [32, 120])
+def test_autoencoder_shapes(size: int) -> None:
+    ae = bl.ConvAutoencoder(size)
+    out = ae(torch.rand(2, 3, size, size))
+    assert out.shape == (2, 3, size, size) and out.min() >= 0 and out.max() <= 1
+
+
+def test_autoencoder_training_reduces_its_loss_and_scores_per_image() -> None:
+    x = _blobs(8, 0.0, 0)  # 16x16: one downsampling, fast
+    for loss in ("l2", "ssim"):
+        m = bl.make_baseline(f"cae_{loss}", epochs=2, device="cpu", batch_size=4, lr=1e-3).fit(x)
+        assert m.history[-1]["loss"] < m.history[0]["loss"]
+        s = m.score(x)
+        expected = bl.cae_loss(m.model(x), x, loss).detach().double().numpy()
+        assert np.allclose(s, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown autoencoder loss"):
+        bl.CAEBaseline(loss="l1")
+    with pytest.raises(KeyError, match="valid baselines"):
+        bl.make_baseline("svm")
+
+
+@pytest.mark.parametrize("name", ["ocsvm", "kde", "cae_l2", "cae_ssim"])
+def test_run_baseline_writes_a_run_folder_on_the_task_split(tmp_path: Path, name: str) -> None:
+    d = bl.run_baseline(name, "digits", "0", tmp_path, epochs=1, params={"batch_size": 16} if "cae" in name else None,
+                        **SPLIT)
+    assert d == tmp_path / "runs" / "digits-lsa" / "0" / f"baseline-{name}"
+    for f in ("config.json", "manifest.json", "scores.csv", "train_scores.csv", "roc.csv", "metrics.json",
+              "provenance.json"):
+        assert (d / f).is_file(), f
+    scores = pd.read_csv(d / "scores.csv")
+    assert list(scores.columns) == ["id", "label", "total"] and len(scores) == 60
+    assert set(scores["label"]) == {0, 1} and np.all(np.isfinite(scores["total"]))
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert set(METRICS_KEYS) <= set(metrics) and metrics["term_auc"] == {"total": metrics["auc"]}
+    if name in ("ocsvm", "kde"):  # digit 0 against the others is easy for PCA features
+        assert metrics["auc"] > 0.8
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert len(manifest["subset"]["train_positions"]) == 40
+    # same split as a PIADE run with the same seed and limits: the same test ids
+    cfg = runs.load_config(d)
+    assert cfg["kind"] == "baseline" and cfg["protocol"] == "lsa" and cfg["limit_test"] == 60
+
+
+def test_finished_baseline_is_skipped_and_a_changed_one_refused(tmp_path: Path) -> None:
+    d = bl.run_baseline("ocsvm", "digits", "0", tmp_path, **SPLIT)
+    mtime = (d / "scores.csv").stat().st_mtime_ns
+    assert bl.run_baseline("ocsvm", "digits", "0", tmp_path, **SPLIT) == d
+    assert (d / "scores.csv").stat().st_mtime_ns == mtime
+    with pytest.raises(runs.RunConfigMismatchError, match="params.nu"):
+        bl.run_baseline("ocsvm", "digits", "0", tmp_path, params={"nu": 0.2}, **SPLIT)
+    assert (d / "scores.csv").stat().st_mtime_ns == mtime

@@ -1,0 +1,209 @@
+"""Training engine: complete run folders, exact resume, skip of finished runs, refusal to overwrite,
+NaN guard (the corrupt-checkpoint fallback itself is tested in test_runs.py).
+Tiny settings: digits, 4 train images, batch 2 (2 batches per epoch), 2 epochs, 32x32, CPU."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import Subset
+
+from piade_lib import runs
+from piade_lib.evaluate import METRICS_KEYS, TERMS, evaluate_run
+from piade_lib.train import NonFiniteLossError, RunConfig, limit_dataset, train_run
+
+TINY = dict(dataset="digits", normal_class="1", epochs=2, batch_size=2, limit_train=4, limit_test=4,
+            n_bootstrap=10, device="cpu", pretrained=False, checkpoint_every=1, keep_checkpoints=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """One intra-op thread: tiny tensors gain nothing from more, and on a shared CPU a second thread
+    waiting for a descheduled partner makes steps up to 50x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def deterministic():
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(previous)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, deterministic) -> Path:
+    """2 epochs in one go (the reference for the resume tests)."""
+    return train_run(RunConfig(**TINY), tmp_path_factory.mktemp("straight"), progress=False)
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return runs.load_torch(run_dir / "checkpoints" / "final.pt")["model"]
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _final_weights(a), _final_weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), f"{k} differs"
+
+
+def _losses(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "history.csv")[["epoch", *TERMS]]
+
+
+def test_resolved_fills_from_preset_and_dataset() -> None:
+    paper = RunConfig(dataset="digits", normal_class=3).resolved()
+    assert (paper.lr, paper.weight_decay, paper.batch_size, paper.epochs) == (1e-3, 1e-4, 120, 400)
+    assert (paper.protocol, paper.image_size, paper.normal_class, paper.variant) == ("lsa", 32, "3", "paper-v2")
+    code = RunConfig(dataset="digits", normal_class="3", preset="authors_code", n_vectors=1, lr=5e-4).resolved()
+    assert (code.lr, code.weight_decay, code.batch_size, code.variant) == (5e-4, 1e-3, 60, "authors_code-v1")
+    assert RunConfig(dataset="digits", normal_class="3").to_dict()["preset_resolved"]["backbone"] == "resnet18"
+    with pytest.raises(ValueError, match="unknown class"):
+        RunConfig(dataset="digits", normal_class="eleven").resolved()
+
+
+def test_limit_dataset_is_seeded_and_stratified() -> None:
+    labels = [0] * 10 + [1] * 90
+    sub = limit_dataset(list(range(100)), 10, seed=0, labels=labels)
+    chosen = [labels[i] for i in sub.indices]
+    assert chosen.count(0) == 1 and chosen.count(1) == 9
+    assert sub.indices == limit_dataset(list(range(100)), 10, seed=0, labels=labels).indices
+    assert len(limit_dataset(list(range(5)), 10, seed=0)) == 5
+
+
+def test_run_folder_is_complete(straight_run: Path) -> None:
+    d = straight_run
+    assert d.parts[-4:] == ("runs", "digits-lsa", "1", "paper-v2")
+    for name in ("config.json", "manifest.json", "provenance.json", "history.csv", "scores.csv", "roc.csv",
+                 "metrics.json", "checkpoints/final.pt", "checkpoints/last.pt", "checkpoints/epoch_0002.pt"):
+        assert (d / name).is_file(), name
+    assert sorted(p.name for p in (d / "checkpoints").glob("epoch_*.pt")) == ["epoch_0001.pt", "epoch_0002.pt"]
+    config = json.loads((d / "config.json").read_text())
+    assert config["lr"] == 1e-3 and config["preset_resolved"]["name"] == "paper" and config["config_hash"]
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert set(METRICS_KEYS) <= set(metrics) and set(metrics["term_auc"]) == set(TERMS)
+    assert metrics["n_normal"] + metrics["n_anomalous"] == 4 and metrics["n_normal"] >= 1
+    assert metrics["pixel_auroc"] is None and metrics["n_bootstrap"] == 10
+    assert metrics["auc_ci_low"] <= metrics["auc"] <= metrics["auc_ci_high"]
+    scores = pd.read_csv(d / "scores.csv")
+    assert list(scores.columns) == ["id", "label", *TERMS] and len(scores) == 4
+    hist = pd.read_csv(d / "history.csv")
+    assert list(hist.columns) == ["epoch", *TERMS, "seconds"] and hist["epoch"].tolist() == [1, 2]
+    prov = json.loads((d / "provenance.json").read_text())
+    assert prov["pretrained"] is False and prov["sessions"][-1]["status"] == "finished" and prov["versions"]["torch"]
+    final = torch.load(d / "checkpoints" / "final.pt", weights_only=True)
+    assert final["epoch"] == 2 and final["model_config"]["n_vectors"] == 2
+
+
+def test_finished_run_is_not_redone(straight_run: Path, monkeypatch) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in (straight_run / "checkpoints").iterdir()}
+    history = (straight_run / "history.csv").read_text()
+
+    def forbidden(*a, **k):
+        raise AssertionError("a finished run was rebuilt")
+
+    monkeypatch.setattr("piade_lib.model.build_model", forbidden)
+    monkeypatch.setattr("piade_lib.losses.PiadeLoss", forbidden)
+    # the device is an execution setting: a finished CPU run is also finished for "auto"
+    again = train_run(RunConfig(**{**TINY, "device": "auto"}), straight_run.parents[3], progress=False)
+    assert again == straight_run
+    assert {p.name: p.stat().st_mtime_ns for p in (straight_run / "checkpoints").iterdir()} == before
+    assert (straight_run / "history.csv").read_text() == history
+
+
+def test_different_config_is_refused_not_overwritten(straight_run: Path) -> None:
+    before = (straight_run / "config.json").read_text()
+    with pytest.raises(runs.RunConfigMismatchError) as err:
+        train_run(RunConfig(**{**TINY, "epochs": 3}), straight_run.parents[3], progress=False)
+    msg = str(err.value)
+    assert str(straight_run) in msg and "epochs: 2 (in folder) vs 3 (requested)" in msg and "overwrite" in msg
+    assert (straight_run / "config.json").read_text() == before
+
+
+def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path, straight_run: Path, deterministic) -> None:
+    cfg = RunConfig(**TINY)
+    d = train_run(cfg, tmp_path, progress=False, stop_after=1)  # as if killed after epoch 1 of 2
+    assert not (d / "checkpoints" / "final.pt").exists() and not (d / "metrics.json").exists()
+    assert runs.load_torch(d / "checkpoints" / "last.pt")["epoch"] == 1
+    assert train_run(cfg, tmp_path, progress=False) == d
+    prov = json.loads((d / "provenance.json").read_text())
+    assert [s["resumed_from_epoch"] for s in prov["sessions"]] == [0, 1]
+    _assert_same_weights(d, straight_run)
+    pd.testing.assert_frame_equal(_losses(d), _losses(straight_run))
+
+
+def test_nan_loss_stops_with_last_good_checkpoint_intact(
+        tmp_path: Path, monkeypatch) -> None:
+    from piade_lib.losses import PiadeLoss
+
+    original = PiadeLoss.per_image
+    calls = {"n": 0}
+
+    def nan_on_third_batch(self, recon, target):  # 2 batches per epoch: call 3 = epoch 2, batch 1
+        terms = original(self, recon, target)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            terms = {**terms, "total": terms["total"] * float("nan")}
+        return terms
+
+    monkeypatch.setattr(PiadeLoss, "per_image", nan_on_third_batch)
+    cfg = RunConfig(**TINY)
+    with pytest.raises(NonFiniteLossError) as err:
+        train_run(cfg, tmp_path, progress=False)
+    e = err.value
+    assert (e.epoch, e.batch) == (2, 1) and e.last_checkpoint.name == "epoch_0001.pt"
+    assert "epoch 2, batch 1" in str(e) and "epoch_0001.pt" in str(e)
+    d = cfg.run_dir(tmp_path)
+    last = runs.load_torch(d / "checkpoints" / "last.pt")  # intact and loadable
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert not (d / "checkpoints" / "final.pt").exists() and not (d / "metrics.json").exists()
+    assert pd.read_csv(d / "history.csv")["epoch"].tolist() == [1]
+    assert json.loads((d / "provenance.json").read_text())["sessions"][-1]["status"] == "stopped: NonFiniteLossError"
+
+
+def test_single_class_test_set_gives_null_auc(tmp_path: Path, straight_run: Path) -> None:
+    from piade_lib.train import task_from_config
+
+    d = tmp_path / "copy"
+    (d / "checkpoints").mkdir(parents=True)
+    shutil.copy(straight_run / "config.json", d / "config.json")
+    os.link(straight_run / "checkpoints" / "final.pt", d / "checkpoints" / "final.pt")
+    task, train, test = task_from_config(runs.load_config(d))
+    normal_only = Subset(test, [i for i in range(len(test)) if test[i]["label"] == 0])
+    metrics = evaluate_run(d, progress=False, splits=(task, train, normal_only))
+    assert metrics["auc"] is None and metrics["n_anomalous"] == 0 and "only normal" in metrics["note"]
+    assert json.loads((d / "metrics.json").read_text())["auc"] is None
+    assert len(pd.read_csv(d / "scores.csv")) == len(normal_only)
+
+
+def test_failed_start_leaves_no_run_folder(tmp_path: Path, monkeypatch) -> None:
+    from piade_lib.weights import PretrainedWeightsUnavailable
+
+    def unavailable(*a, **k):
+        raise PretrainedWeightsUnavailable("no weights offline")
+
+    monkeypatch.setattr("piade_lib.model.build_model", unavailable)
+    cfg = RunConfig(**{**TINY, "pretrained": True})
+    with pytest.raises(PretrainedWeightsUnavailable):
+        train_run(cfg, tmp_path, progress=False)
+    assert not cfg.run_dir(tmp_path).exists()  # so a retry with pretrained=False is not refused
+
+
+def test_dataset_with_masks_gets_a_pixel_auroc(tmp_path: Path) -> None:
+    cfg = RunConfig(dataset="textures", normal_class="brick", epochs=1, batch_size=2, limit_train=2, limit_test=4,
+                    n_bootstrap=5, device="cpu")
+    d = train_run(cfg, tmp_path, progress=False)
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert d.parts[-3:] == ("textures-mvtec", "brick", "paper-v2")
+    assert metrics["pixel_auroc"] is not None and 0.0 <= metrics["pixel_auroc"] <= 1.0
+    assert metrics["n_normal"] >= 1 and metrics["n_anomalous"] >= 1

@@ -28,12 +28,22 @@ TERMS = ("mse", "perceptual", "ssim_loss", "total")
 
 
 def vgg11_head(pretrained: bool = False) -> nn.Sequential:
-    """torchvision VGG11 ``features[:4]``, ImageNet weights when ``pretrained``, frozen (no grad, eval)."""
-    vgg = torchvision.models.vgg11(weights=None)
-    if pretrained:  # only the convolutional part is used: load it strictly, ignore the classifier weights
+    """torchvision VGG11 ``features[:4]``, ImageNet weights when ``pretrained``, frozen (no grad, eval).
+
+    Only the convolutional part is built (``torchvision.models.vgg.make_layers`` with VGG11's
+    configuration "A"): the 123M-parameter classifier would cost seconds per loss for nothing.
+    Random weights follow ``torchvision.models.VGG``'s own initialisation.
+    """
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["A"])
+    if pretrained:  # load the convolutional part strictly, ignore the classifier weights
         state = pretrained_state_dict("vgg11")
-        vgg.features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
-    head = vgg.features[:VGG_LAYERS]
+        features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+    else:
+        for m in features.modules():
+            if isinstance(m, nn.Conv2d):  # as torchvision.models.VGG.__init__ does
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+    head = features[:VGG_LAYERS]
     head.requires_grad_(False)
     return head.eval()
 

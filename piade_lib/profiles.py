@@ -1,0 +1,497 @@
+"""Profiles: ``configs/<name>.yaml``, the single source of what a ``run_all.sh`` run does.
+
+A profile names the experiments (its *sections*: ``table2``, ``table3``, ``table4``,
+``figure4`` and optional extra ones such as the ICPR version's MNIST), the dataset and protocol
+each section uses, the classes, presets, numbers of instantiation vectors, training settings
+and baselines. :func:`load_profile` reads and validates one; :func:`notebook_parameters` turns
+it into the papermill parameters of each notebook; :func:`check_profile` verifies, before any
+training, that its datasets and (if asked for) pretrained weights are available.
+
+Command line (used by ``run_all.sh``)::
+
+    python -m piade_lib.profiles list
+    python -m piade_lib.profiles check PROFILE          # exit 0 when everything is available
+    python -m piade_lib.profiles prepare PROFILE        # check, then print the results folder
+    python -m piade_lib.profiles params PROFILE NOTEBOOK [--results-root DIR]   # YAML to stdout
+    python -m piade_lib.profiles params PROFILE NB1 NB2 ... --out-dir DIR      # DIR/<notebook>.yaml each
+
+``PROFILE`` is a name from ``configs/`` or a path to a profile YAML file.
+
+Profile schema (see ``configs/quick.yaml`` for a commented example)::
+
+    name: quick
+    description: ...
+    defaults: {RunConfig fields applied to every run: pretrained, device, seed, epochs, ...}
+    sections:
+      <section>:                       # table2 | table3 | table4 | figure4 | any other name
+        title: ...
+        dataset: digits                # a name of piade_lib.data.DATASETS
+        protocol: lsa                  # optional; the dataset's default otherwise
+        classes: all                   # "all" or a list of class names
+        presets: [paper]               # piade_lib.presets.PRESETS names
+        n_vectors: [2]                 # [1, 2] for the ablation
+        baselines: [ocsvm, kde]        # optional, names of piade_lib.baselines
+        paper_table: table2            # optional; the paper table it stands for (default: the section name)
+        <RunConfig fields>: ...        # epochs, batch_size, image_size, protocol_params, ...
+    figure3: {n_images: 4}             # optional
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+
+# The sections that correspond to the paper's tables / figure (others are extra experiments).
+PAPER_SECTIONS = ("table2", "table3", "table4", "figure4")
+# The notebooks run_all.sh executes, in order (notebooks/<name>.ipynb); see notebook_parameters().
+NOTEBOOKS = ("01_data_preparation", "02_training", "03_evaluation", "04_ablation", "05_paper_figures")
+
+# RunConfig fields a profile may set (in `defaults` or in a section): every field of
+# piade_lib.train.RunConfig except those the section's structure decides.
+_STRUCTURAL = ("dataset", "normal_class", "preset", "n_vectors", "variant")
+
+
+def run_fields() -> tuple[str, ...]:
+    import dataclasses
+
+    from .train import RunConfig
+
+    return tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in _STRUCTURAL)
+
+
+SECTION_KEYS = ("title", "dataset", "classes", "presets", "n_vectors", "baselines", "paper_table", "baseline_params")
+TOP_FIELDS = ("name", "description", "defaults", "sections", "figure3", "results_root")
+
+
+class ProfileError(ValueError):
+    """A profile is unknown or malformed."""
+
+
+class UnknownProfile(ProfileError):
+    pass
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def profile_path(profile: str | Path) -> Path:
+    """configs/<profile>.yaml for a name; the file itself for a path to a .yaml/.yml file."""
+    p = Path(profile)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise UnknownProfile(f"profile file {p} does not exist")
+        return p
+    path = CONFIG_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        raise UnknownProfile(
+            f"unknown profile {str(profile)!r}; valid profiles: {', '.join(available_profiles())} "
+            f"(files configs/*.yaml), or pass the path of a profile .yaml file"
+        )
+    return path
+
+
+@dataclass
+class Section:
+    """One experiment of a profile: a dataset/protocol, classes, model variants, baselines."""
+
+    name: str
+    dataset: str
+    title: str = ""
+    classes: Any = "all"
+    presets: list[str] = field(default_factory=lambda: ["paper"])
+    n_vectors: list[int] = field(default_factory=lambda: [2])
+    baselines: list[str] = field(default_factory=list)
+    baseline_params: dict[str, Any] = field(default_factory=dict)
+    paper_table: str | None = None
+    run: dict[str, Any] = field(default_factory=dict)  # RunConfig fields (defaults merged in)
+
+    @property
+    def protocol(self) -> str | None:
+        return self.run.get("protocol")
+
+    @property
+    def is_ablation(self) -> bool:
+        return len(self.n_vectors) > 1
+
+    @property
+    def paper_dataset(self) -> str | None:
+        from .paper_results import TABLE_DATASETS
+
+        return TABLE_DATASETS.get(self.paper_table) if self.paper_table else None
+
+    @property
+    def is_standin(self) -> bool:
+        """True when the section runs on another dataset than the paper's (no paper values apply)."""
+        return self.paper_dataset is not None and self.paper_dataset != self.dataset
+
+    def class_names(self) -> list[str]:
+        """The section's normal classes as strings (``all`` expands through the data package)."""
+        if self.classes == "all":
+            from .data import classes
+
+            return [str(c) for c in classes(self.dataset)]
+        return [str(c) for c in self.classes]
+
+    def run_configs(self) -> list[dict[str, Any]]:
+        """RunConfig keyword arguments, one dict per (class, preset, n_vectors), in that order."""
+        out = []
+        for cls in self.class_names():
+            for preset in self.presets:
+                for nv in self.n_vectors:
+                    kw = copy.deepcopy(self.run)
+                    kw.update(dataset=self.dataset, normal_class=cls, preset=preset, n_vectors=int(nv))
+                    out.append(kw)
+        return out
+
+
+@dataclass
+class Profile:
+    name: str
+    description: str
+    sections: dict[str, Section]
+    figure3: dict[str, Any]
+    path: Path
+    results_root: str
+
+    @property
+    def pretrained(self) -> bool:
+        return any(s.run.get("pretrained", False) for s in self.sections.values())
+
+    def table_sections(self) -> list[str]:
+        """Sections trained and evaluated by 02/03 (everything but the 1-vs-2-vectors ablation)."""
+        return [n for n, s in self.sections.items() if not s.is_ablation]
+
+    def ablation_sections(self) -> list[str]:
+        return [n for n, s in self.sections.items() if s.is_ablation]
+
+    def summary(self):
+        """One row per section: what runs, on what, stand-in or not (a pandas DataFrame)."""
+        import pandas as pd
+
+        rows = []
+        for n, s in self.sections.items():
+            rows.append({
+                "section": n, "title": s.title, "dataset": s.dataset, "protocol": s.protocol or "(default)",
+                "paper dataset": s.paper_dataset or "", "stand-in": s.is_standin,
+                "classes": "all" if s.classes == "all" else len(s.classes),
+                "presets": ", ".join(s.presets), "n_vectors": ", ".join(map(str, s.n_vectors)),
+                "epochs": s.run.get("epochs"), "pretrained": s.run.get("pretrained", False),
+                "baselines": ", ".join(s.baselines),
+            })
+        return pd.DataFrame(rows).set_index("section")
+
+
+def _as_list(value: Any, what: str) -> list:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, (str, int)):
+        return [value]
+    raise ProfileError(f"{what} must be a list, got {value!r}")
+
+
+def _check_keys(d: dict, allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        raise ProfileError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(allowed)}")
+
+
+def parse_profile(raw: dict[str, Any], path: Path) -> Profile:
+    """Validate a profile's parsed YAML and return a :class:`Profile` (raises ProfileError)."""
+    where = str(path)
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{where}: a profile must be a YAML mapping")
+    _check_keys(raw, TOP_FIELDS, where)
+    name = raw.get("name") or path.stem
+    defaults = raw.get("defaults") or {}
+    fields = run_fields()
+    _check_keys(defaults, fields, f"{where}: defaults")
+    sections_raw = raw.get("sections")
+    if not sections_raw or not isinstance(sections_raw, dict):
+        raise ProfileError(f"{where}: 'sections' must be a non-empty mapping of section name -> settings")
+
+    from .presets import PRESETS
+
+    sections: dict[str, Section] = {}
+    for sname, sraw in sections_raw.items():
+        w = f"{where}: sections.{sname}"
+        if not isinstance(sraw, dict):
+            raise ProfileError(f"{w} must be a mapping")
+        _check_keys(sraw, SECTION_KEYS + fields, w)
+        if "dataset" not in sraw:
+            raise ProfileError(f"{w}: 'dataset' is required")
+        run = copy.deepcopy(defaults)
+        run.update({k: copy.deepcopy(v) for k, v in sraw.items() if k in fields})
+        run.setdefault("protocol_params", {})
+        presets = [str(p) for p in _as_list(sraw.get("presets", ["paper"]), f"{w}.presets")]
+        for p in presets:
+            if p not in PRESETS:
+                raise ProfileError(f"{w}: unknown preset {p!r}; valid presets: {sorted(PRESETS)}")
+        n_vectors = [int(v) for v in _as_list(sraw.get("n_vectors", [2]), f"{w}.n_vectors")]
+        if any(v < 1 for v in n_vectors):
+            raise ProfileError(f"{w}: n_vectors must be >= 1, got {n_vectors}")
+        classes = sraw.get("classes", "all")
+        if classes != "all":
+            classes = [str(c) for c in _as_list(classes, f"{w}.classes")]
+            if not classes:
+                raise ProfileError(f"{w}: 'classes' is empty")
+        paper_table = sraw.get("paper_table", sname if sname in PAPER_SECTIONS else None)
+        if paper_table is not None and paper_table not in PAPER_SECTIONS:
+            raise ProfileError(f"{w}: paper_table must be one of {list(PAPER_SECTIONS)} or null, got {paper_table!r}")
+        sections[sname] = Section(
+            name=sname, dataset=str(sraw["dataset"]), title=str(sraw.get("title", sname)), classes=classes,
+            presets=presets, n_vectors=n_vectors,
+            baselines=[str(b) for b in _as_list(sraw.get("baselines", []), f"{w}.baselines")],
+            baseline_params=dict(sraw.get("baseline_params") or {}), paper_table=paper_table, run=run,
+        )
+    figure3 = dict(raw.get("figure3") or {})
+    _check_keys(figure3, ("n_images",), f"{where}: figure3")
+    results_root = str(raw.get("results_root") or f"results/{name}")
+    prof = Profile(name=name, description=str(raw.get("description", "")).strip(), sections=sections,
+                   figure3=figure3, path=path, results_root=results_root)
+    _validate_against_library(prof)
+    _check_shared_runs(prof)
+    return prof
+
+
+def _check_shared_runs(prof: Profile) -> None:
+    """Sections may share run folders (e.g. Table 3 and Figure 4's two-vector runs) only with the
+    same settings; otherwise the engine would refuse the second one mid-run. Checked up front."""
+    from .data import DATASETS
+    from .runs import EXECUTION_KEYS
+
+    owner: dict[tuple, tuple[str, dict]] = {}
+    for s in prof.sections.values():
+        protocol = s.protocol or DATASETS[s.dataset].default_protocol
+        settings = {k: v for k, v in s.run.items() if k not in EXECUTION_KEYS and k != "protocol"}
+        for kw in s.run_configs():
+            key = (s.dataset, protocol, kw["normal_class"], kw["preset"], kw["n_vectors"])
+            if key in owner and owner[key][1] != settings:
+                other, theirs = owner[key]
+                diff = {k: (theirs.get(k), settings.get(k)) for k in set(theirs) | set(settings)
+                        if theirs.get(k) != settings.get(k)}
+                raise ProfileError(
+                    f"{prof.path}: sections {other!r} and {s.name!r} both train {s.dataset}/{kw['normal_class']} "
+                    f"{kw['preset']} with {kw['n_vectors']} vector(s), in the same run folder, but with different "
+                    f"settings {diff} ({other} vs {s.name}). Give them the same settings (the run is then shared) "
+                    "or use another seed in one of them.")
+            owner.setdefault(key, (s.name, settings))
+
+
+def _validate_against_library(prof: Profile) -> None:
+    """Check dataset, protocol, class and baseline names against the modules that define them."""
+    from .baselines import BASELINES
+    from .data import DATASETS
+
+    for s in prof.sections.values():
+        w = f"{prof.path}: sections.{s.name}"
+        spec = DATASETS.get(s.dataset)
+        if spec is None:
+            raise ProfileError(f"{w}: unknown dataset {s.dataset!r}; valid datasets: {sorted(DATASETS)}")
+        if s.protocol is not None and s.protocol not in spec.protocols:
+            raise ProfileError(f"{w}: unknown protocol {s.protocol!r} for {s.dataset}; valid: {sorted(spec.protocols)}")
+        if s.classes != "all" and spec.classes:
+            bad = [c for c in s.classes if c not in spec.classes]
+            if bad:
+                raise ProfileError(f"{w}: unknown class(es) {bad} of {s.dataset}; valid classes: {list(spec.classes)}")
+        for b in s.baselines:
+            if b not in BASELINES:
+                raise ProfileError(f"{w}: unknown baseline {b!r}; valid baselines: {sorted(BASELINES)}")
+        unknown = sorted(set(s.baseline_params) - set(s.baselines))
+        if unknown:
+            raise ProfileError(f"{w}: baseline_params for {unknown}, which are not in its baselines {s.baselines}")
+
+
+def load_profile(profile: str | Path) -> Profile:
+    """Load and validate ``configs/<profile>.yaml`` (or a profile YAML path)."""
+    path = profile_path(profile)
+    with open(path) as fh:
+        try:
+            raw = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_profile(raw, path)
+
+
+def _profile_ref(prof: Profile) -> str:
+    """How notebooks refer to the profile: its name when it lives in configs/, else its path."""
+    try:
+        if prof.path.resolve().parent == CONFIG_DIR.resolve():
+            return prof.path.stem
+    except OSError:
+        pass
+    return str(prof.path)
+
+
+def notebook_parameters(profile: str | Path | Profile, notebook: str, results_root: str | None = None) -> dict:
+    """The papermill parameters of one notebook (its stem or file name) for a profile.
+
+    Every notebook gets ``profile`` (name or YAML path) and ``results_root``; the training and
+    evaluation notebooks get the table sections to handle, the ablation notebook its sections,
+    and the figures notebook the Figure 3 settings. Everything else the notebooks read from the
+    profile through :func:`load_profile`, so the YAML stays the one source of truth.
+    """
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    stem = Path(notebook).stem
+    if stem not in NOTEBOOKS:
+        raise ProfileError(f"no parameters defined for notebook {notebook!r}; known notebooks: {list(NOTEBOOKS)}")
+    params: dict[str, Any] = {"profile": _profile_ref(prof), "results_root": str(results_root or prof.results_root)}
+    if stem in ("01_data_preparation",):
+        params["sections"] = list(prof.sections)
+    elif stem in ("02_training", "03_evaluation"):
+        params["sections"] = prof.table_sections()
+    elif stem == "04_ablation":
+        params["sections"] = prof.ablation_sections()
+    elif stem == "05_paper_figures":
+        params["sections"] = list(prof.sections)
+        params["figure3_images"] = int(prof.figure3.get("n_images", 4))
+    return params
+
+
+def notebook_setup(profile: str | Path, notebook: str, **given: Any) -> tuple[Profile, dict[str, Any]]:
+    """What a notebook's first cell calls: load the profile and return ``(profile, parameters)``,
+    the parameters being :func:`notebook_parameters` with the notebook's own non-None parameter
+    values (as papermill injected them) taking precedence.
+
+    The working directory becomes the repository root, so relative paths (``results/<profile>``,
+    the default data root ``./data``) mean the same as for ``run_all.sh``, also when the notebook
+    is opened interactively from ``notebooks/``.
+    """
+    import os
+    import warnings
+
+    # tqdm.auto cannot draw widgets in a papermill kernel; its text fallback is fine
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    if Path.cwd().resolve() != REPO_ROOT.resolve() and (REPO_ROOT / "configs").is_dir():
+        os.chdir(REPO_ROOT)
+    prof = load_profile(profile)
+    params = notebook_parameters(prof, notebook, given.get("results_root"))
+    params.update({k: v for k, v in given.items() if v is not None})
+    return prof, params
+
+
+# ---------------------------------------------------------------------------------------------
+# Availability check (before any training)
+# ---------------------------------------------------------------------------------------------
+def check_profile(profile: str | Path | Profile) -> list[str]:
+    """Return a list of problems (empty when the profile can run): missing or damaged datasets,
+    missing pretrained weights. Each problem says what is missing, where it is expected and how
+    to fix it. Datasets are checked by building the one-class task the runs will build (the data
+    package's own errors, e.g. DatasetNotFoundError, carry the layout, URL and checksum); for
+    MVTec-layout datasets, whose classes are separate folders, every class is checked.
+    """
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    from .data import DATASETS, PiadeDataError, one_class_task
+
+    problems: list[str] = []
+    checked: set[tuple] = set()
+    missing: set[tuple] = set()  # (dataset, data_root) already reported
+    for s in prof.sections.values():
+        if (s.dataset, s.run.get("data_root")) in missing:
+            continue
+        names = s.class_names()
+        per_folder = DATASETS[s.dataset].default_protocol == "mvtec" and not DATASETS[s.dataset].standin
+        failed: list[tuple[str, Exception]] = []
+        for cls in names if per_folder else names[:1]:
+            key = (s.dataset, s.protocol, cls, s.run.get("data_root"), repr(s.run.get("protocol_params")))
+            if key in checked:
+                continue
+            checked.add(key)
+            try:
+                one_class_task(s.dataset, cls, protocol=s.protocol, seed=int(s.run.get("seed", 0)),
+                               root=s.run.get("data_root"), image_size=s.run.get("image_size"),
+                               **(s.run.get("protocol_params") or {}))
+            except PiadeDataError as exc:
+                failed.append((cls, exc))
+        if failed:
+            cls, exc = failed[0]
+            msg = f"[section {s.name}] dataset {s.dataset!r}, class {cls!r}: {type(exc).__name__}:\n{_indent(str(exc))}"
+            if len(failed) > 1:
+                msg += f"\n    The same holds for {len(failed) - 1} more class(es): {', '.join(c for c, _ in failed[1:])}"
+            problems.append(msg)
+            missing.add((s.dataset, s.run.get("data_root")))
+    if prof.pretrained:
+        from .presets import get_preset
+        from .weights import is_cached, weights_file, weights_url
+
+        archs = sorted({get_preset(p).backbone for s in prof.sections.values() if s.run.get("pretrained")
+                        for p in s.presets} | {"vgg11"})
+        for arch in archs:
+            if not is_cached(arch):
+                f = weights_file(arch)
+                problems.append(
+                    f"ImageNet weights for {arch} are not cached (the profile sets pretrained: true):\n"
+                    f"    expected file : {f.name}\n"
+                    f"    in folder     : {f.parent}  (torchvision's cache; set TORCH_HOME to use another)\n"
+                    f"    download from : {weights_url(arch)}\n"
+                    f"    copy the file there from a machine with network access (or run once with network)"
+                )
+    return problems
+
+
+def _indent(text: str, pad: str = "    ") -> str:
+    return "\n".join(pad + line for line in text.splitlines())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m piade_lib.profiles", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="print the valid profile names")
+    c = sub.add_parser("check", help="check that a profile's datasets and weights are available")
+    c.add_argument("profile")
+    p = sub.add_parser("params", help="a notebook's papermill parameters (YAML), printed or written per notebook")
+    p.add_argument("profile")
+    p.add_argument("notebooks", nargs="+")
+    p.add_argument("--results-root", default=None)
+    p.add_argument("--out-dir", default=None, help="write <out-dir>/<notebook stem>.yaml for every notebook")
+    pr = sub.add_parser("prepare", help="check (messages on stderr), then print the results folder on stdout")
+    pr.add_argument("profile")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "list":
+            print("\n".join(available_profiles()))
+        elif args.cmd == "params":
+            prof = load_profile(args.profile)
+            if args.out_dir is None and len(args.notebooks) > 1:
+                raise ProfileError("several notebooks need --out-dir")
+            for nb in args.notebooks:
+                text = yaml.safe_dump(notebook_parameters(prof, nb, args.results_root), sort_keys=False)
+                if args.out_dir is None:
+                    print(text, end="")
+                else:
+                    Path(args.out_dir, f"{Path(nb).stem}.yaml").write_text(text)
+        elif args.cmd in ("check", "prepare"):
+            prof = load_profile(args.profile)
+            problems = check_profile(prof)
+            if problems:
+                print(f"[piade] profile {prof.name!r} cannot run: {len(problems)} thing(s) missing.\n", file=sys.stderr)
+                for i, msg in enumerate(problems, 1):
+                    print(f"{i}. {msg}\n", file=sys.stderr)
+                print("Nothing was trained. See README.md ('Reproducing the paper') and docs/datasets.md.",
+                      file=sys.stderr)
+                return 1
+            print(f"[piade] profile {prof.name!r}: datasets and weights available "
+                  f"({', '.join(sorted({s.dataset for s in prof.sections.values()}))}; "
+                  f"pretrained={'yes' if prof.pretrained else 'no'})",
+                  file=sys.stderr if args.cmd == "prepare" else sys.stdout)
+            if args.cmd == "prepare":
+                print(prof.results_root)
+    except UnknownProfile as exc:
+        print(f"[piade] error: {exc}", file=sys.stderr)
+        return 2
+    except ProfileError as exc:
+        print(f"[piade] error: invalid profile: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

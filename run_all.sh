@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Regenerates the paper's Tables 2-4 and Figures 3-4 for one profile (configs/<profile>.yaml):
+# checks that the profile's datasets and weights are available, then executes the notebooks
+# with papermill into results/<profile>/notebooks/ and writes results/<profile>/README.md.
+#
+#   ./run_all.sh            # the quick profile: offline stand-in data, about 10 minutes on a CPU
+#   ./run_all.sh paper      # the paper's datasets, ImageNet weights, 400 epochs (GPU, days)
+#   ./run_all.sh path/to/profile.yaml
+#
+# Environment: PIADE_DATA (data root, default ./data), PIADE_RESULTS (results folder, default
+# the profile's results_root, results/<profile>), TORCH_HOME (pretrained weights cache).
+# Finished runs are skipped and interrupted ones resumed (the engine does this), so running the
+# same command again continues where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ "$#" -gt 1 ]; then
+    echo "usage: ./run_all.sh [profile]   (one argument at most)" >&2
+    exit 2
+fi
+profile="${1:-quick}"
+
+# An unknown profile name is refused at once, before any environment set-up.
+case "$profile" in
+    *.yaml | *.yml) [ -f "$profile" ] || { echo "[piade] error: profile file $profile does not exist" >&2; exit 2; } ;;
+    *)
+        if [ ! -f "configs/$profile.yaml" ]; then
+            valid="$(for f in configs/*.yaml; do basename "$f" .yaml; done | tr '\n' ' ')"
+            echo "[piade] error: unknown profile '$profile'; valid profiles: ${valid}(configs/*.yaml)" >&2
+            echo "usage: ./run_all.sh [profile]" >&2
+            exit 2
+        fi
+        ;;
+esac
+
+source scripts/env.sh
+piade_setup_env
+export PYTHONUNBUFFERED=1
+
+# Validate the profile and check its datasets and weights BEFORE anything is trained:
+# exit 2 for an invalid profile, 1 (with instructions) when data or weights are missing.
+echo "[piade] profile: $profile"
+rc=0
+results_root="$("$PY" -m piade_lib.profiles prepare "$profile")" || rc=$?
+if [ "$rc" -ne 0 ]; then
+    [ "$rc" -eq 2 ] && exit 2
+    echo "[piade] stopped before training: fix the above and run ./run_all.sh $profile again." >&2
+    exit "$rc"
+fi
+results_root="${PIADE_RESULTS:-$results_root}"
+echo "[piade] results: $results_root"
+
+start=$(date +%s)
+mkdir -p "$results_root/notebooks"
+params_dir="$(mktemp -d)"
+trap 'rm -rf "$params_dir"' EXIT
+
+notebooks=(notebooks/[0-9][0-9]_*.ipynb)
+"$PY" -m piade_lib.profiles params "$profile" "${notebooks[@]}" --results-root "$results_root" --out-dir "$params_dir"
+n=${#notebooks[@]}
+i=0
+for nb in "${notebooks[@]}"; do
+    i=$((i + 1))
+    name="$(basename "$nb")"
+    out="$results_root/notebooks/$name"
+    params="$params_dir/${name%.ipynb}.yaml"
+    echo "[piade] [$i/$n] $name -> $out   ($(($(date +%s) - start)) s elapsed)"
+    if ! "$PY" -m papermill "$nb" "$out" -f "$params" --kernel python3 --cwd . \
+        --log-output --no-progress-bar --request-save-on-cell-execute; then
+        echo "[piade] error: notebook $name failed; the rendered notebook with the error is $out" >&2
+        exit 1
+    fi
+done
+
+wall=$(($(date +%s) - start))
+"$PY" -m piade_lib.reporting readme "$profile" --results-root "$results_root" --wall-time "$wall"
+echo "[piade] done in ${wall} s: $results_root/README.md, tables/, figures/, notebooks/"

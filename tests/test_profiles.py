@@ -1,0 +1,119 @@
+"""Profiles (configs/*.yaml): validation, notebook parameters, the availability check."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from piade_lib import paper_results, profiles
+
+
+def _write(tmp_path, raw: dict):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_every_config_loads_and_names_itself():
+    names = profiles.available_profiles()
+    assert {"quick", "paper", "smoke"} <= set(names)
+    for name in names:
+        prof = profiles.load_profile(name)
+        assert prof.name == name and prof.results_root == f"results/{name}"
+        assert prof.sections
+
+
+def test_paper_profile_is_the_papers_experiments():
+    prof = profiles.load_profile("paper")
+    s = prof.sections
+    assert (s["table2"].dataset, s["table3"].dataset, s["table4"].dataset) == ("cifar10", "mvtec", "coil100")
+    assert len(s["table3"].class_names()) == 15 and len(s["table4"].class_names()) == 100
+    assert len(s["table2"].class_names()) == 10
+    assert set(s["figure4"].class_names()) == set(paper_results.FIGURE4_CATEGORIES)
+    assert s["figure4"].n_vectors == [1, 2] and s["figure4"].is_ablation
+    assert all(sec.run["pretrained"] is True and sec.run["epochs"] == 400 for sec in s.values())
+    assert {"paper", "authors_code"} <= set(s["table2"].presets) and s["table2"].baselines
+    assert {"mnist", "fashion_mnist"} <= set(s) and not any(sec.is_standin for sec in s.values())
+
+
+def test_quick_profile_uses_offline_standins_without_weights():
+    prof = profiles.load_profile("quick")
+    s = prof.sections
+    assert (s["table2"].dataset, s["table2"].protocol) == ("digits", "lsa")
+    assert (s["table4"].dataset, s["table4"].protocol) == ("digits", "gpnd")
+    assert s["table3"].dataset == s["figure4"].dataset == "textures"
+    assert all(sec.is_standin for sec in s.values())
+    assert not prof.pretrained
+    assert "authors_code" in s["table2"].presets
+
+
+def test_unknown_profile_lists_the_valid_ones():
+    with pytest.raises(profiles.UnknownProfile) as exc:
+        profiles.load_profile("no_such_profile")
+    for name in ("quick", "paper", "smoke"):
+        assert name in str(exc.value)
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"dataset": "digits", "epoch": 3}, r"unknown key\(s\) \['epoch'\]"),
+    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+    ({"dataset": "digits", "presets": ["papr"]}, "unknown preset 'papr'"),
+    ({"dataset": "digits", "baselines": ["svm"]}, "unknown baseline 'svm'.*ocsvm"),
+    ({"dataset": "digits", "classes": ["11"]}, r"unknown class\(es\) \['11'\]"),
+    ({"dataset": "digits", "protocol": "mvtec"}, "unknown protocol 'mvtec'"),
+    ({"classes": ["0"]}, "'dataset' is required"),
+])
+def test_malformed_profiles_are_refused_with_the_reason(tmp_path, section, message):
+    with pytest.raises(profiles.ProfileError, match=message):
+        profiles.load_profile(_write(tmp_path, {"sections": {"table2": section}}))
+
+
+def test_shared_run_folders_must_share_settings(tmp_path):
+    raw = {"sections": {
+        "table3": {"dataset": "textures", "classes": ["brick"], "epochs": 3},
+        "figure4": {"dataset": "textures", "classes": ["brick"], "n_vectors": [1, 2], "epochs": 5}}}
+    with pytest.raises(profiles.ProfileError, match="same run folder"):
+        profiles.load_profile(_write(tmp_path, raw))
+    raw["sections"]["figure4"]["epochs"] = 3
+    assert profiles.load_profile(_write(tmp_path, raw)).ablation_sections() == ["figure4"]
+
+
+def test_notebook_parameters_come_from_the_profile():
+    prof = profiles.load_profile("quick")
+    p = {nb: profiles.notebook_parameters(prof, nb) for nb in profiles.NOTEBOOKS}
+    assert all(v["profile"] == "quick" and v["results_root"] == "results/quick" for v in p.values())
+    assert p["02_training"]["sections"] == p["03_evaluation"]["sections"] == ["table2", "table3", "table4"]
+    assert p["04_ablation"]["sections"] == ["figure4"]
+    assert p["05_paper_figures"]["figure3_images"] == prof.figure3["n_images"]
+    assert profiles.notebook_parameters(prof, "notebooks/02_training.ipynb", "elsewhere")["results_root"] == "elsewhere"
+    with pytest.raises(profiles.ProfileError, match="known notebooks"):
+        profiles.notebook_parameters(prof, "99_other")
+
+
+def test_params_command_prints_and_writes_papermill_yaml(tmp_path, capsys):
+    assert profiles.main(["params", "smoke", "notebooks/04_ablation.ipynb", "--results-root", "somewhere"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == {"profile": "smoke", "results_root": "somewhere",
+                                                       "sections": ["figure4"]}
+    assert profiles.main(["params", "smoke", *profiles.NOTEBOOKS, "--out-dir", str(tmp_path)]) == 0
+    assert sorted(p.stem for p in tmp_path.glob("*.yaml")) == list(profiles.NOTEBOOKS)
+    assert yaml.safe_load((tmp_path / "02_training.yaml").read_text())["sections"] == ["table2", "table3", "table4"]
+
+
+def test_command_line_exit_codes(capsys):
+    assert profiles.main(["prepare", "smoke"]) == 0
+    assert capsys.readouterr().out.strip() == "results/smoke"
+    assert profiles.main(["check", "no_such_profile"]) == 2
+    assert "valid profiles" in capsys.readouterr().err
+
+
+def test_check_passes_for_offline_data_and_names_missing_data(tmp_path, monkeypatch):
+    assert profiles.check_profile("smoke") == []
+    monkeypatch.setenv("PIADE_DATA", str(tmp_path / "empty"))
+    prof = profiles.load_profile(_write(tmp_path, {"sections": {
+        "table3": {"dataset": "mvtec", "classes": ["bottle", "wood"]},
+        "table4": {"dataset": "coil100", "classes": ["obj1"]}}}))
+    problems = profiles.check_profile(prof)
+    assert len(problems) == 2
+    mvtec, coil = problems
+    assert "DatasetNotFoundError" in mvtec and "bottle" in mvtec and "1 more class(es): wood" in mvtec
+    assert "mvtec_anomaly_detection.tar.xz" in mvtec and "PIADE_DATA" in mvtec and str(tmp_path / "empty") in mvtec
+    assert "coil-100.zip" in coil and "sha256" in coil

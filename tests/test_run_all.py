@@ -1,0 +1,70 @@
+"""run_all.sh refuses what it cannot run, before training anything."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """./run_all.sh with this interpreter's environment active (so env.sh sets up nothing), an empty
+    data root, an empty torch cache and results under tmp_path unless overridden."""
+    base = dict(os.environ)
+    base.update({
+        "VIRTUAL_ENV": sys.prefix,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PIADE_DATA": str(tmp_path / "no_data"),
+        "PIADE_RESULTS": str(tmp_path / "results"),
+        "TORCH_HOME": str(tmp_path / "torch_home"),
+        "PIADE_NO_DOWNLOAD": "1",
+    })
+    base.update(env)
+    return subprocess.run([str(ROOT / "run_all.sh"), *args], cwd=tmp_path, env=base, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_unknown_profile_exits_2_listing_the_valid_ones(tmp_path):
+    r = _run(["no_such_profile"], tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "unknown profile 'no_such_profile'" in r.stderr
+    for name in ("quick", "paper", "smoke"):
+        assert name in r.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_too_many_arguments_is_a_usage_error(tmp_path):
+    r = _run(["quick", "paper"], tmp_path)
+    assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_paper_profile_stops_before_training_and_says_what_is_missing(tmp_path):
+    r = _run(["paper"], tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode not in (0, 2), out
+    # which datasets, where they were looked for, where to get them, how to point at them
+    for needle in ("cifar10", "mvtec", "coil100", "mnist", "fashion_mnist", "cifar-10-python.tar.gz",
+                   "mvtec_anomaly_detection.tar.xz", "coil-100.zip", "PIADE_DATA", str(tmp_path / "no_data")):
+        assert needle in out, f"{needle!r} missing from the message:\n{out}"
+    # which weight files, in which folder
+    for needle in ("resnet18-f37072fd.pth", "vgg11-8a719046.pth", str(tmp_path / "torch_home")):
+        assert needle in out, f"{needle!r} missing from the message:\n{out}"
+    assert "stopped before training" in r.stderr
+    assert not (tmp_path / "results").exists(), "nothing may be created before the data check passes"
+
+
+def test_a_profile_file_with_missing_data_is_refused(tmp_path):
+    profile = tmp_path / "mine.yaml"
+    profile.write_text(yaml.safe_dump({"name": "mine", "defaults": {"pretrained": False, "epochs": 1},
+                                       "sections": {"table3": {"dataset": "mvtec", "classes": ["bottle"]}}}))
+    r = _run([str(profile)], tmp_path, PIADE_DATA=str(tmp_path / "empty_data"))
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "mvtec" in out and "bottle" in out and str(tmp_path / "empty_data") in out
+    assert "ImageNet" not in out  # pretrained: false asks for no weights
+    assert not (tmp_path / "results").exists()
+    assert not list(tmp_path.rglob("runs"))

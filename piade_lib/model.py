@@ -36,7 +36,8 @@ class PiadeOutput(NamedTuple):
 class PIADE(nn.Module):
     """PIADE for square RGB images of ``image_size`` (32 or 120), routing to ``n_vectors`` vectors."""
 
-    def __init__(self, preset: Preset, image_size: int = 120, n_vectors: int = 2, pretrained: bool = False) -> None:
+    def __init__(self, preset: Preset, image_size: int = 120, n_vectors: int = 2, pretrained: bool = False,
+                 initialize: bool = True) -> None:
         super().__init__()
         _validate(preset, image_size, n_vectors)
         self.preset = preset
@@ -60,7 +61,7 @@ class PIADE(nn.Module):
         concat_channels = self.encoder.out_channels + UPSAMPLED_CHANNELS
         self.decoder_in_channels = decoder_input_channels(concat_channels, self.feature_size)
         self.decoder = DECODERS[image_size](self.decoder_in_channels, preset.output_activation)
-        if preset.init == "orthogonal":
+        if initialize and preset.init == "orthogonal":  # skipped when a checkpoint's weights follow
             for part in (self.encoder.se, self.pyramid, self.upsampling, self.decoder):
                 orthogonal_init_(part)
 
@@ -151,7 +152,8 @@ def preset_from_dict(d: dict[str, Any]) -> Preset:
 
 
 def model_from_config(config: dict[str, Any]) -> PIADE:
-    """Rebuild the architecture described by ``model.config`` (random init; load a checkpoint's weights next).
+    """Rebuild the architecture described by ``model.config`` (weights left at PyTorch defaults, not the
+    preset's orthogonal init, since a checkpoint's weights are loaded next).
 
     No ImageNet weights are loaded (the weights come from the checkpoint); ``model.pretrained`` is
     set to the config's value, which records how the checkpointed weights were initialised, so that
@@ -160,6 +162,7 @@ def model_from_config(config: dict[str, Any]) -> PIADE:
     preset = preset_from_dict(config["preset"])
     if config.get("routing_iterations") is not None:
         preset = preset.with_overrides(routing_iterations=int(config["routing_iterations"]))
-    model = PIADE(preset, image_size=int(config["image_size"]), n_vectors=int(config["n_vectors"]), pretrained=False)
+    model = PIADE(preset, image_size=int(config["image_size"]), n_vectors=int(config["n_vectors"]), pretrained=False,
+                  initialize=False)
     model.pretrained = bool(config.get("pretrained", False))
     return model

@@ -503,6 +503,8 @@ def _command_line() -> list[str]:
     prog = Path(sys.argv[0]).name
     if prog in ("cli.py", "__main__.py"):
         prog = "piade"
+    if "ipykernel" in prog or any("ipykernel" in a for a in sys.argv[:2]):
+        return ["jupyter-kernel"]  # a notebook: its argv is a temporary connection file, not a command
     return [prog, *sys.argv[1:]]
 
 

@@ -8,8 +8,9 @@
 piade_setup_env() {
     local root
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-    if [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && python -c "import piade_lib, torch, torchvision" >/dev/null 2>&1 \
-        && [ "$(python -c 'import sys; print(sys.prefix)')" != "$root/.venv" ]; then
+    if [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && command -v python >/dev/null 2>&1 \
+        && [ "$(python -c 'import sys; print(sys.prefix)')" != "$root/.venv" ] \
+        && python -c "import piade_lib, torch, torchvision" >/dev/null 2>&1; then
         PY="$(command -v python)"
         echo "[piade] using the active environment: $(python -c 'import sys; print(sys.prefix)')"
         return 0

@@ -16,14 +16,7 @@ from piade_lib.evaluate import METRICS_KEYS
 SPLIT = dict(limit_train=40, limit_test=60, n_bootstrap=20, device="cpu", progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and on a shared CPU a second thread
-    waiting for a descheduled partner makes steps up to 50x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _blobs(n: int, shift: float, seed: int) -> torch.Tensor:

@@ -16,14 +16,7 @@ TRAIN = ["train", "--dataset", "digits", "--class", "2", "--epochs", "1", "--bat
          "--limit-test", "4", "--n-bootstrap", "10", "--device", "cpu", "--no-pretrained", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and on a shared CPU a second thread
-    waiting for a descheduled partner makes steps up to 50x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

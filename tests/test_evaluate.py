@@ -12,14 +12,7 @@ from torch import nn
 from piade_lib import evaluate as ev
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and on a shared CPU a second thread
-    waiting for a descheduled partner makes steps up to 50x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_perfect_separation_gives_one_with_degenerate_interval() -> None:

@@ -176,18 +176,24 @@ def build_mvtec(category: str, root: Path, params: dict[str, Any]) -> dict[str, 
     """Records of the MVTec image-level protocol (train/good vs all of test/)."""
     cat_dir, layout = ensure_mvtec(root, category, download=bool(params["download"]))
     scan = scan_category(cat_dir, masks_required=True, require_test=True)
+    return _records(cat_dir, scan, params, has_masks=True,
+                    info={"layout": layout, "grayscale_category": category in GRAYSCALE_CATEGORIES,
+                          "texture_category": category in TEXTURE_CATEGORIES})
+
+
+def _records(cat_dir: Path, scan: dict[str, Any], params: dict[str, Any], has_masks: bool,
+             info: dict[str, Any]) -> dict[str, Any]:
+    """The task records of a scanned MVTec-layout category (optionally the authors' 15+15 test subset)."""
     test = authors_subset(scan["test"]) if params["authors_subset"] else scan["test"]
     return {
         "source": FileSource(cat_dir),
         "train": scan["train"],
         "val": None,
         "test": test,
-        "has_masks": True,
+        "has_masks": has_masks,
         "checksum": _records_checksum(cat_dir, scan),
         "warnings": scan["warnings"],
-        "info": {"layout": layout, "grayscale_category": category in GRAYSCALE_CATEGORIES,
-                 "texture_category": category in TEXTURE_CATEGORIES,
-                 "n_test_full": len(scan["test"])},
+        "info": {**info, "n_test_full": len(scan["test"])},
     }
 
 
@@ -204,17 +210,8 @@ def build_folder(root: Path | None, params: dict[str, Any]) -> dict[str, Any]:
     scan = scan_category(cat_dir, masks_required=False, require_test=False)
     for w in scan["warnings"]:
         warnings.warn(w, UserWarning, stacklevel=3)
-    test = authors_subset(scan["test"]) if params["authors_subset"] else scan["test"]
-    return {
-        "source": FileSource(cat_dir),
-        "train": scan["train"],
-        "val": None,
-        "test": test,
-        "has_masks": scan["has_masks"],
-        "checksum": _records_checksum(cat_dir, scan),
-        "warnings": scan["warnings"],
-        "info": {"layout": f"<root> = the category folder {cat_dir.name!r}", "n_test_full": len(scan["test"])},
-    }
+    return _records(cat_dir, scan, params, has_masks=scan["has_masks"],
+                    info={"layout": f"<root> = the category folder {cat_dir.name!r}"})
 
 
 def download(root: Path, url: str | None = None) -> Path:

@@ -58,7 +58,9 @@ def pretrained_state_dict(arch: str) -> dict[str, torch.Tensor]:
     if not path.is_file() and os.environ.get("PIADE_NO_DOWNLOAD", "") not in ("", "0"):
         raise PretrainedWeightsUnavailable(_message(arch, "PIADE_NO_DOWNLOAD is set and the file is not cached"))
     try:
-        return enum.get_state_dict(progress=False, check_hash=False)
+        # weights_only=True: the cached file may have been copied in by hand (see the message below);
+        # torch.hub's own default (weights_only=False) would unpickle arbitrary objects from it.
+        return enum.get_state_dict(progress=False, check_hash=False, map_location="cpu", weights_only=True)
     except Exception as exc:  # URLError, socket errors, truncated files, ...
         raise PretrainedWeightsUnavailable(_message(arch, f"{type(exc).__name__}: {exc}")) from exc
 

@@ -35,6 +35,22 @@ def test_pca_components_keep_variance_but_stay_below_n_train() -> None:
     assert bl.pca_features(low_rank).named_steps["pca"].n_components_ == 2
 
 
+def test_kde_bandwidth_grid_is_the_median_distance_without_a_dim_sized_temporary() -> None:
+    import tracemalloc
+
+    z = np.random.default_rng(0).normal(size=(400, 300))  # 400 x 400 x 300 float64 = 384 MB if broadcast
+    kde = bl.KDEBaseline(n_bandwidths=3)
+    tracemalloc.start()
+    try:
+        grid = kde.bandwidth_grid(z)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6, f"bandwidth grid used {peak / 1e6:.0f} MB"
+    med = np.median([np.linalg.norm(z[i] - z[j]) for i in range(400) for j in range(i + 1, 400)])
+    assert np.allclose(grid, med * np.logspace(-2, np.log10(3.0), 3))
+
+
 @pytest.mark.parametrize("name", ["ocsvm", "kde"])
 def test_shallow_baselines_score_outliers_higher(name: str) -> None:
     model = bl.make_baseline(name).fit(_blobs(40, 0.0, 0))

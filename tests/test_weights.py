@@ -78,3 +78,28 @@ def test_missing_weights_raise_a_clear_error(torch_home, arch, make):
     assert weights_file(arch).name in message
     assert str(torch_home / "hub" / "checkpoints") in message
     assert "pretrained=False" in message
+
+
+_UNPICKLED: list[str] = []
+
+
+def _record_unpickling() -> dict:
+    _UNPICKLED.append("code ran")
+    return {}
+
+
+class _NotAStateDict:
+    """Unpickling this runs ``_record_unpickling``: what a tampered weights file could do."""
+
+    def __reduce__(self):
+        return (_record_unpickling, ())
+
+
+def test_cached_weights_are_loaded_with_weights_only(torch_home):
+    path = weights_file("resnet18")
+    path.parent.mkdir(parents=True)
+    torch.save(_NotAStateDict(), path)
+    _UNPICKLED.clear()
+    with pytest.raises(PretrainedWeightsUnavailable):
+        build_model("paper", 32, pretrained=True)
+    assert _UNPICKLED == [], "the cached weights file was unpickled without weights_only=True"

@@ -308,6 +308,16 @@ def _validate_against_library(prof: Profile) -> None:
         unknown = sorted(set(s.baseline_params) - set(s.baselines))
         if unknown:
             raise ProfileError(f"{w}: baseline_params for {unknown}, which are not in its baselines {s.baselines}")
+        # every (preset, n_vectors) as the engine will resolve it: catches e.g. a misspelt preset_overrides
+        # field or checkpoint_every: 0 now, not after the earlier sections have trained
+        from .train import RunConfig
+
+        for kw in s.run_configs()[: len(s.presets) * len(s.n_vectors)]:
+            try:
+                RunConfig(**kw).resolved()
+            except (KeyError, ValueError, TypeError) as exc:
+                msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+                raise ProfileError(f"{w} (preset {kw['preset']}, {kw['n_vectors']} vector(s)): {msg}") from exc
 
 
 def load_profile(profile: str | Path) -> Profile:

@@ -733,6 +733,8 @@ def _run_facts(results_root: Path) -> dict[str, Any]:
     """Devices, pretrained flags (of the PIADE runs) and run time recorded by the runs under results_root."""
     devices, pretrained, seconds, n = set(), set(), 0.0, 0
     for prov in sorted((results_root / "runs").glob("*/*/*/provenance.json")):
+        if ".old-" in prov.parent.name:  # a run moved aside by --overwrite: not part of these results
+            continue
         p = json.loads(prov.read_text())
         n += 1
         devices.add(p.get("device_name") or p.get("device") or "?")

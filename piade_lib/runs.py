@@ -94,9 +94,22 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+# Protocol parameters that only say how the data is obtained, not which data (the manifest's
+# checksum guards the data itself): left out of the hash like the execution keys.
+EXECUTION_PROTOCOL_PARAMS = frozenset({"download"})
+
+
+def _without_execution_params(config: dict[str, Any]) -> dict[str, Any]:
+    pp = config.get("protocol_params")
+    if isinstance(pp, dict) and EXECUTION_PROTOCOL_PARAMS & set(pp):
+        config = {**config, "protocol_params": {k: v for k, v in pp.items() if k not in EXECUTION_PROTOCOL_PARAMS}}
+    return config
+
+
 def config_hash(config: dict[str, Any], exclude: Iterable[str] = EXECUTION_KEYS) -> str:
-    """sha256 (first 16 hex digits) of the canonical JSON of ``config`` without ``exclude`` keys."""
-    relevant = {k: v for k, v in config.items() if k not in set(exclude)}
+    """sha256 (first 16 hex digits) of the canonical JSON of ``config`` without ``exclude`` keys
+    (and without ``protocol_params["download"]``)."""
+    relevant = {k: v for k, v in _without_execution_params(config).items() if k not in set(exclude)}
     blob = json.dumps(to_jsonable(relevant), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -106,6 +119,8 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], exclude: Iterable[str]
     """Keys (dotted for nested dicts) whose values differ: ``{key: (old, new)}``."""
     ex = set(exclude)
     out: dict[str, tuple[Any, Any]] = {}
+    if not prefix:
+        old, new = _without_execution_params(old), _without_execution_params(new)
     old_j, new_j = to_jsonable(old), to_jsonable(new)
     for k in sorted(set(old_j) | set(new_j)):
         if not prefix and k in ex:

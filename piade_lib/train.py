@@ -179,10 +179,15 @@ def limit_dataset(ds: Dataset, n: int | None, seed: int, labels: list[int] | Non
         y = np.asarray(labels)
         picks = []
         values = np.unique(y)
-        for v in values:
-            members = np.flatnonzero(y == v)
-            k = max(1, int(round(n * members.size / total))) if n >= len(values) else 1
-            picks.append(rng.permutation(members)[: min(k, members.size)])
+        members_of = [np.flatnonzero(y == v) for v in values]
+        ks = [min(max(1, int(round(n * m.size / total))) if n >= len(values) else 1, m.size) for m in members_of]
+        # rounding and the minimum of one per class can overshoot n: take the excess from the largest
+        # shares (never below one), so that no class is lost to the random trim below
+        while n >= len(values) and sum(ks) > n:
+            j = int(np.argmax(ks))
+            ks[j] -= 1
+        for members, k in zip(members_of, ks):
+            picks.append(rng.permutation(members)[:k])
         idx = np.concatenate(picks)
         if idx.size > n:
             idx = rng.permutation(idx)[:n]

@@ -61,6 +61,8 @@ def test_unknown_profile_lists_the_valid_ones():
     ({"dataset": "digits", "classes": ["11"]}, r"unknown class\(es\) \['11'\]"),
     ({"dataset": "digits", "protocol": "mvtec"}, "unknown protocol 'mvtec'"),
     ({"classes": ["0"]}, "'dataset' is required"),
+    ({"dataset": "digits", "preset_overrides": {"se_reductoin": 4}}, r"unknown preset field\(s\) \['se_reductoin'\]"),
+    ({"dataset": "digits", "checkpoint_every": 0}, "checkpoint_every must be >= 1"),
 ])
 def test_malformed_profiles_are_refused_with_the_reason(tmp_path, section, message):
     with pytest.raises(profiles.ProfileError, match=message):

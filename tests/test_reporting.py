@@ -173,3 +173,12 @@ def test_bootstrap_interval_of_a_mean_contains_it():
     s = np.c_[rng.normal(size=80) + y, rng.normal(size=80) + 0.2 * y]
     boots = reporting.bootstrap_aucs(y, s, 300, seed=1)
     assert boots.shape == (300, 2) and (boots[:, 0] > boots[:, 1]).mean() > 0.9
+
+
+def test_run_facts_ignore_runs_moved_aside_by_overwrite(tmp_path):
+    current = tmp_path / "runs" / "cifar10-lsa" / "airplane" / "paper-v2"
+    runs.write_json(current / "provenance.json", {"pretrained": True, "device_name": "gpu", "wall_seconds": 10})
+    old = current.with_name("paper-v2.old-20240101-000000")
+    runs.write_json(old / "provenance.json", {"pretrained": False, "device_name": "cpu", "wall_seconds": 99})
+    facts = reporting._run_facts(tmp_path)
+    assert facts == {"n_runs": 1, "devices": ["gpu"], "pretrained": [True], "run_seconds": 10.0}

@@ -33,6 +33,10 @@ def test_config_hash_ignores_execution_keys_only() -> None:
     assert runs.config_hash(base) == runs.config_hash(_config(device="cuda", checkpoint_every=5, n_bootstrap=10))
     assert runs.config_hash(base) != runs.config_hash(_config(epochs=5))
     assert runs.config_hash(base) != runs.config_hash(_config(preset_resolved={"name": "paper", "se_reduction": 16}))
+    # download=True only fetches the data (its checksum is checked by the manifest): same run
+    assert runs.config_hash(_config(protocol_params={"download": True})) == runs.config_hash(_config(protocol_params={}))
+    assert runs.config_hash(_config(protocol_params={"holdout_fraction": 0.1})) != runs.config_hash(
+        _config(protocol_params={}))
 
 
 def test_prepare_run_dir_refuses_a_different_config_and_names_the_keys(tmp_path: Path) -> None:

@@ -71,6 +71,13 @@ def test_limit_dataset_is_seeded_and_stratified() -> None:
     assert chosen.count(0) == 1 and chosen.count(1) == 9
     assert sub.indices == limit_dataset(list(range(100)), 10, seed=0, labels=labels).indices
     assert len(limit_dataset(list(range(5)), 10, seed=0)) == 5
+    # rounding up the minority to one image must not push the other class out (AUROC needs both)
+    for n, (a, b) in [(2, (1, 99)), (3, (1, 50)), (5, (2, 7))]:
+        few = [0] * a + [1] * b
+        for seed in range(20):
+            sub = limit_dataset(list(range(a + b)), n, seed=seed, labels=few)
+            chosen = [few[i] for i in sub.indices]
+            assert len(chosen) == n and chosen.count(0) >= 1 and chosen.count(1) >= 1, (n, a, b, seed)
 
 
 def test_run_folder_is_complete(straight_run: Path) -> None:

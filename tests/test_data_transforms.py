@@ -128,3 +128,22 @@ def test_items_batch_with_default_collate_and_pickle(tmp_path):
     assert torch.equal(images, torch.stack(uncached)) and labels.tolist() == task.test.labels
     clone = pickle.loads(pickle.dumps(task.test))  # DataLoader workers under "spawn" pickle the dataset
     assert torch.equal(clone[3]["mask"], task.test[3]["mask"])
+
+
+@pytest.mark.parametrize("values, mode", [((0, 255), "L"), ((0, 1), "L"), ((0, 1), "I;16"), ((0, 40000), "I;16")])
+def test_mask_files_mark_every_nonzero_pixel(tmp_path, values, mode):
+    """MVTec's 0/255 masks, 0/1 label images and 16-bit masks all load as the same {0,1} mask."""
+    from PIL import Image
+
+    from piade_lib.data.transforms import load_mask
+
+    arr = np.zeros((6, 8), dtype=np.uint16 if mode == "I;16" else np.uint8)
+    arr[2:4, 3:6] = values[1]
+    path = tmp_path / "m.png"
+    Image.fromarray(arr).save(path)  # uint8 -> "L", uint16 -> "I;16"
+    assert Image.open(path).mode.startswith(mode[0])
+    from piade_lib.data.base import FileSource
+
+    for mask in (load_mask(path), FileSource(tmp_path).mask(("image.png", "m.png"))):  # the loader's own path
+        assert mask.shape == (1, 6, 8)
+        assert torch.equal(mask[0], torch.from_numpy(arr > 0).float())

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from piade_lib.data.errors import MaskPairingError, UnknownClassError, UnknownProtocolError
-from piade_lib.data.transforms import BinarizeMask, load_image, open_image
+from piade_lib.data.transforms import load_image, load_mask
 
 ENV_VAR = "PIADE_DATA"
 DEFAULT_DATA_DIR = "data"
@@ -94,7 +94,7 @@ class FileSource:
     def mask(self, key: tuple[str, str | None]) -> torch.Tensor | None:
         if key[1] is None:
             return None
-        return BinarizeMask()(open_image(self.base / key[1]))
+        return load_mask(self.base / key[1])
 
     def describe(self, key: tuple[str, str | None]) -> str:
         return str(self.base / key[0]) + (f" (mask {self.base / key[1]})" if key[1] else "")

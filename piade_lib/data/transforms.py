@@ -191,6 +191,21 @@ def load_image(path: str | Path) -> torch.Tensor:
     return pil_to_tensor(open_image(path))
 
 
+def load_mask(path: str | Path) -> torch.Tensor:
+    """Mask file -> float tensor (1,H,W) in {0,1}: every non-zero pixel is defect.
+
+    Works for MVTec's 0/255 masks, 0/1 label images (8- or 16-bit) and colour masks (as luminance);
+    a threshold at half the range would turn a 0/1 mask into an empty one.
+    """
+    img = open_image(path)
+    if img.mode not in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
+        img = img.convert("L")  # RGB(A), palette, LA: luminance (alpha ignored)
+    arr = np.asarray(img)
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)
+    return torch.from_numpy(arr > 0).float().unsqueeze(0)
+
+
 def load_image_for_scoring(
     path: str | Path, dataset: str = "folder", image_size: int | None = None, preset: str | Preset = "paper"
 ) -> torch.Tensor:

@@ -373,8 +373,10 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
                     raise NonFiniteLossError(
                         f"non-finite training loss in {run_dir} at epoch {epoch}, batch {b} (batch sums: "
                         + ", ".join(f"{k}={v}" for k, v in values.items()) + f"); {good}. Nothing was "
-                        "overwritten; re-running resumes from that checkpoint. Try a lower learning rate "
-                        "(--lr), amp=False on CUDA, or check the input images for NaNs.", epoch, b, last_good)
+                        "overwritten; re-running resumes from that checkpoint. To change settings instead, "
+                        "e.g. a lower learning rate (--lr) or amp=False on CUDA, start a new run (another "
+                        "--output or --variant, or --overwrite, which moves this folder aside); also check "
+                        "the input images for NaNs.", epoch, b, last_good)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -391,7 +393,8 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
                 if not _params_finite(model):
                     raise NonFiniteLossError(
                         f"non-finite model weights in {run_dir} after epoch {epoch}; not checkpointed. Last good "
-                        f"checkpoint: {last_good}. Try a lower learning rate.", epoch, 0, last_good)
+                        f"checkpoint: {last_good}. Try a lower learning rate (--lr) in a new run (another --output "
+                        f"or --variant, or --overwrite).", epoch, 0, last_good)
                 last_good = runs.save_checkpoint(ckpt_dir, checkpoint_state(epoch), keep=rcfg.keep_checkpoints)
                 last_good_epoch = epoch
             runs.write_csv(run_dir / "history.csv", _history_frame(history))

@@ -479,7 +479,11 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_info(start: str | os.PathLike | None = None) -> dict[str, Any] | None:
-    """``{"commit", "dirty"}`` of the git repository holding this package (None outside git)."""
+    """``{"commit", "dirty"}`` of the git repository holding this package (None outside git).
+
+    ``dirty``: tracked files changed since the commit, outside ``results/`` (the outputs being
+    written, which are themselves tracked for the quick profile, do not make the code dirty).
+    """
     here = Path(start) if start is not None else Path(__file__).resolve().parent
     git = shutil.which("git")
     if git is None:
@@ -489,7 +493,7 @@ def git_info(start: str | os.PathLike | None = None) -> dict[str, Any] | None:
                                 timeout=10)
         if commit.returncode != 0:
             return None
-        status = subprocess.run([git, "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        status = subprocess.run([git, "status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)results"], cwd=here,
                                 capture_output=True, text=True, timeout=30)
         return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import socket
 from pathlib import Path
 
@@ -152,3 +153,24 @@ def test_provenance_records_versions_and_sessions_without_hostname(tmp_path: Pat
     host = socket.gethostname()
     if len(host) >= 4:
         assert host not in (tmp_path / "provenance.json").read_text()
+
+
+def test_git_info_dirty_ignores_results_but_not_code(tmp_path):
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "init")
+    assert runs.git_info(tmp_path)["dirty"] is False
+    (tmp_path / "results" / "table.csv").write_text("b\n")  # outputs being regenerated
+    assert runs.git_info(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert runs.git_info(tmp_path)["dirty"] is True

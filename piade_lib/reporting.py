@@ -491,17 +491,26 @@ def plot_histories(section: Section, results_root: str | Path):
     return fig
 
 
+
+def _panel_grid(n: int, max_cols: int, panel_size: tuple[float, float]):
+    """A figure with ``n`` panels in rows of at most ``max_cols`` (unused cells hidden)."""
+    import matplotlib.pyplot as plt
+
+    ncol = max(1, min(max_cols, n))
+    nrow = max(1, int(np.ceil(n / ncol)))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(panel_size[0] * ncol, panel_size[1] * nrow), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
 def plot_roc_curves(section: Section, results_root: str | Path):
     """ROC curves (roc.csv) of every class: PIADE variants and baselines, one panel per model."""
     import matplotlib.pyplot as plt
 
     plan = section_plan(section, results_root)
     variants = list(dict.fromkeys(p.variant for p in plan))
-    ncol = min(4, len(variants))
-    nrow = int(np.ceil(len(variants) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.3 * nrow), squeeze=False)
-    for ax in axes.ravel()[len(variants):]:
-        ax.axis("off")
+    fig, axes = _panel_grid(len(variants), max_cols=4, panel_size=(3.4, 3.3))
     for ax, v in zip(axes.ravel(), variants):
         for p in (q for q in plan if q.variant == v):
             roc = pd.read_csv(p.run_dir / "roc.csv")
@@ -550,11 +559,7 @@ def plot_score_histograms(section: Section, results_root: str | Path, max_classe
     preset, nv = ours_key(section)
     plan = [p for p in section_plan(section, results_root) if p.variant == runs.piade_variant(preset, nv)]
     plan = plan[:max_classes]
-    ncol = min(5, len(plan))
-    nrow = int(np.ceil(len(plan) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.4 * nrow), squeeze=False)
-    for ax in axes.ravel()[len(plan):]:
-        ax.axis("off")
+    fig, axes = _panel_grid(len(plan), max_cols=5, panel_size=(3.0, 2.4))
     for ax, p in zip(axes.ravel(), plan):
         s = read_scores(p.run_dir).assign(kind=lambda f: f["label"].map({0: "normal", 1: "anomalous"}))
         sns.histplot(data=s, x="total", hue="kind", stat="density", common_norm=False, element="step",

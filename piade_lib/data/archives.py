@@ -15,11 +15,12 @@ import urllib.error
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Callable, TypeVar
 
 from torchvision.datasets.utils import download_url, extract_archive
 
 from piade_lib.data.base import file_digest
-from piade_lib.data.errors import ChecksumMismatchError, DatasetDownloadError, UnsafeArchiveError
+from piade_lib.data.errors import ChecksumMismatchError, DatasetDownloadError, DatasetNotFoundError, UnsafeArchiveError
 
 
 @dataclass(frozen=True)
@@ -166,3 +167,29 @@ def safe_extract(archive: Path, dest: Path) -> Path:
         raise
     shutil.rmtree(staging, ignore_errors=True)
     return dest
+
+
+T = TypeVar("T")
+
+
+def locate_or_extract(root: Path, remote: RemoteFile, find: Callable[[], T | None], missing: Callable[[], str],
+                      what: str, download: bool = False, url: str | None = None) -> T:
+    """Return ``find()``; else extract the archive placed in ``root`` (checked first; a mismatch raises
+    and keeps the file) or, with ``download``, fetch it; else raise DatasetNotFoundError(``missing()``).
+    ``what`` names what the extracted archive should have held, for the error if it does not."""
+    found = find()
+    if found:
+        return found
+    archive = root / remote.filename
+    if not archive.is_file():
+        if not download:
+            raise DatasetNotFoundError(missing())
+        root.mkdir(parents=True, exist_ok=True)
+        archive = fetch(remote, root, url=url)
+    else:
+        verify(archive, remote)  # user-placed archive
+    safe_extract(archive, root / remote.folder)
+    found = find()
+    if not found:
+        raise DatasetNotFoundError(f"{archive} was extracted but holds no {what}. " + missing())
+    return found

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from piade_lib.data.archives import SOURCES, fetch, safe_extract, verify
+from piade_lib.data.archives import SOURCES, locate_or_extract
 from piade_lib.data.base import FileSource, Record, check_fraction, how_to_point_at_data, n_outliers, tree_sha256
 from piade_lib.data.errors import DatasetNotFoundError
 
@@ -58,23 +58,8 @@ def _missing_message(root: Path) -> str:
 
 def ensure(root: Path, download: bool = False, url: str | None = None) -> tuple[Path, str]:
     """Locate COIL-100; extract a placed archive or download it when asked."""
-    found = find_folder(root)
-    if found:
-        return found
-    src = SOURCES["coil100"]
-    archive = root / src.filename
-    if not archive.is_file():
-        if not download:
-            raise DatasetNotFoundError(_missing_message(root))
-        root.mkdir(parents=True, exist_ok=True)
-        archive = fetch(src, root, url=url)
-    else:
-        verify(archive, src)
-    safe_extract(archive, root / src.folder)
-    found = find_folder(root)
-    if not found:
-        raise DatasetNotFoundError(f"{archive} was extracted but holds no obj*.png files. " + _missing_message(root))
-    return found
+    return locate_or_extract(root, SOURCES["coil100"], lambda: find_folder(root), lambda: _missing_message(root),
+                             "obj*.png files", download, url)
 
 
 def build_gpnd(normal: str, root: Path, params: dict[str, Any], seed: int) -> dict[str, Any]:

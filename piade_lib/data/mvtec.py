@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from piade_lib.data.archives import SOURCES, fetch, safe_extract, verify
+from piade_lib.data.archives import SOURCES, locate_or_extract
 from piade_lib.data.base import FileSource, Record, how_to_point_at_data, tree_sha256
 from piade_lib.data.errors import DatasetNotFoundError, MaskPairingError
 from piade_lib.data.transforms import IMAGE_EXTENSIONS
@@ -153,23 +153,8 @@ def _missing_message(root: Path, category: str) -> str:
 
 def ensure_mvtec(root: Path, category: str, download: bool = False, url: str | None = None) -> tuple[Path, str]:
     """Locate a category; extract a placed archive or download it when asked. Returns (folder, layout used)."""
-    found = find_category(root, category)
-    if found:
-        return found
-    src = SOURCES["mvtec"]
-    archive = root / src.filename
-    if not archive.is_file():
-        if not download:
-            raise DatasetNotFoundError(_missing_message(root, category))
-        root.mkdir(parents=True, exist_ok=True)
-        archive = fetch(src, root, url=url)
-    else:
-        verify(archive, src)  # user-placed archive: a mismatch raises and the file is kept
-    safe_extract(archive, root / src.folder)
-    found = find_category(root, category)
-    if not found:
-        raise DatasetNotFoundError(f"{archive} was extracted but holds no category {category!r}. " + _missing_message(root, category))
-    return found
+    return locate_or_extract(root, SOURCES["mvtec"], lambda: find_category(root, category),
+                             lambda: _missing_message(root, category), f"category {category!r}", download, url)
 
 
 def build_mvtec(category: str, root: Path, params: dict[str, Any]) -> dict[str, Any]:

@@ -354,7 +354,7 @@ def run_baseline(name: str, dataset: str, normal_class: str | int, results_root:
             _write_metrics(run_dir, pd.read_csv(run_dir / "scores.csv"), n_bootstrap, seed, metrics)
         return run_dir
     dev = resolve_device(device)
-    session = {"started": runs.now_iso(), "device": str(dev), "status": "running"}
+    session = runs.new_session(device=str(dev), status="running")
     t0 = time.time()
     runs.seed_everything(seed)
     task, train_ds, test_ds = task_from_config(config)  # before writing: a missing dataset leaves no folder

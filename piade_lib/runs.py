@@ -18,6 +18,7 @@ import random
 import re
 import shutil
 import subprocess
+import uuid
 import sys
 import tempfile
 import warnings
@@ -541,13 +542,20 @@ def provenance(seed: int, device: str | torch.device, pretrained: bool | None) -
     }
 
 
+def new_session(**fields: Any) -> dict[str, Any]:
+    """A provenance session entry: a unique ``id`` (two sessions may start within one second), the
+    start time and ``fields``."""
+    return {"id": uuid.uuid4().hex[:12], "started": now_iso(), **fields}
+
+
 def update_provenance(run_dir: str | os.PathLike, session: dict[str, Any], **facts: Any) -> Path:
     """Merge ``facts`` into provenance.json and append/replace the current ``session`` entry
-    (matched by its ``started`` timestamp). ``wall_seconds`` totals all sessions."""
+    (matched by its ``id``, see :func:`new_session`; else by ``started``). ``wall_seconds`` totals all sessions."""
     path = Path(run_dir) / "provenance.json"
     prov: dict[str, Any] = read_json(path) if path.is_file() else {}
     prov.update(to_jsonable(facts))
-    sessions = [s for s in prov.get("sessions", []) if s.get("started") != session.get("started")]
+    key = lambda e: e.get("id", e.get("started"))  # noqa: E731  (entries without an id: by start time)
+    sessions = [s for s in prov.get("sessions", []) if key(s) != key(session)]
     sessions.append(to_jsonable(session))
     prov["sessions"] = sessions
     prov["started"] = sessions[0].get("started")

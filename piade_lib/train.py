@@ -269,8 +269,8 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
     if exists and final_path.is_file():  # trained, not (fully) evaluated
         evaluate_run(run_dir, n_bootstrap=rcfg.n_bootstrap, device=device, progress=progress)
         return run_dir
-    session: dict[str, Any] = {"started": runs.now_iso(), "device": str(device),
-                               "device_name": runs.device_name(device), "status": "running"}
+    session: dict[str, Any] = runs.new_session(device=str(device), device_name=runs.device_name(device),
+                                               status="running")
     t_session = time.time()
 
     # ---- data, model, loss: built before anything is written, so that a missing dataset or missing

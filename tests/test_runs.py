@@ -174,3 +174,14 @@ def test_git_info_dirty_ignores_results_but_not_code(tmp_path):
     assert runs.git_info(tmp_path)["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert runs.git_info(tmp_path)["dirty"] is True
+
+
+def test_sessions_started_within_one_second_are_both_kept(tmp_path):
+    first, second = runs.new_session(status="a"), runs.new_session(status="b")
+    second["started"] = first["started"]  # same second
+    runs.update_provenance(tmp_path, first)
+    runs.update_provenance(tmp_path, second)
+    first["status"] = "a-ended"
+    runs.update_provenance(tmp_path, first)  # updating a session replaces its own entry only
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert [s["status"] for s in prov["sessions"]] == ["b", "a-ended"]

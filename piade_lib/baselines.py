@@ -346,7 +346,8 @@ def run_baseline(name: str, dataset: str, normal_class: str | int, results_root:
     config = baseline_config(name, dataset, normal_class, protocol, seed, image_size, epochs, preset=preset,
                              data_root=data_root, limit_train=limit_train, limit_test=limit_test,
                              n_bootstrap=n_bootstrap, device=device, params=params, **task_params)
-    run_dir = runs.run_dir_for(results_root, dataset, config["protocol"], config["normal_class"], runs.baseline_variant(name))
+    run_dir = runs.run_dir_for(results_root, dataset, config["protocol"], config["normal_class"],
+                               runs.baseline_variant(name, seed))
     exists = runs.check_run_dir(run_dir, config, overwrite=overwrite)
     if exists and runs.is_finished(run_dir, ("scores.csv", "metrics.json")):
         metrics = runs.read_json(run_dir / "metrics.json")

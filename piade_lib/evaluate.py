@@ -194,17 +194,23 @@ def _as_list(v: Any, n: int) -> list:
 @torch.no_grad()
 def score_dataset(model: torch.nn.Module, loss_fn: torch.nn.Module, dataset: Dataset, batch_size: int = 64,
                   device: str | torch.device = "cpu", *, progress: bool = False, with_maps: bool = False,
-                  desc: str = "scoring") -> pd.DataFrame | tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
+                  desc: str = "scoring", reference: torch.Tensor | None = None
+                  ) -> pd.DataFrame | tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
     """Score every item of ``dataset`` (dict items with ``image``, ``label``, ``id``): a DataFrame
     ``id, label, mse, perceptual, ssim_loss, total`` from ``loss_fn.per_image`` (model in eval mode,
-    previous mode restored). With ``with_maps`` also returns the ``1 - SSIM`` maps and the masks,
-    ``(N, 1, S, S)`` float16 tensors on the CPU."""
+    previous mode restored). With ``reference`` (a ``(3, S, S)`` image, e.g. :func:`mean_image` of
+    the train split) a column ``mean_image_mse`` holds each image's MSE to that image: the error of
+    a "model" that always predicts it. With ``with_maps`` also returns the ``1 - SSIM`` maps and
+    the masks, ``(N, 1, S, S)`` float16 tensors on the CPU."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
     loss_was_training = loss_fn.training
     loss_fn.eval()
     rows: dict[str, list] = {"id": [], "label": [], **{t: [] for t in TERMS}}
+    if reference is not None:
+        rows["mean_image_mse"] = []
+        ref = reference.to(device, torch.float32).unsqueeze(0)
     maps, masks = [], []
     dr = _ssim_range(model)
     try:
@@ -217,6 +223,8 @@ def score_dataset(model: torch.nn.Module, loss_fn: torch.nn.Module, dataset: Dat
             rows["label"].extend(int(v) for v in _as_list(batch.get("label", 0), n))
             for t in TERMS:
                 rows[t].extend(terms[t].detach().float().cpu().tolist())
+            if reference is not None:
+                rows["mean_image_mse"].extend((x - ref).pow(2).flatten(1).mean(dim=1).cpu().tolist())
             if with_maps:
                 maps.append((1.0 - ssim_map(x, recon.float(), data_range=dr)).cpu().half())
                 m = batch.get("mask")
@@ -229,6 +237,39 @@ def score_dataset(model: torch.nn.Module, loss_fn: torch.nn.Module, dataset: Dat
         empty = torch.zeros(0, 1, 1, 1, dtype=torch.float16)
         return frame, (torch.cat(maps) if maps else empty), (torch.cat(masks) if masks else empty)
     return frame
+
+
+@torch.no_grad()
+def mean_image(dataset: Dataset, batch_size: int = 256) -> torch.Tensor:
+    """The pixel-wise mean ``(3, S, S)`` of a dataset's images (float32, CPU)."""
+    total, n = None, 0
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        x = batch["image"].to(torch.float64)
+        total = x.sum(0) if total is None else total + x.sum(0)
+        n += x.shape[0]
+    if total is None:
+        raise ValueError("mean_image of an empty dataset")
+    return (total / n).float()
+
+
+def reconstruction_summary(scores: pd.DataFrame) -> dict[str, Any]:
+    """Has the model learned more than the mean image? From a scores frame with ``mse`` and
+    ``mean_image_mse`` columns: ``normal_recon_mse`` (mean per-image MSE of the reconstructions of
+    the normal test images), ``normal_mean_image_mse`` (the same with the train-mean image as the
+    reconstruction), their ratio ``recon_to_mean_image`` (< 1: better than the mean image), and
+    the AUROCs of the anomaly score (``auc``) and of the MSE term alone (``mse_auc``)."""
+    labels = scores["label"].to_numpy().astype(int)
+    normal = labels == 0
+    out: dict[str, Any] = {
+        "auc": auroc_with_ci(labels, scores["total"].to_numpy(), n_bootstrap=0)["auc"],
+        "mse_auc": auroc_with_ci(labels, scores["mse"].to_numpy(), n_bootstrap=0)["auc"],
+        "normal_recon_mse": float(scores.loc[normal, "mse"].mean()) if normal.any() else None,
+        "normal_mean_image_mse": None, "recon_to_mean_image": None}
+    if "mean_image_mse" in scores and normal.any():
+        mi = float(scores.loc[normal, "mean_image_mse"].mean())
+        out["normal_mean_image_mse"] = mi
+        out["recon_to_mean_image"] = out["normal_recon_mse"] / mi if mi > 0 else None
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,6 +316,8 @@ def compute_metrics(scores: pd.DataFrame, n_bootstrap: int = 1000, level: float 
 
 METRICS_KEYS: tuple[str, ...] = ("auc", "auc_ci_low", "auc_ci_high", "ci_level", "n_bootstrap", "n_normal",
                                  "n_anomalous", "pixel_auroc", "term_auc")
+# written for PIADE runs besides METRICS_KEYS: has the model learned more than the train-mean image?
+RECON_KEYS: tuple[str, ...] = ("normal_recon_mse", "normal_mean_image_mse", "recon_to_mean_image")
 
 
 def write_results(run_dir: str | os.PathLike, scores: pd.DataFrame, metrics: dict[str, Any],
@@ -345,7 +388,9 @@ def evaluate_run(run_dir: str | os.PathLike, n_bootstrap: int | None = None, *, 
     task, train_ds, test_ds = splits if splits is not None else task_from_config(cfg)
     bs = int(cfg.get("batch_size") or 64)
     with_maps = bool(getattr(task, "has_masks", False))
-    out = score_dataset(model, loss_fn, test_ds, bs, dev, progress=progress, with_maps=with_maps, desc="test")
+    reference = mean_image(train_ds)
+    out = score_dataset(model, loss_fn, test_ds, bs, dev, progress=progress, with_maps=with_maps, desc="test",
+                        reference=reference)
     if with_maps:
         scores, maps, masks = out  # type: ignore[misc]
         pix = pixel_auroc(maps, masks, seed=int(cfg.get("seed", 0)))
@@ -355,6 +400,8 @@ def evaluate_run(run_dir: str | os.PathLike, n_bootstrap: int | None = None, *, 
     nb = int(cfg.get("n_bootstrap", 1000) if n_bootstrap is None else n_bootstrap)
     metrics = compute_metrics(scores, n_bootstrap=nb, seed=int(cfg.get("seed", 0)), pixel=pix,
                               train_scores=train_scores["total"].to_numpy())
+    recon = reconstruction_summary(scores)
+    metrics.update({k: recon[k] for k in RECON_KEYS})
     if with_maps and pix is None:
         metrics["pixel_note"] = "masks hold a single class (no anomalous pixels in the test set)"
     write_results(run_dir, scores, metrics, train_scores)

@@ -37,6 +37,8 @@ class PlannedRun:
     preset: str | None = None
     n_vectors: int | None = None
     baseline: str | None = None
+    seed: int = 0
+    flip: str | None = None  # the reading flipped to the other preset's value (readings sections)
 
 
 def planned_runs(section: Section, results_root: str | Path) -> list[PlannedRun]:
@@ -45,29 +47,39 @@ def planned_runs(section: Section, results_root: str | Path) -> list[PlannedRun]
     from .train import RunConfig
 
     plan: list[PlannedRun] = []
-    for kw in section.run_configs():
-        cfg = RunConfig(**kw)
-        rcfg = cfg.resolved()
-        plan.append(PlannedRun(section.name, str(rcfg.normal_class), "piade", str(rcfg.variant),
-                               cfg.run_dir(results_root), kw, preset=rcfg.preset, n_vectors=rcfg.n_vectors))
+    for cls in section.class_names():
+        for preset in section.presets:
+            for nv in section.n_vectors:
+                for seed in section.seed_list():
+                    for flip in [None, *section.flips]:
+                        kw = section.run_config(cls, preset, int(nv), seed, flip)
+                        cfg = RunConfig(**kw)
+                        rcfg = cfg.resolved()
+                        plan.append(PlannedRun(section.name, str(rcfg.normal_class), "piade", str(rcfg.variant),
+                                               cfg.run_dir(results_root), kw, preset=rcfg.preset,
+                                               n_vectors=rcfg.n_vectors, seed=seed, flip=flip))
     for cls in section.class_names():
         for name in section.baselines:
-            kw = baseline_kwargs(section, cls, name)
-            config = baseline_config(**{k: v for k, v in kw.items() if k != "protocol_params"},
-                                     **kw.get("protocol_params", {}))
-            run_dir = runs.run_dir_for(results_root, section.dataset, config["protocol"], config["normal_class"],
-                                       runs.baseline_variant(name))
-            plan.append(PlannedRun(section.name, str(config["normal_class"]), "baseline",
-                                   runs.baseline_variant(name), run_dir, kw, baseline=name))
+            for seed in section.seed_list():
+                kw = baseline_kwargs(section, cls, name, seed)
+                config = baseline_config(**{k: v for k, v in kw.items() if k != "protocol_params"},
+                                         **kw.get("protocol_params", {}))
+                variant = runs.baseline_variant(name, seed)
+                run_dir = runs.run_dir_for(results_root, section.dataset, config["protocol"], config["normal_class"],
+                                           variant)
+                plan.append(PlannedRun(section.name, str(config["normal_class"]), "baseline", variant, run_dir, kw,
+                                       baseline=name, seed=seed))
     return plan
 
 
-def baseline_kwargs(section: Section, normal_class: str, name: str) -> dict[str, Any]:
-    """Arguments of :func:`piade_lib.baselines.run_baseline` for one class of a section (the
-    section's task settings; ``baseline_params[name]`` may set ``epochs`` and model parameters)."""
+def baseline_kwargs(section: Section, normal_class: str, name: str, seed: int | None = None) -> dict[str, Any]:
+    """Arguments of :func:`piade_lib.baselines.run_baseline` for one class (and seed) of a section
+    (the section's task settings; ``baseline_params[name]`` may set ``epochs`` and model parameters)."""
     bp = dict(section.baseline_params.get(name, {}) or {})
     kw: dict[str, Any] = {"name": name, "dataset": section.dataset, "normal_class": normal_class}
     kw.update({k: section.run[k] for k in _BASELINE_TASK_FIELDS if section.run.get(k) is not None})
+    if seed is not None:
+        kw["seed"] = int(seed)
     if "epochs" in bp:
         kw["epochs"] = int(bp.pop("epochs"))
     if bp:
@@ -144,7 +156,7 @@ def _finished_files(p: PlannedRun) -> tuple[str, ...]:
 
 def plan_frame(section: Section, results_root: str | Path) -> pd.DataFrame:
     """The section's runs as a table: class, kind, variant, finished, run folder."""
-    rows = [{"section": p.section, "class": p.normal_class, "kind": p.kind, "variant": p.variant,
+    rows = [{"section": p.section, "class": p.normal_class, "kind": p.kind, "variant": p.variant, "seed": p.seed,
              "finished": runs.is_finished(p.run_dir, _finished_files(p)), "run_dir": str(p.run_dir)}
             for p in planned_runs(section, results_root)]
     return pd.DataFrame(rows)

@@ -143,3 +143,50 @@ def get_preset(preset: str | Preset, **overrides: Any) -> Preset:
         except KeyError:
             raise KeyError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}") from None
     return p.with_overrides(**overrides) if overrides else p
+
+
+# ---------------------------------------------------------------------------------------------
+# Readings: the choices on which the two presets differ, as named flips
+# ---------------------------------------------------------------------------------------------
+# Each reading names the preset fields that flip together from one preset's value to the other's
+# (coupled fields: the code's four global pyramid branches come with their own scales and channels).
+# ``epochs`` is not a reading (profiles set budgets) and ``name`` is not a choice. Optimisation
+# fields (weight_decay, batch_size) are RunConfig fields too: a flip sets them there.
+READINGS: dict[str, tuple[str, ...]] = {
+    "backbone": ("backbone",),
+    "keep_maxpool": ("keep_maxpool",),
+    "se_reduction": ("se_reduction",),
+    "encoder_input_normalize": ("encoder_input_normalize",),
+    "pyramid_branches": ("pyramid_mode", "pyramid_scales", "pyramid_channels"),
+    "pyramid_bn_momentum": ("pyramid_bn_momentum",),
+    "pyramid_relu": ("pyramid_relu",),
+    "routing_detach": ("routing_detach",),
+    "decode_vector": ("decode_vector",),
+    "upsampling_final_relu": ("upsampling_final_relu",),
+    "output_activation": ("output_activation",),
+    "init": ("init",),
+    "routing_weight_init": ("routing_weight_init",),
+    "vgg_input_normalize": ("vgg_input_normalize",),
+    "weight_decay": ("weight_decay",),
+    "batch_size": ("batch_size",),
+    "resize_crop_ratio": ("resize_crop_ratio",),
+}
+# RunConfig fields among the preset fields: a flip of these sets the run's own value
+RUN_LEVEL_FIELDS = ("lr", "weight_decay", "batch_size", "epochs")
+
+
+def other_preset(preset: str) -> str:
+    """The other of the two readings ("paper" <-> "authors_code")."""
+    names = sorted(PRESETS)
+    if preset not in PRESETS or len(names) != 2:
+        raise KeyError(f"unknown preset {preset!r}; valid presets: {names}")
+    return names[1 - names.index(preset)]
+
+
+def reading_values(reading: str, preset: str = "paper") -> dict[str, Any]:
+    """The fields of ``reading`` with the values of the preset *other* than ``preset``: what a run of
+    ``preset`` with that reading flipped uses instead of its own."""
+    if reading not in READINGS:
+        raise KeyError(f"unknown reading {reading!r}; valid readings: {sorted(READINGS)}")
+    other = PRESETS[other_preset(preset)]
+    return {f: getattr(other, f) for f in READINGS[reading]}

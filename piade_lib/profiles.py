@@ -30,8 +30,12 @@ Profile schema (see ``configs/quick.yaml`` for a commented example)::
         classes: all                   # "all" or a list of class names
         presets: [paper]               # piade_lib.presets.PRESETS names
         n_vectors: [2]                 # [1, 2] for the ablation
+        seeds: [0, 1, 2]               # optional; one run per seed (folders <variant>-s<seed>, seed 0 plain)
+        flips: [output_activation]     # optional; names of piade_lib.presets.READINGS: one run per reading
+                                       #   flipped to the other preset's value (notebook 07)
         baselines: [ocsvm, kde]        # optional, names of piade_lib.baselines
-        paper_table: table2            # optional; the paper table it stands for (default: the section name)
+        paper_table: table2            # optional; the paper table it stands for (default: the section name),
+                                       #   or "mnist" for the published one-class MNIST results (LSA)
         <RunConfig fields>: ...        # epochs, batch_size, image_size, protocol_params, ...
     figure3: {n_images: 4}             # optional
 """
@@ -51,8 +55,12 @@ CONFIG_DIR = REPO_ROOT / "configs"
 
 # The sections that correspond to the paper's tables / figure (others are extra experiments).
 PAPER_SECTIONS = ("table2", "table3", "table4", "figure4")
+# Published tables a section may be set beside (paper_table): the paper's, and the one-class MNIST
+# results of the methods the LSA paper compares (the ICPR version's MNIST numbers are not public).
+REFERENCE_TABLES = PAPER_SECTIONS + ("mnist",)
 # The notebooks run_all.sh executes, in order (notebooks/<name>.ipynb); see notebook_parameters().
-NOTEBOOKS = ("01_data_preparation", "02_training", "03_evaluation", "04_ablation", "05_paper_figures")
+NOTEBOOKS = ("01_data_preparation", "02_training", "03_evaluation", "04_ablation", "05_paper_figures",
+             "06_convergence", "07_readings")
 
 # RunConfig fields a profile may set (in `defaults` or in a section): every field of
 # piade_lib.train.RunConfig except those the section's structure decides.
@@ -67,7 +75,8 @@ def run_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in _STRUCTURAL)
 
 
-SECTION_KEYS = ("title", "dataset", "classes", "presets", "n_vectors", "baselines", "paper_table", "baseline_params")
+SECTION_KEYS = ("title", "dataset", "classes", "presets", "n_vectors", "baselines", "paper_table", "baseline_params",
+                "seeds", "flips")
 TOP_FIELDS = ("name", "description", "defaults", "sections", "figure3", "results_root")
 
 
@@ -113,6 +122,8 @@ class Section:
     baseline_params: dict[str, Any] = field(default_factory=dict)
     paper_table: str | None = None
     run: dict[str, Any] = field(default_factory=dict)  # RunConfig fields (defaults merged in)
+    seeds: list[int] = field(default_factory=list)  # empty: the run's single seed
+    flips: list[str] = field(default_factory=list)  # readings flipped one at a time (presets.READINGS)
 
     @property
     def protocol(self) -> str | None:
@@ -121,6 +132,20 @@ class Section:
     @property
     def is_ablation(self) -> bool:
         return len(self.n_vectors) > 1
+
+    @property
+    def is_readings(self) -> bool:
+        """A section that flips readings one at a time (notebook 07)."""
+        return bool(self.flips)
+
+    @property
+    def has_convergence(self) -> bool:
+        """Its PIADE runs score the test split at optimiser-step milestones (convergence.csv)."""
+        return bool(self.run.get("eval_steps"))
+
+    def seed_list(self) -> list[int]:
+        """The section's seeds: ``seeds`` when given, else the run's single ``seed``."""
+        return [int(x) for x in self.seeds] if self.seeds else [int(self.run.get("seed", 0))]
 
     @property
     def paper_dataset(self) -> str | None:
@@ -142,15 +167,35 @@ class Section:
         return [str(c) for c in self.classes]
 
     def run_configs(self) -> list[dict[str, Any]]:
-        """RunConfig keyword arguments, one dict per (class, preset, n_vectors), in that order."""
+        """RunConfig keyword arguments, one dict per (class, preset, n_vectors, seed, flip), in that
+        order; ``flip`` None is the preset as it is, then one run per reading of ``flips``."""
         out = []
         for cls in self.class_names():
             for preset in self.presets:
                 for nv in self.n_vectors:
-                    kw = copy.deepcopy(self.run)
-                    kw.update(dataset=self.dataset, normal_class=cls, preset=preset, n_vectors=int(nv))
-                    out.append(kw)
+                    for seed in self.seed_list():
+                        for flip in [None, *self.flips]:
+                            out.append(self.run_config(cls, preset, int(nv), seed, flip))
         return out
+
+    def run_config(self, cls: str, preset: str, nv: int, seed: int, flip: str | None = None) -> dict[str, Any]:
+        """RunConfig keyword arguments of one run of the section."""
+        from .presets import RUN_LEVEL_FIELDS, reading_values
+        from .runs import piade_variant
+
+        kw = copy.deepcopy(self.run)
+        kw.update(dataset=self.dataset, normal_class=cls, preset=preset, n_vectors=int(nv), seed=int(seed))
+        if flip is not None:
+            values = reading_values(flip, preset)
+            overrides = dict(kw.get("preset_overrides") or {})
+            for f, v in values.items():
+                if f in RUN_LEVEL_FIELDS:
+                    kw[f] = v
+                else:
+                    overrides[f] = list(v) if isinstance(v, tuple) else v
+            kw["preset_overrides"] = overrides
+            kw["variant"] = piade_variant(preset, int(nv), int(seed), flip)
+        return kw
 
 
 @dataclass
@@ -167,11 +212,17 @@ class Profile:
         return any(s.run.get("pretrained", False) for s in self.sections.values())
 
     def table_sections(self) -> list[str]:
-        """Sections trained and evaluated by 02/03 (everything but the 1-vs-2-vectors ablation)."""
-        return [n for n, s in self.sections.items() if not s.is_ablation]
+        """Sections trained and evaluated by 02/03 (all but the 1-vs-2-vectors ablation and the readings)."""
+        return [n for n, s in self.sections.items() if not s.is_ablation and not s.is_readings]
 
     def ablation_sections(self) -> list[str]:
         return [n for n, s in self.sections.items() if s.is_ablation]
+
+    def readings_sections(self) -> list[str]:
+        return [n for n, s in self.sections.items() if s.is_readings]
+
+    def convergence_sections(self) -> list[str]:
+        return [n for n, s in self.sections.items() if s.has_convergence]
 
     def summary(self):
         """One row per section: what runs, on what, stand-in or not (a pandas DataFrame)."""
@@ -184,8 +235,10 @@ class Profile:
                 "paper dataset": s.paper_dataset or "", "stand-in": s.is_standin,
                 "classes": "all" if s.classes == "all" else len(s.classes),
                 "presets": ", ".join(s.presets), "n_vectors": ", ".join(map(str, s.n_vectors)),
-                "epochs": s.run.get("epochs"), "pretrained": s.run.get("pretrained", False),
-                "baselines": ", ".join(s.baselines),
+                "epochs": s.run.get("epochs") if s.run.get("steps") is None else None,
+                "steps": s.run.get("steps"), "batch_size": s.run.get("batch_size"),
+                "seeds": ", ".join(map(str, s.seed_list())), "flips": len(s.flips),
+                "pretrained": s.run.get("pretrained", False), "baselines": ", ".join(s.baselines),
             })
         return pd.DataFrame(rows).set_index("section")
 
@@ -244,13 +297,23 @@ def parse_profile(raw: dict[str, Any], path: Path) -> Profile:
             if not classes:
                 raise ProfileError(f"{w}: 'classes' is empty")
         paper_table = sraw.get("paper_table", sname if sname in PAPER_SECTIONS else None)
-        if paper_table is not None and paper_table not in PAPER_SECTIONS:
-            raise ProfileError(f"{w}: paper_table must be one of {list(PAPER_SECTIONS)} or null, got {paper_table!r}")
+        if paper_table is not None and paper_table not in REFERENCE_TABLES:
+            raise ProfileError(f"{w}: paper_table must be one of {list(REFERENCE_TABLES)} or null, got {paper_table!r}")
+        seeds = [int(x) for x in _as_list(sraw.get("seeds", []), f"{w}.seeds")]
+        if any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
+            raise ProfileError(f"{w}: seeds must be distinct integers >= 0, got {seeds}")
+        from .presets import READINGS
+
+        flips = [str(f) for f in _as_list(sraw.get("flips", []), f"{w}.flips")]
+        bad = [f for f in flips if f not in READINGS]
+        if bad:
+            raise ProfileError(f"{w}: unknown reading(s) {bad} in flips; valid readings: {sorted(READINGS)}")
         sections[sname] = Section(
             name=sname, dataset=str(sraw["dataset"]), title=str(sraw.get("title", sname)), classes=classes,
             presets=presets, n_vectors=n_vectors,
             baselines=[str(b) for b in _as_list(sraw.get("baselines", []), f"{w}.baselines")],
             baseline_params=dict(sraw.get("baseline_params") or {}), paper_table=paper_table, run=run,
+            seeds=seeds, flips=flips,
         )
     figure3 = dict(raw.get("figure3") or {})
     _check_keys(figure3, ("n_images",), f"{where}: figure3")
@@ -271,9 +334,11 @@ def _check_shared_runs(prof: Profile) -> None:
     owner: dict[tuple, tuple[str, dict]] = {}
     for s in prof.sections.values():
         protocol = s.protocol or DATASETS[s.dataset].default_protocol
-        settings = {k: v for k, v in s.run.items() if k not in EXECUTION_KEYS and k != "protocol"}
+        settings = {k: v for k, v in s.run.items() if k not in EXECUTION_KEYS and k not in ("protocol", "seed")}
         for kw in s.run_configs():
-            key = (s.dataset, protocol, kw["normal_class"], kw["preset"], kw["n_vectors"])
+            if kw.get("variant"):  # flipped readings: their settings differ from the section's on purpose
+                continue
+            key = (s.dataset, protocol, kw["normal_class"], kw["preset"], kw["n_vectors"], kw["seed"])
             if key in owner and owner[key][1] != settings:
                 other, theirs = owner[key]
                 diff = {k: (theirs.get(k), settings.get(k)) for k in set(theirs) | set(settings)
@@ -312,7 +377,8 @@ def _validate_against_library(prof: Profile) -> None:
         # field or checkpoint_every: 0 now, not after the earlier sections have trained
         from .train import RunConfig
 
-        for kw in s.run_configs()[: len(s.presets) * len(s.n_vectors)]:
+        first = s.class_names()[0]
+        for kw in [k for k in s.run_configs() if k["normal_class"] == first]:
             try:
                 RunConfig(**kw).resolved()
             except (KeyError, ValueError, TypeError) as exc:
@@ -363,6 +429,10 @@ def notebook_parameters(profile: str | Path | Profile, notebook: str, results_ro
     elif stem == "05_paper_figures":
         params["sections"] = list(prof.sections)
         params["figure3_images"] = int(prof.figure3.get("n_images", 4))
+    elif stem == "06_convergence":
+        params["sections"] = [n for n in prof.sections if n not in prof.readings_sections()]
+    elif stem == "07_readings":
+        params["sections"] = prof.readings_sections()
     return params
 
 

@@ -176,43 +176,84 @@ def _n_bootstrap(section: Section) -> int:
     return int(section.run.get("n_bootstrap", 1000))
 
 
+def _seed_runs(by: dict[tuple[str, str], PlannedRun], cls: str, variant_of, seeds: Sequence[int]) -> list[Path]:
+    return [by[(cls, variant_of(s))].run_dir for s in seeds]
+
+
+def _seed_sd(values: Sequence[float]) -> float | None:
+    """Seed-to-seed standard deviation (ddof 1); None with a single seed."""
+    v = [float(x) for x in values if x is not None]
+    return float(np.std(v, ddof=1)) if len(v) > 1 else None
+
+
+def _over_seeds(dirs: Sequence[Path], nb: int, seed: int) -> dict[str, Any]:
+    """AUC over the seeds of one class: the mean, a bootstrap interval of that mean (each seed's test
+    images resampled; a single seed keeps its own metrics.json interval) and the seed-to-seed sd."""
+    ms = [read_metrics(d) for d in dirs]
+    aucs = [m.get("auc") for m in ms]
+    if len(dirs) == 1:
+        lo, hi = ms[0].get("auc_ci_low"), ms[0].get("auc_ci_high")
+    else:
+        _, lo, hi = mean_auc_ci(dirs, n_bootstrap=nb, seed=seed)
+    return {"auc": float(np.mean(aucs)), "low": lo, "high": hi, "sd": _seed_sd(aucs), "first": ms[0]}
+
+
 def section_table(section: Section, results_root: str | Path) -> pd.DataFrame:
-    """The table of a section (see the module docstring for the columns), built from its runs."""
+    """The table of a section (see the module docstring for the columns), built from its runs.
+
+    With several seeds, an AUC column is the mean over seeds, its interval a bootstrap of that mean
+    (test images resampled within each seed's run), and ``<prefix>_seed_sd`` the seed-to-seed
+    standard deviation beside it; the mean row's ``*_seed_sd`` is the spread over seeds of the mean
+    over classes."""
     plan = section_plan(section, results_root)
     preset0, nv = ours_key(section)
     classes = section.class_names()
+    seeds = section.seed_list()
     paper_table = None if section.is_standin else section.paper_table
     by = {(p.normal_class, p.variant): p for p in plan}
     extra_presets = list(section.presets[1:])
+    nb, boot_seed = _n_bootstrap(section), int(section.run.get("seed", 0))
+    multi = len(seeds) > 1
+
+    def piade(pr: str):
+        return lambda s: runs.piade_variant(pr, nv, s)
 
     rows = []
     for cls in classes:
-        ours = read_metrics(by[(cls, runs.piade_variant(preset0, nv))].run_dir)
+        ours = _over_seeds(_seed_runs(by, cls, piade(preset0), seeds), nb, boot_seed)
         paper = paper_results.paper_ours_auc(paper_table, cls) if paper_table else None
-        row: dict[str, Any] = {"dataset": section.dataset, "class": cls, "ours_auc": ours.get("auc"),
-                               "ours_ci_low": ours.get("auc_ci_low"), "ours_ci_high": ours.get("auc_ci_high"),
-                               "paper_auc": paper}
+        row: dict[str, Any] = {"dataset": section.dataset, "class": cls, "ours_auc": ours["auc"],
+                               "ours_ci_low": ours["low"], "ours_ci_high": ours["high"], "paper_auc": paper}
+        if multi:
+            row["ours_seed_sd"] = ours["sd"]
         for pr in extra_presets:
-            m = read_metrics(by[(cls, runs.piade_variant(pr, nv))].run_dir)
-            row.update({f"{pr}_auc": m.get("auc"), f"{pr}_ci_low": m.get("auc_ci_low"),
-                        f"{pr}_ci_high": m.get("auc_ci_high")})
+            m = _over_seeds(_seed_runs(by, cls, piade(pr), seeds), nb, boot_seed)
+            row.update({f"{pr}_auc": m["auc"], f"{pr}_ci_low": m["low"], f"{pr}_ci_high": m["high"]})
+            if multi:
+                row[f"{pr}_seed_sd"] = m["sd"]
         for bl in section.baselines:
-            row[f"{bl}_auc"] = read_metrics(by[(cls, runs.baseline_variant(bl))].run_dir).get("auc")
-        row["n_normal"], row["n_anomalous"] = ours.get("n_normal"), ours.get("n_anomalous")
-        if ours.get("pixel_auroc") is not None:
-            row["ours_pixel_auroc"] = ours.get("pixel_auroc")
+            aucs = [read_metrics(d).get("auc")
+                    for d in _seed_runs(by, cls, lambda s, bl=bl: runs.baseline_variant(bl, s), seeds)]
+            row[f"{bl}_auc"] = float(np.mean(aucs))
+        first = ours["first"]
+        row["n_normal"], row["n_anomalous"] = first.get("n_normal"), first.get("n_anomalous")
+        if first.get("pixel_auroc") is not None:
+            row["ours_pixel_auroc"] = first.get("pixel_auroc")
         rows.append(row)
     df = pd.DataFrame(rows)
 
     # the mean row: plain means, bootstrap intervals of the mean for the PIADE columns
-    nb, seed = _n_bootstrap(section), int(section.run.get("seed", 0))
     mean: dict[str, Any] = {"dataset": section.dataset, "class": MEAN}
     for col in df.columns:
         if col not in ("dataset", "class") and pd.api.types.is_numeric_dtype(df[col]) and df[col].notna().any():
             mean[col] = float(df[col].mean()) if col not in ("n_normal", "n_anomalous") else int(df[col].sum())
     for pr, prefix in [(preset0, "ours")] + [(p, p) for p in extra_presets]:
-        dirs = [by[(c, runs.piade_variant(pr, nv))].run_dir for c in classes]
-        _, mean[f"{prefix}_ci_low"], mean[f"{prefix}_ci_high"] = mean_auc_ci(dirs, n_bootstrap=nb, seed=seed)
+        dirs = [d for c in classes for d in _seed_runs(by, c, piade(pr), seeds)]
+        _, mean[f"{prefix}_ci_low"], mean[f"{prefix}_ci_high"] = mean_auc_ci(dirs, n_bootstrap=nb, seed=boot_seed)
+        if multi:
+            per_seed = [np.mean([read_metrics(by[(c, piade(pr)(s))].run_dir).get("auc") for c in classes])
+                        for s in seeds]
+            mean[f"{prefix}_seed_sd"] = _seed_sd(per_seed)
     mean["paper_auc"] = paper_results.paper_ours_auc(paper_table, MEAN) if paper_table else None
     df = pd.concat([df, pd.DataFrame([mean])], ignore_index=True)
 
@@ -274,7 +315,8 @@ def figure4_table(section: Section, results_root: str | Path) -> pd.DataFrame:
     nb, seed = _n_bootstrap(section), int(section.run.get("seed", 0))
     rows, boots = [], []
     for i, cat in enumerate(section.class_names()):
-        d1, d2 = by[(cat, runs.piade_variant(preset, 1))], by[(cat, runs.piade_variant(preset, 2))]
+        s0 = section.seed_list()[0]  # Figure 4 compares the first seed's runs
+        d1, d2 = by[(cat, runs.piade_variant(preset, 1, s0))], by[(cat, runs.piade_variant(preset, 2, s0))]
         m1, m2 = read_metrics(d1), read_metrics(d2)
         pair = paired_scores(d1, d2)
         b = bootstrap_aucs(pair["label"].to_numpy(), pair[["a", "b"]].to_numpy(), nb, seed + i) if nb > 0 else None
@@ -368,7 +410,7 @@ def comparison_statement(section: Section, table: pd.DataFrame) -> str:
 def paper_reference_table(paper_table: str) -> pd.DataFrame:
     """The paper's table as printed (for display beside ours)."""
     return {"table2": paper_results.table2, "table3": paper_results.table3,
-            "table4": paper_results.table4}[paper_table]()
+            "table4": paper_results.table4, "mnist": paper_results.mnist_lsa}[paper_table]()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,7 +599,8 @@ def plot_score_histograms(section: Section, results_root: str | Path, max_classe
     import seaborn as sns
 
     preset, nv = ours_key(section)
-    plan = [p for p in section_plan(section, results_root) if p.variant == runs.piade_variant(preset, nv)]
+    variant = runs.piade_variant(preset, nv, section.seed_list()[0])
+    plan = [p for p in section_plan(section, results_root) if p.variant == variant]
     plan = plan[:max_classes]
     fig, axes = _panel_grid(len(plan), max_cols=5, panel_size=(3.0, 2.4))
     for ax, p in zip(axes.ravel(), plan):
@@ -627,7 +670,8 @@ def figure3_runs(profile: Profile, results_root: str | Path) -> list[tuple[str, 
         seen.add(key)
         preset, nv = ours_key(s)
         cls = s.class_names()[0]
-        p = next(q for q in section_plan(s, results_root) if q.normal_class == cls and q.variant == runs.piade_variant(preset, nv))
+        variant = runs.piade_variant(preset, nv, s.seed_list()[0])
+        p = next(q for q in section_plan(s, results_root) if q.normal_class == cls and q.variant == variant)
         chosen.append((f"{name}: {s.dataset} / {cls}", p.run_dir))
     return chosen
 
@@ -778,12 +822,14 @@ def results_readme(profile: Profile, results_root: str | Path, wall_seconds: flo
              f"({'as the paper' if facts['pretrained'] == [True] else 'NOT as the paper: random initialisation'}) |",
              f"| runs | {facts['n_runs']} run folders under `runs/`, {facts['run_seconds'] / 60:.1f} min of run time recorded |",
              f"| wall time of run_all.sh | {f'{wall_seconds / 60:.1f} min ({wall_seconds:.0f} s)' if wall_seconds is not None else 'n/a'} |",
-             "", "## Datasets", "", "| section | dataset | paper's dataset | stand-in | classes | presets | vectors | epochs |",
-             "|---|---|---|---|---|---|---|---|"]
+             "", "## Datasets", "",
+             "| section | dataset | paper's dataset | stand-in | classes | presets | vectors | seeds | budget per model |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, s in profile.sections.items():
+        flips = f" (+{len(s.flips)} flipped readings)" if s.flips else ""
         lines.append(f"| {name} | {s.dataset} | {s.paper_dataset or '-'} | {'yes' if s.is_standin else 'no'} | "
-                     f"{len(s.class_names())} | {', '.join(s.presets)} | {', '.join(map(str, s.n_vectors))} | "
-                     f"{s.run.get('epochs', 'preset')} |")
+                     f"{len(s.class_names())} | {', '.join(s.presets)}{flips} | {', '.join(map(str, s.n_vectors))} | "
+                     f"{', '.join(map(str, s.seed_list()))} | {budget_text(s)} |")
     if any(s.is_standin for s in profile.sections.values()):
         lines += ["", "Stand-in datasets are offline substitutes (scikit-learn digits, scikit-image textures with "
                       "synthetic defects): they exercise the paper's protocols but their numbers are **not** "
@@ -792,23 +838,55 @@ def results_readme(profile: Profile, results_root: str | Path, wall_seconds: flo
               "AUROC per normal class with 95% bootstrap intervals; the `mean` row's interval is a bootstrap of the "
               "mean over classes. `paper_*` columns are the paper's numbers (`piade_lib/paper_results.py`), given "
               "only where the dataset is the paper's.", ""]
+    lines += _reconstruction_lines(root)
     for name, s in profile.sections.items():
         path = table_path(root, name)
         if not path.is_file():
             continue
         df = read_table(path)
+        if "reading" in df.columns:
+            from .readings import readings_markdown, readings_statement
+
+            lines += [f"### {s.title} (`tables/{path.name}`)", "", readings_statement(df, s), "",
+                      readings_markdown(df), ""]
+            continue
         lines += [f"### {s.title} (`tables/{path.name}`)", "", _md_table(df), ""]
+        if s.paper_table == "mnist":
+            lines += [f"`paper_*` columns: {paper_results.MNIST_LSA_SOURCE}.", ""]
         if name == "figure4" or "category" in df.columns:
             lines += [figure4_statement(df), ""]
         elif name in ("table3",) and not s.is_standin:
             lines += [f"Note: {paper_results.TABLE3_SOURCE}.", ""]
     lines += ["## Figures", ""]
-    for fig in ("figure3.png", "figure4.png"):
-        if (root / "figures" / fig).is_file():
-            lines += [f"![{fig}](figures/{fig})", ""]
+    for fig in sorted((root / "figures").glob("*.png"), key=lambda p: (not p.name.startswith("figure"), p.name)):
+        lines += [f"![{fig.name}](figures/{fig.name})", ""]
     lines += ["## Notebooks", "", "Rendered (executed) notebooks with every plot: "
               + ", ".join(f"[`{p.name}`](notebooks/{p.name})" for p in sorted((root / "notebooks").glob("*.ipynb"))), ""]
     return "\n".join(lines)
+
+
+def budget_text(s: Section) -> str:
+    """A section's training budget per model, as a profile states it."""
+    bs = s.run.get("batch_size")
+    batch = f", batch {bs}" if bs else ""
+    if s.run.get("steps") is not None:
+        return f"{s.run['steps']} optimiser steps{batch}"
+    return f"{s.run.get('epochs', 'preset')} epochs{batch}"
+
+
+def _reconstruction_lines(root: Path) -> list[str]:
+    """The README's check that the PIADE models learned more than the train-mean image."""
+    path = table_path(root, "reconstruction_check")
+    if not path.is_file():
+        return []
+    df = pd.read_csv(path, dtype={"class": str})
+    ok = int(df["beats_mean_image"].fillna(False).astype(bool).sum())
+    from .convergence import reconstruction_summary
+
+    return ["### Did the models learn more than the mean image? (`tables/reconstruction_check.csv`)", "",
+            f"**{ok} of {len(df)} PIADE runs** reconstruct their normal test images with a lower MSE than the mean "
+            "of the training images (ratio `normal_recon_mse / normal_mean_image_mse` < 1; see notebook 06).", "",
+            _md_table(reconstruction_summary([df])), ""]
 
 
 def write_results_readme(profile: Profile, results_root: str | Path, wall_seconds: float | None = None) -> Path:

@@ -32,7 +32,7 @@ import torch
 # recorded in config.json but left out of the config hash, so a run started on one device (or
 # with another checkpoint interval, or a moved data folder) can be resumed or skipped on another.
 EXECUTION_KEYS = frozenset(
-    {"device", "num_workers", "checkpoint_every", "keep_checkpoints", "n_bootstrap", "data_root"}
+    {"device", "num_workers", "checkpoint_every", "keep_checkpoints", "n_bootstrap", "data_root", "eval_steps"}
 )
 
 FINAL = "final.pt"
@@ -67,14 +67,20 @@ def run_dir_for(results_root: str | os.PathLike, dataset: str, protocol: str, no
             / safe_name(normal_class) / safe_name(variant))
 
 
-def piade_variant(preset: str, n_vectors: int) -> str:
-    """Folder name of a PIADE run: ``<preset>-v<n_vectors>``."""
-    return f"{preset}-v{n_vectors}"
+def seed_suffix(seed: int) -> str:
+    """``""`` for seed 0 (the single-seed layout), ``-s<seed>`` otherwise."""
+    return f"-s{int(seed)}" if int(seed) != 0 else ""
 
 
-def baseline_variant(name: str) -> str:
-    """Folder name of a baseline run: ``baseline-<name>``."""
-    return f"baseline-{name}"
+def piade_variant(preset: str, n_vectors: int, seed: int = 0, flip: str | None = None) -> str:
+    """Folder name of a PIADE run: ``<preset>-v<n_vectors>[+<flip>][-s<seed>]``; ``flip`` names a
+    reading flipped to the other preset's value (see :data:`piade_lib.presets.READINGS`)."""
+    return f"{preset}-v{n_vectors}" + (f"+{flip}" if flip else "") + seed_suffix(seed)
+
+
+def baseline_variant(name: str, seed: int = 0) -> str:
+    """Folder name of a baseline run: ``baseline-<name>[-s<seed>]``."""
+    return f"baseline-{name}" + seed_suffix(seed)
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,9 @@ from . import runs
 from .evaluate import TERMS, evaluate_run, resolve_device
 from .presets import Preset, get_preset
 
-HISTORY_COLUMNS = ("epoch", "mse", "perceptual", "ssim_loss", "total", "seconds")
+HISTORY_COLUMNS = ("epoch", "step", "mse", "perceptual", "ssim_loss", "total", "seconds")
+CONVERGENCE_COLUMNS = ("step", "epoch", "auc", "mse_auc", "normal_recon_mse", "normal_mean_image_mse",
+                       "recon_to_mean_image", "train_seconds")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -55,6 +57,7 @@ class RunConfig:
     n_vectors: int = 2
     image_size: int | None = None
     epochs: int | None = None
+    steps: int | None = None  # optimiser-step budget; when set it replaces epochs (see resolved())
     batch_size: int | None = None
     lr: float | None = None
     weight_decay: float | None = None
@@ -72,6 +75,9 @@ class RunConfig:
     amp: bool = True
     preset_overrides: dict[str, Any] = field(default_factory=dict)
     variant: str | None = None
+    # optimiser steps at which the model is scored on the test split during training
+    # (convergence.csv); an execution setting: it does not change what is trained
+    eval_steps: list[int] = field(default_factory=list)
 
     # ------------------------------------------------------------------------------------------
     def preset_obj(self) -> Preset:
@@ -87,21 +93,28 @@ class RunConfig:
         protocol, size = dataset_defaults(self.dataset)
         names = [] if self.dataset == "folder" else [str(c) for c in classes(self.dataset)]
         cls = canonical_class(self.normal_class, names, self.dataset)
-        for name, value in (("checkpoint_every", self.checkpoint_every), ("n_vectors", self.n_vectors)):
+        for name, value in (("checkpoint_every", self.checkpoint_every), ("n_vectors", self.n_vectors),
+                            ("steps", 1 if self.steps is None else self.steps)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if any(int(s) < 1 for s in self.eval_steps or []):
+            raise ValueError(f"eval_steps must be optimiser steps >= 1, got {list(self.eval_steps)}")
+        # a step budget replaces epochs: the epoch count then follows from the training set's size
+        epochs = None if self.steps is not None else int(self.epochs if self.epochs is not None else p.epochs)
         return dataclasses.replace(
             self,
             normal_class=cls,
             protocol=self.protocol or protocol,
             image_size=int(self.image_size or size),
-            epochs=int(self.epochs if self.epochs is not None else p.epochs),
+            epochs=epochs,
+            steps=None if self.steps is None else int(self.steps),
+            eval_steps=sorted({int(s) for s in self.eval_steps or []}),
             batch_size=int(self.batch_size or p.batch_size),
             lr=float(self.lr if self.lr is not None else p.lr),
             weight_decay=float(self.weight_decay if self.weight_decay is not None else p.weight_decay),
             protocol_params=dict(self.protocol_params or {}),
             preset_overrides=dict(self.preset_overrides or {}),
-            variant=self.variant or runs.piade_variant(self.preset, int(self.n_vectors)),
+            variant=self.variant or runs.piade_variant(self.preset, int(self.n_vectors), int(self.seed)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,8 +247,65 @@ def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | Non
     return torch.float16, True
 
 
+def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(columns))
+
+
 def _history_frame(history: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
+    return _frame(history, HISTORY_COLUMNS)
+
+
+def _train_seconds(history: list[dict[str, Any]]) -> float:
+    return float(sum(float(h["seconds"]) for h in history))
+
+
+def budget(rcfg: RunConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs, optimiser steps) of a resolved run whose epoch has ``steps_per_epoch`` batches: a
+    step budget runs ceil(steps / steps_per_epoch) epochs, the last one cut at the budget."""
+    if steps_per_epoch < 1:
+        raise ValueError("the training loader yields no batch")
+    if rcfg.steps is not None:
+        total = int(rcfg.steps)
+        return -(-total // steps_per_epoch), total
+    epochs = int(rcfg.epochs)  # type: ignore[arg-type]
+    return epochs, epochs * steps_per_epoch
+
+
+class Milestones:
+    """Scores the model on the test split at the optimiser steps of ``eval_steps`` (below the
+    budget; the final model is scored by the run's evaluation): AUROC of the anomaly score and of
+    the MSE term alone, and the normal test images' reconstruction error beside the error of the
+    train-mean image. Nothing random is drawn, so a run with milestones trains exactly as one
+    without."""
+
+    def __init__(self, rcfg: RunConfig, total_steps: int, test_ds: Dataset, train_ds: Dataset,
+                 device: torch.device) -> None:
+        self.steps = {int(s) for s in rcfg.eval_steps if int(s) < total_steps}
+        self.test_ds, self.train_ds, self.device = test_ds, train_ds, device
+        self.batch_size = max(int(rcfg.batch_size or 64), 64)  # type: ignore[arg-type]
+        self._mean: torch.Tensor | None = None
+
+    def due(self, step: int) -> bool:
+        return step in self.steps
+
+    def evaluate(self, model: torch.nn.Module, loss_fn: torch.nn.Module, step: int, epoch: int,
+                 train_seconds: float) -> dict[str, Any]:
+        from .evaluate import mean_image, reconstruction_summary, score_dataset
+
+        if self._mean is None:
+            self._mean = mean_image(self.train_ds)
+        scores = score_dataset(model, loss_fn, self.test_ds, self.batch_size, self.device,
+                               reference=self._mean)
+        summary = reconstruction_summary(scores)  # type: ignore[arg-type]
+        return {"step": step, "epoch": epoch, **summary, "train_seconds": round(train_seconds, 3)}
+
+    @staticmethod
+    def final_row(metrics: dict[str, Any], step: int, epoch: int, train_seconds: float) -> dict[str, Any]:
+        from .evaluate import RECON_KEYS
+
+        return {"step": step, "epoch": epoch, "auc": metrics.get("auc"),
+                "mse_auc": (metrics.get("term_auc") or {}).get("mse"), **{k: metrics.get(k) for k in RECON_KEYS},
+                "train_seconds": round(train_seconds, 3)}
 
 
 def _params_finite(model: torch.nn.Module) -> bool:
@@ -321,6 +391,7 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
     runs.update_provenance(run_dir, session, **runs.provenance(rcfg.seed, device, rcfg.pretrained))
 
     history: list[dict[str, Any]] = []
+    convergence: list[dict[str, Any]] = []
     start_epoch = 0
     last_good: Path | None = None
     last_good_epoch = 0
@@ -335,6 +406,7 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
             scaler.load_state_dict(state["scaler"])
         runs.set_rng_state(state["rng"], generator)
         history = [dict(h) for h in state.get("history", [])]
+        convergence = [dict(c) for c in state.get("convergence", [])]
         start_epoch = int(state["epoch"])
         if progress:
             tqdm.write(f"[piade] resuming {run_dir} from {last_good.name} (epoch {start_epoch})")
@@ -344,9 +416,11 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
         return {"epoch": epoch, "model": model.state_dict(), "model_config": model.config,
                 "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if use_scaler else {}, "rng": runs.rng_state(generator),
-                "config_hash": chash, "history": history}
+                "config_hash": chash, "history": history, "convergence": convergence}
 
-    epochs = int(rcfg.epochs)  # type: ignore[arg-type]
+    steps_per_epoch = len(loader)
+    epochs, total_steps = budget(rcfg, steps_per_epoch)
+    milestones = Milestones(rcfg, total_steps, test_ds, train_ds, device)
     end_epoch = epochs if stop_after is None else min(epochs, int(stop_after))
     bar = tqdm(range(start_epoch + 1, end_epoch + 1), desc=f"{rcfg.dataset}/{rcfg.normal_class} {rcfg.variant}",
                initial=start_epoch, total=epochs, disable=not progress, unit="epoch")
@@ -356,8 +430,12 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
             t0 = time.time()
             sums = {t: 0.0 for t in TERMS}
             seen = 0
+            eval_seconds = 0.0  # milestone scoring, not counted as training time
             batches = tqdm(loader, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress, unit="batch")
             for b, batch in enumerate(batches, start=1):
+                step = (epoch - 1) * steps_per_epoch + b
+                if step > total_steps:  # a step budget ends inside the last epoch
+                    break
                 x = batch["image"].to(device, torch.float32, non_blocking=True)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -386,8 +464,15 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
                 for t in TERMS:
                     sums[t] += values[t]
                 batches.set_postfix({t: f"{values[t] / n:.4f}" for t in TERMS}, refresh=False)
-            row = {"epoch": epoch, **{t: sums[t] / max(seen, 1) for t in TERMS}, "seconds": round(time.time() - t0, 3)}
+                if milestones.due(step):
+                    t_eval = time.time()
+                    convergence.append(milestones.evaluate(model, loss_fn, step, epoch,
+                                                           _train_seconds(history) + t_eval - t0 - eval_seconds))
+                    eval_seconds += time.time() - t_eval
+                    runs.write_csv(run_dir / "convergence.csv", _frame(convergence, CONVERGENCE_COLUMNS))
+            row = {"epoch": epoch, "step": min(epoch * steps_per_epoch, total_steps), **{t: sums[t] / max(seen, 1) for t in TERMS}, "seconds": round(time.time() - t0 - eval_seconds, 3)}
             history.append(row)
+            batches.close()
             bar.set_postfix({t: f"{row[t]:.4f}" for t in TERMS}, refresh=False)
             if epoch % rcfg.checkpoint_every == 0 or epoch == end_epoch:
                 if not _params_finite(model):
@@ -403,19 +488,23 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
         if end_epoch < epochs:
             _end_session(run_dir, session, t_session, f"stopped after epoch {end_epoch} (stop_after)", len(history))
             return run_dir
-        final = {"epoch": epochs, "model": model.state_dict(), "model_config": model.config,
-                 "loss": loss_fn.state_dict(), "config_hash": chash, "history": history}
+        final = {"epoch": epochs, "step": total_steps, "model": model.state_dict(), "model_config": model.config,
+                 "loss": loss_fn.state_dict(), "config_hash": chash, "history": history,
+                 "convergence": convergence}
         runs.atomic_torch_save(final, final_path)
         t_eval = time.time()
         metrics = evaluate_run(run_dir, n_bootstrap=rcfg.n_bootstrap, device=device, progress=progress,
                                loaded=(model, loss_fn), splits=(task, train_ds, test_ds))
+        if rcfg.eval_steps:  # the curve ends at the final model: the numbers of metrics.json
+            convergence.append(Milestones.final_row(metrics, total_steps, epochs, _train_seconds(history)))
+            runs.write_csv(run_dir / "convergence.csv", _frame(convergence, CONVERGENCE_COLUMNS))
     except BaseException as exc:
         bar.close()
         _end_session(run_dir, session, t_session, f"stopped: {type(exc).__name__}", len(history))
         raise
     session["eval_seconds"] = round(time.time() - t_eval, 3)
     _end_session(run_dir, session, t_session, "finished", len(history), auc=metrics.get("auc"),
-                 train_seconds=round(sum(float(h["seconds"]) for h in history), 3))
+                 train_seconds=round(_train_seconds(history), 3), steps=total_steps)
     return run_dir
 
 

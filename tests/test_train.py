@@ -95,9 +95,10 @@ def test_run_folder_is_complete(straight_run: Path) -> None:
     assert metrics["pixel_auroc"] is None and metrics["n_bootstrap"] == 10
     assert metrics["auc_ci_low"] <= metrics["auc"] <= metrics["auc_ci_high"]
     scores = pd.read_csv(d / "scores.csv")
-    assert list(scores.columns) == ["id", "label", *TERMS] and len(scores) == 4
+    assert list(scores.columns) == ["id", "label", *TERMS, "mean_image_mse"] and len(scores) == 4
     hist = pd.read_csv(d / "history.csv")
-    assert list(hist.columns) == ["epoch", *TERMS, "seconds"] and hist["epoch"].tolist() == [1, 2]
+    assert list(hist.columns) == ["epoch", "step", *TERMS, "seconds"] and hist["epoch"].tolist() == [1, 2]
+    assert hist["step"].tolist() == [2, 4]  # 4 images, batch 2: 2 optimiser steps per epoch
     prov = json.loads((d / "provenance.json").read_text())
     assert prov["pretrained"] is False and prov["sessions"][-1]["status"] == "finished" and prov["versions"]["torch"]
     final = torch.load(d / "checkpoints" / "final.pt", weights_only=True)

@@ -376,10 +376,7 @@ def notebook_setup(profile: str | Path, notebook: str, **given: Any) -> tuple[Pr
     is opened interactively from ``notebooks/``.
     """
     import os
-    import warnings
 
-    # tqdm.auto cannot draw widgets in a papermill kernel; its text fallback is fine
-    warnings.filterwarnings("ignore", message="IProgress not found")
     if Path.cwd().resolve() != REPO_ROOT.resolve() and (REPO_ROOT / "configs").is_dir():
         os.chdir(REPO_ROOT)
     prof = load_profile(profile)

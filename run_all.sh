@@ -65,7 +65,7 @@ for nb in "${notebooks[@]}"; do
     out="$results_root/notebooks/$name"
     params="$params_dir/${name%.ipynb}.yaml"
     echo "[piade] [$i/$n] $name -> $out   ($(($(date +%s) - start)) s elapsed)"
-    if ! "$PY" -m papermill "$nb" "$out" -f "$params" --kernel python3 --cwd . \
+    if ! "$PY" -m papermill "$nb" "$out" -f "$params" --kernel piade --cwd . \
         --log-output --no-progress-bar --request-save-on-cell-execute; then
         echo "[piade] error: notebook $name failed; the rendered notebook with the error is $out" >&2
         exit 1

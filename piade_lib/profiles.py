@@ -446,10 +446,7 @@ def notebook_setup(profile: str | Path, notebook: str, **given: Any) -> tuple[Pr
     is opened interactively from ``notebooks/``.
     """
     import os
-    import warnings
 
-    # tqdm.auto cannot draw widgets in a papermill kernel; its text fallback is fine
-    warnings.filterwarnings("ignore", message="IProgress not found")
     if Path.cwd().resolve() != REPO_ROOT.resolve() and (REPO_ROOT / "configs").is_dir():
         os.chdir(REPO_ROOT)
     prof = load_profile(profile)
@@ -469,7 +466,7 @@ def check_profile(profile: str | Path | Profile) -> list[str]:
     MVTec-layout datasets, whose classes are separate folders, every class is checked.
     """
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
-    from .data import DATASETS, PiadeDataError, one_class_task
+    from .data import DATASETS, DOWNLOADABLE, PiadeDataError, one_class_task
 
     problems: list[str] = []
     checked: set[tuple] = set()
@@ -496,6 +493,8 @@ def check_profile(profile: str | Path | Profile) -> list[str]:
             msg = f"[section {s.name}] dataset {s.dataset!r}, class {cls!r}: {type(exc).__name__}:\n{_indent(str(exc))}"
             if len(failed) > 1:
                 msg += f"\n    The same holds for {len(failed) - 1} more class(es): {', '.join(c for c, _ in failed[1:])}"
+            if s.dataset in DOWNLOADABLE:
+                msg += f"\n    Fetch it with: {download_command(s.dataset, s.run.get('data_root'))}"
             problems.append(msg)
             missing.add((s.dataset, s.run.get("data_root")))
     if prof.pretrained:
@@ -515,6 +514,27 @@ def check_profile(profile: str | Path | Profile) -> list[str]:
                     f"    copy the file there from a machine with network access (or run once with network)"
                 )
     return problems
+
+
+def download_command(dataset: str, root: str | None = None) -> str:
+    """The exact shell command that fetches ``dataset`` into the data root the runs read
+    (``root``, else $PIADE_DATA, else ./data): ``piade`` when it is on the PATH, else its path in this
+    environment (e.g. ``.venv/bin/piade``)."""
+    import os
+    import shlex
+    import shutil
+
+    from .data import data_root
+
+    exe = "piade"
+    here = Path(sys.executable).parent / "piade"
+    found = shutil.which("piade")
+    if not (found and Path(found).resolve() == here.resolve()):
+        exe = os.path.relpath(here) if here.is_file() else f"{shlex.quote(sys.executable)} -m piade_lib.cli"
+        if here.is_file() and exe.startswith(".."):
+            exe = str(here)
+        exe = shlex.quote(exe) if here.is_file() else exe
+    return f"{exe} download {dataset} --root {shlex.quote(str(data_root(root)))}"
 
 
 def _indent(text: str, pad: str = "    ") -> str:

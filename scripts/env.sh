@@ -3,7 +3,29 @@
 # 1. An active virtualenv/conda environment that already imports piade_lib is used as is.
 # 2. Otherwise ./.venv is created on first use and the project is installed into it
 #    (editable, with the dev extra). The install is redone when pyproject.toml changes.
+# 3. Either way, the Jupyter kernel "piade" (display name "Python (piade)") is installed into that
+#    environment (share/jupyter/kernels/piade) unless it is there already: the notebooks' metadata
+#    and run_all.sh's papermill calls name it, and any JupyterLab that sees the environment's
+#    kernels offers it.
 # Set-up output goes to .venv/install.log; its tail is shown if the install fails.
+
+# Installs the "piade" kernelspec into the environment of $PY (--sys-prefix) unless that environment
+# already has one that starts this environment's Python.
+piade_ensure_kernel() {
+    if "$PY" - <<'PYEOF' >/dev/null 2>&1; then
+import json, os, sys
+spec = os.path.join(sys.prefix, "share", "jupyter", "kernels", "piade", "kernel.json")
+argv0 = json.load(open(spec))["argv"][0]
+sys.exit(0 if os.path.dirname(os.path.abspath(argv0)) == os.path.dirname(os.path.abspath(sys.executable)) else 1)
+PYEOF
+        return 0
+    fi
+    echo "[piade] installing the Jupyter kernel 'piade' into $("$PY" -c 'import sys; print(sys.prefix)')"
+    if ! "$PY" -m ipykernel install --sys-prefix --name piade --display-name "Python (piade)" >/dev/null; then
+        echo "[piade] error: could not install the Jupyter kernel 'piade' (python -m ipykernel install)" >&2
+        return 1
+    fi
+}
 
 piade_setup_env() {
     local root
@@ -13,7 +35,8 @@ piade_setup_env() {
         && python -c "import piade_lib, torch, torchvision" >/dev/null 2>&1; then
         PY="$(command -v python)"
         echo "[piade] using the active environment: $(python -c 'import sys; print(sys.prefix)')"
-        return 0
+        piade_ensure_kernel
+        return
     fi
     local venv="$root/.venv"
     local stamp="$venv/.piade-installed"
@@ -22,7 +45,8 @@ piade_setup_env() {
     if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
         && "$venv/bin/python" -c "import piade_lib, torch, torchvision" >/dev/null 2>&1; then
         PY="$venv/bin/python"
-        return 0
+        piade_ensure_kernel
+        return
     fi
     local base_py="${PIADE_PYTHON:-python3}"
     if ! "$base_py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
@@ -38,7 +62,8 @@ piade_setup_env() {
         grep -v "is ignored: it is neither a file nor a directory" "$venv/install.log" | tail -n 30 >&2
         return 1
     fi
-    echo "$want" >"$stamp"
     PY="$venv/bin/python"
+    piade_ensure_kernel || return 1
+    echo "$want" >"$stamp"
     echo "[piade] environment ready: $venv"
 }

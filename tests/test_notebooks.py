@@ -27,7 +27,7 @@ def test_notebook_is_stored_clean_and_thin(path):
     assert not any(c.get("outputs") or c.get("execution_count") for c in code), "outputs belong in results/, not git"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and tagged[0].cell_type == "code", "exactly one code cell tagged 'parameters'"
-    assert nb.metadata.kernelspec.name == "python3"
+    assert nb.metadata.kernelspec.name == "piade"  # the kernel scripts/env.sh installs; run_all.sh names it too
     # thin: the notebooks call piade_lib; they define no functions or classes of their own
     for c in code:
         assert not any(line.lstrip().startswith(("def ", "class ")) for line in c.source.splitlines()), c.source
@@ -41,17 +41,21 @@ def smoke_root(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes_with_the_smoke_profile(path, smoke_root):
+def test_notebook_executes_with_the_smoke_profile(path, smoke_root, piade_kernel):
     """In order (01 -> 05): each notebook runs against the runs the previous ones wrote."""
     params = profiles.notebook_parameters("smoke", path.stem, results_root=str(smoke_root))
     out = smoke_root / "notebooks" / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(path), str(out), parameters=params, kernel_name="python3", cwd=str(ROOT),
+    pm.execute_notebook(str(path), str(out), parameters=params, kernel_name=piade_kernel, cwd=str(ROOT),
                         progress_bar=False)
     executed = nbformat.read(out, as_version=4)
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    # ipywidgets is installed: tqdm.auto draws widgets instead of warning that it cannot
+    stderr = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                     if o.get("name") == "stderr")
+    assert "IProgress not found" not in stderr and "TqdmWarning" not in stderr
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
     assert images, f"{path.name} shows no figure"

@@ -61,3 +61,17 @@ def test_no_data_weights_or_checkpoints_are_tracked():
     assert not bad, f"data, weights or checkpoints tracked in git: {bad}"
     big = [f for f in files if (ROOT / f).is_file() and (ROOT / f).stat().st_size > 5 * 2**20]
     assert not big, f"tracked files over 5 MB: {big}"
+
+
+def test_the_notebooks_the_set_up_and_run_all_name_the_same_kernel():
+    """JupyterLab and papermill start the kernel the set-up installs (scripts/env.sh)."""
+    import json
+
+    env_sh = (ROOT / "scripts" / "env.sh").read_text()
+    assert 'ipykernel install --sys-prefix --name piade --display-name "Python (piade)"' in env_sh
+    assert "--kernel piade" in (ROOT / "run_all.sh").read_text()
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        spec = json.loads(path.read_text())["metadata"]["kernelspec"]
+        assert spec == {"display_name": "Python (piade)", "language": "python", "name": "piade"}, path.name
+    names = {_name(r) for r in _pyproject()["project"]["dependencies"]}
+    assert {"ipykernel", "ipywidgets", "jupyterlab", "papermill"} <= names  # widgets: tqdm's bars render as widgets

@@ -24,7 +24,16 @@ from piade_lib.data.errors import (
     UnsafeArchiveError,
     UnsupportedImageSizeError,
 )
-from piade_lib.data.tasks import DATASETS, DatasetSpec, classes, download, one_class_task
+from piade_lib.data.tasks import (
+    DATASETS,
+    DOWNLOADABLE,
+    DatasetSpec,
+    classes,
+    download,
+    download_sources,
+    manual_download_help,
+    one_class_task,
+)
 from piade_lib.data.transforms import (
     DEFAULT_IMAGE_SIZE,
     IMAGE_EXTENSIONS,
@@ -37,10 +46,12 @@ from piade_lib.data.transforms import (
 )
 
 __all__ = [
-    "DATASETS", "DEFAULT_IMAGE_SIZE", "ENV_VAR", "IMAGE_EXTENSIONS", "SOURCES", "SUPPORTED_IMAGE_SIZES",
+    "DATASETS", "DEFAULT_IMAGE_SIZE", "DOWNLOADABLE", "ENV_VAR", "IMAGE_EXTENSIONS", "SOURCES",
+    "SUPPORTED_IMAGE_SIZES",
     "ChecksumMismatchError", "CorruptImageError", "DatasetDownloadError", "DatasetNotFoundError", "DatasetSpec",
     "ImageDataset", "MaskPairingError", "OneClassTask", "PiadeDataError", "Record", "RemoteFile",
     "UnknownClassError", "UnknownDatasetError", "UnknownProtocolError", "UnsafeArchiveError",
-    "UnsupportedImageSizeError", "classes", "data_root", "download", "image_transform", "load_image",
-    "load_image_for_scoring", "mask_transform", "one_class_task", "preprocessing_summary", "safe_extract",
+    "UnsupportedImageSizeError", "classes", "data_root", "download", "download_sources", "image_transform",
+    "load_image", "load_image_for_scoring", "manual_download_help", "mask_transform", "one_class_task",
+    "preprocessing_summary", "safe_extract",
 ]

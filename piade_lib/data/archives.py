@@ -7,8 +7,10 @@ files are rejected and the staging folder is removed.
 """
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
+import socket
 import stat
 import tarfile
 import urllib.error
@@ -29,7 +31,7 @@ class RemoteFile:
 
     url: str
     filename: str
-    sha256: str
+    sha256: str | None  # None where only an md5 is published (CIFAR-10, the MNIST family)
     size: int | None = None
     md5: str | None = None
     folder: str = ""  # the folder (under the data root) the archive's content ends up in
@@ -56,21 +58,36 @@ SOURCES: dict[str, RemoteFile] = {
 }
 
 
+# Seconds a connection attempt or a read may stall before a download counts as failed (no network).
+TIMEOUT = 20.0
+
+
+def checksum_text(remote: RemoteFile) -> str:
+    """``"sha256 <hex>"`` (or ``"md5 <hex>"`` where no sha256 is published), with the size when known."""
+    text = f"sha256 {remote.sha256}" if remote.sha256 else f"md5 {remote.md5}"
+    return text + (f", {remote.size:,} bytes" if remote.size is not None else "")
+
+
 def verify(path: Path, remote: RemoteFile) -> None:
-    """Raise :class:`ChecksumMismatchError` (file kept) unless ``path`` has the published size and sha256."""
+    """Raise :class:`ChecksumMismatchError` (file kept) unless ``path`` has the published size and sha256
+    (md5 where no sha256 is published)."""
     path = Path(path)
     if remote.size is not None and path.stat().st_size != remote.size:
         raise ChecksumMismatchError(path, f"{remote.size} bytes", f"{path.stat().st_size} bytes", algorithm="size")
-    got = file_digest(path, "sha256")
-    if got != remote.sha256:
-        raise ChecksumMismatchError(path, remote.sha256, got, algorithm="sha256")
+    algorithm, want = ("sha256", remote.sha256) if remote.sha256 else ("md5", remote.md5)
+    if not want:
+        raise ValueError(f"no checksum recorded for {remote.filename}")
+    got = file_digest(path, algorithm)
+    if got != want:
+        raise ChecksumMismatchError(path, want, got, algorithm=algorithm)
 
 
-def fetch(remote: RemoteFile, root: Path, url: str | None = None) -> Path:
+def fetch(remote: RemoteFile, root: Path, url: str | None = None, timeout: float | None = None) -> Path:
     """Download ``remote`` into ``root`` (torchvision's ``download_url``), verify it, return its path.
 
     The download is written to ``<filename>.part`` (a stale one from an interrupted earlier download is
-    replaced) and renamed only once size and sha256 match; on a mismatch it is kept for inspection.
+    replaced) and renamed only once size and checksum match; on a mismatch it is kept for inspection.
+    A connection or read that stalls for ``timeout`` seconds (default :data:`TIMEOUT`) fails the download.
     """
     root = Path(root)
     target = root / remote.filename
@@ -78,18 +95,26 @@ def fetch(remote: RemoteFile, root: Path, url: str | None = None) -> Path:
     part.unlink(missing_ok=True)  # our own temporary name, never a file the user placed
     urls = [url] if url else [remote.url, *remote.mirrors]
     errors: list[str] = []
-    for u in urls:
-        try:
-            download_url(u, str(root), filename=part.name, md5=None)
-            break
-        except (urllib.error.URLError, OSError, RuntimeError, ValueError) as e:
-            errors.append(f"{u}: {type(e).__name__}: {e}")
-    else:
-        raise DatasetDownloadError(
-            f"could not download {remote.filename}; tried:\n  " + "\n  ".join(errors) + "\n"
-            f"Download it by hand (sha256 {remote.sha256}) and place it at {target}, or extract it into "
-            f"{root / remote.folder}; pass url=... if the host has moved."
-        )
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(TIMEOUT if timeout is None else timeout)  # urllib has none: a dead host would hang
+    try:
+        for u in urls:
+            try:
+                download_url(u, str(root), filename=part.name, md5=None)
+                break
+            except (urllib.error.URLError, OSError, RuntimeError, ValueError, http.client.HTTPException) as e:
+                errors.append(f"{u}: {type(e).__name__}: {e}")
+        else:
+            exc = DatasetDownloadError(
+                f"could not download {remote.filename}; tried:\n  " + "\n  ".join(errors) + "\n"
+                f"Download it by hand ({checksum_text(remote)}) and place it at {target}"
+                + (f", or extract it into {root / remote.folder}" if remote.folder else "")
+                + "; pass url=... if the host has moved."
+            )
+            exc.errors = errors  # one "<url>: <error>" per URL tried
+            raise exc
+    finally:
+        socket.setdefaulttimeout(previous)
     verify(part, remote)
     os.replace(part, target)
     return target

@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 from piade_lib.data import coil100, digits, mvtec, textures, torchvision_sets
 from piade_lib.data.base import ImageDataset, OneClassTask, data_root, resolve_class, resolve_params
-from piade_lib.data.errors import UnknownDatasetError, UnknownProtocolError
+from piade_lib.data.archives import SOURCES, RemoteFile, checksum_text
+from piade_lib.data.errors import DatasetDownloadError, UnknownDatasetError, UnknownProtocolError
 from piade_lib.data.transforms import (
     DEFAULT_IMAGE_SIZE,
     image_transform,
@@ -199,12 +200,43 @@ def one_class_task(
     )
 
 
+# The datasets ``download`` fetches (the others ship with their libraries or are your own).
+DOWNLOADABLE = ("cifar10", "mnist", "fashion_mnist", "mvtec", "coil100")
+
+
+def download_sources(dataset: str, root: str | os.PathLike[str] | None = None,
+                     url: str | None = None) -> tuple[Path, list[RemoteFile]]:
+    """The folder the published files of ``dataset`` belong in and the files (URL, name, checksum)."""
+    droot = data_root(root)
+    if dataset in ("mvtec", "coil100"):
+        import dataclasses
+
+        src = SOURCES[dataset]
+        return droot, [dataclasses.replace(src, url=url, mirrors=()) if url else src]
+    if dataset in torchvision_sets.TV_CLASS:
+        sub, remotes = torchvision_sets.remote_files(dataset)
+        return droot / sub if sub else droot, remotes
+    raise UnknownDatasetError(f"{dataset!r} has nothing to download; datasets with a download: {list(DOWNLOADABLE)}")
+
+
+def manual_download_help(dataset: str, root: str | os.PathLike[str] | None = None, url: str | None = None) -> str:
+    """One sentence: which files to fetch by hand (URLs, checksums), where to put them, what to run then."""
+    folder, remotes = download_sources(dataset, root, url)
+    files = "; ".join(f"{r.url} ({checksum_text(r)})" for r in remotes)
+    return (f"Fetch by hand {files}, put {'it' if len(remotes) == 1 else 'them'} in {folder}/ and run "
+            f"`piade download {dataset} --root {data_root(root)}` again: it checks "
+            f"{'it' if len(remotes) == 1 else 'them'} and unpacks without network access.")
+
+
 def download(dataset: str, root: str | os.PathLike[str] | None = None, url: str | None = None) -> Path | None:
     """Fetch ``dataset`` into the data root and check it; returns its folder (None for the bundled stand-ins).
 
-    cifar10 / mnist / fashion_mnist: torchvision's own download (md5-checked). mvtec / coil100: the published
-    archive (sha256-checked, ``url`` overrides the host), safely extracted. digits / textures ship with
-    scikit-learn / scikit-image: nothing to do.
+    cifar10 / mnist / fashion_mnist: the files of torchvision's tables (md5-checked). mvtec / coil100: the
+    published archive (sha256-checked, ``url`` overrides the host). Every file is downloaded to a
+    ``.part`` name and renamed only once its checksum matches; archives are extracted safely; files
+    placed by hand are checked and used instead of downloaded. digits / textures ship with
+    scikit-learn / scikit-image: nothing to do. When a download fails (no network), the
+    :class:`DatasetDownloadError` names the URLs, the files, their checksums and where to put them.
     """
     spec = _spec(dataset)
     droot = data_root(root)
@@ -215,8 +247,17 @@ def download(dataset: str, root: str | os.PathLike[str] | None = None, url: str 
     if url is not None and dataset not in ("mvtec", "coil100"):
         raise ValueError(f"url= is supported for mvtec and coil100 only; {spec.title} uses torchvision's mirrors")
     droot.mkdir(parents=True, exist_ok=True)
-    if dataset == "mvtec":
-        return mvtec.download(droot, url=url)
-    if dataset == "coil100":
-        return coil100.download(droot, url=url)
-    return torchvision_sets.download(dataset, droot)
+    try:
+        if dataset == "mvtec":
+            return mvtec.download(droot, url=url)
+        if dataset == "coil100":
+            return coil100.download(droot, url=url)
+        return torchvision_sets.download(dataset, droot)
+    except DatasetDownloadError as exc:
+        tried = getattr(exc, "errors", None)
+        if not tried:
+            raise
+        raise DatasetDownloadError(
+            f"cannot download {dataset} (no network access, or the host moved): {'; '.join(tried)}. "
+            + manual_download_help(dataset, droot, url)
+        ) from exc

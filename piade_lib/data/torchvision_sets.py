@@ -11,7 +11,10 @@ the downloaded ``.gz`` archives), so their manifest records the md5s we compute 
 """
 from __future__ import annotations
 
+import gzip
+import os
 import pickle
+import shutil
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ import torch
 from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
 from torchvision.datasets.utils import calculate_md5, check_integrity
 
+from piade_lib.data.archives import RemoteFile, fetch, locate_or_extract, verify
 from piade_lib.data.base import ArraySource, Record, file_digest, holdout_split, how_to_point_at_data
 from piade_lib.data.errors import ChecksumMismatchError, CorruptImageError, DatasetDownloadError, DatasetNotFoundError
 
@@ -51,8 +55,8 @@ def _layout(dataset: str) -> str:
 def _not_found(dataset: str, root: Path, detail: str) -> DatasetNotFoundError:
     return DatasetNotFoundError(
         f"{dataset} not found: {detail}. Expected layout: {_layout(dataset)}. Get it with "
-        f"piade_lib.data.download({dataset!r}, root) or one_class_task(..., download=True) (torchvision "
-        f"downloads and checks the md5), or place the files by hand. " + how_to_point_at_data(root)
+        f"`piade download {dataset} --root {root}` (or piade_lib.data.download({dataset!r}, root), or "
+        f"one_class_task(..., download=True); the md5s are checked), or place the files by hand. " + how_to_point_at_data(root)
     )
 
 
@@ -71,8 +75,10 @@ def _diagnose_cifar(root: Path) -> Exception:
 def load_arrays(dataset: str, root: Path, download: bool = False) -> dict[str, Any]:
     """Train/test uint8 arrays and targets of a torchvision dataset, with the checksum record."""
     cls = TV_CLASS[dataset]
+    if download:
+        _download(dataset, Path(root))
     try:
-        train = cls(str(root), train=True, download=download)
+        train = cls(str(root), train=True, download=False)
         test = cls(str(root), train=False, download=False)
     except (urllib.error.URLError, OSError) as e:
         raise DatasetDownloadError(
@@ -156,7 +162,72 @@ def build_lsa(dataset: str, class_index: int, root: Path, params: dict[str, Any]
     }
 
 
+def remote_files(dataset: str) -> tuple[str, list[RemoteFile]]:
+    """The published files of a torchvision dataset and the folder (relative to the data root) they go in.
+
+    Read from torchvision's own tables (URLs, mirrors, md5s) at call time: CIFAR-10's python-version
+    archive (extracted to ``cifar-10-batches-py/``), or the MNIST family's four ``.gz`` files (in
+    ``<Name>/raw/``, unpacked beside themselves).
+    """
+    if dataset == "cifar10":
+        return "", [RemoteFile(url=CIFAR10.url, filename=CIFAR10.filename, sha256=None, md5=CIFAR10.tgz_md5,
+                               folder=CIFAR10.base_folder)]
+    cls = TV_CLASS[dataset]
+    return f"{cls.__name__}/raw", [
+        RemoteFile(url=f"{cls.mirrors[0]}{name}", filename=name, sha256=None, md5=md5,
+                   mirrors=tuple(f"{m}{name}" for m in cls.mirrors[1:]))
+        for name, md5 in cls.resources
+    ]
+
+
+def _cifar_complete(folder: Path) -> Path | None:
+    entries = CIFAR10.train_list + CIFAR10.test_list + [[CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
+    return folder if all(check_integrity(str(folder / n), m) for n, m in entries) else None
+
+
+def _gunzip(archive: Path, target: Path) -> None:
+    """Unpack a verified ``.gz`` to ``target`` through a temporary name: a half-written file never has the final name."""
+    tmp = target.with_name(f"{target.name}.part-{os.getpid()}")
+    try:
+        with gzip.open(archive, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def download(dataset: str, root: Path) -> Path:
-    """Download with torchvision (which checks the md5s) into ``root``; return the dataset folder."""
-    load_arrays(dataset, root, download=True)
-    return Path(root) / (CIFAR10.base_folder if dataset == "cifar10" else TV_CLASS[dataset].__name__)
+    """Fetch a torchvision dataset into ``root`` and check it; return the dataset folder.
+
+    Each published file is downloaded to ``<name>.part`` (torchvision's ``download_url``, with a
+    progress bar), its md5 checked against torchvision's table, then renamed; a file already placed by
+    hand is checked instead of downloaded. CIFAR-10's archive is then extracted safely (staging folder,
+    no links or paths outside it); the MNIST family's ``.gz`` files are unpacked through temporary names.
+    What is already complete is left alone.
+    """
+    root = Path(root)
+    sub, remotes = remote_files(dataset)
+    if dataset == "cifar10":
+        folder = root / CIFAR10.base_folder
+        locate_or_extract(root, remotes[0], lambda: _cifar_complete(folder),
+                          lambda: str(_not_found("cifar10", root, f"{folder} is incomplete")), "CIFAR-10 batch files",
+                          download=True)
+        return folder
+    raw = root / sub
+    for remote in remotes:
+        target = raw / Path(remote.filename).stem
+        if target.is_file():
+            continue
+        archive = raw / remote.filename
+        if archive.is_file():
+            verify(archive, remote)  # placed by hand (or kept from an earlier download)
+        else:
+            raw.mkdir(parents=True, exist_ok=True)
+            archive = fetch(remote, raw)
+        _gunzip(archive, target)
+    load_arrays(dataset, root)  # the unpacked files parse
+    return raw.parent
+
+
+_download = download  # for load_arrays, whose parameter ``download`` hides the function's name

@@ -427,7 +427,7 @@ def notebook_parameters(profile: str | Path | Profile, notebook: str, results_ro
     elif stem == "04_ablation":
         params["sections"] = prof.ablation_sections()
     elif stem == "05_paper_figures":
-        params["sections"] = list(prof.sections)
+        params["sections"] = [n for n in prof.sections if n not in prof.readings_sections()]
         params["figure3_images"] = int(prof.figure3.get("n_images", 4))
     elif stem == "06_convergence":
         params["sections"] = [n for n in prof.sections if n not in prof.readings_sections()]

@@ -72,7 +72,8 @@ def _require_finished(plan: Sequence[PlannedRun], what: str) -> None:
         more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise MissingRunsError(
             f"{len(missing)} run(s) of {what} have no metrics.json yet:\n  {listing}{more}\n"
-            "Train them first: run notebooks/02_training.ipynb (04_ablation.ipynb for the ablation) "
+            "Train them first: run notebooks/02_training.ipynb (04_ablation.ipynb for the ablation, "
+            "07_readings.ipynb for the readings) "
             "or ./run_all.sh PROFILE, which skips finished runs and resumes interrupted ones.")
 
 

@@ -9,7 +9,9 @@ import nbformat
 import papermill as pm
 import pytest
 
-from piade_lib import profiles, reporting
+import pandas as pd
+
+from piade_lib import experiments, profiles, reporting
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -75,6 +77,14 @@ def test_smoke_outputs_follow_the_schema(smoke_root):
     assert (smoke_root / "figures" / "figure4.png").stat().st_size > 10_000
     # finished runs keep their final weights, not the resume checkpoints (optimizer state, 3x larger)
     finals = list((smoke_root / "runs").glob("*/*/*-v*/checkpoints/final.pt"))
-    assert len(finals) == 5 and not list((smoke_root / "runs").glob("*/*/*/checkpoints/last.pt"))
+    n_piade = len({p.run_dir for s in profiles.load_profile("smoke").sections.values()
+                   for p in experiments.planned_runs(s, smoke_root) if p.kind == "piade"})
+    assert len(finals) == n_piade == 11 and not list((smoke_root / "runs").glob("*/*/*/checkpoints/last.pt"))
+    # 06: every PIADE run's reconstruction error beside the mean image's; 07: the readings table
+    recon = pd.read_csv(smoke_root / "tables" / "reconstruction_check.csv")
+    assert len(recon) == 6 and recon["normal_mean_image_mse"].gt(0).all()  # figure4 lists its shared v2 run too
+    readings_table = pd.read_csv(smoke_root / "tables" / "readings.csv")
+    assert readings_table["reading"].tolist() == ["weight_decay", "init"] and readings_table["n_seeds"].eq(2).all()
+    assert (smoke_root / "figures" / "readings.png").is_file() and (smoke_root / "figures" / "convergence_table2.png").is_file()
     readme = reporting.results_readme(profiles.load_profile("smoke"), smoke_root, wall_seconds=1.0)
     assert "| table2 | digits | cifar10 | yes |" in readme and "figures/figure3.png" in readme

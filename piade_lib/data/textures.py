@@ -11,6 +11,12 @@ seeded synthetic defect with its pixel mask; a defect changes pixels only inside
 * ``hole``    a dark ellipse
 * ``blotch``  an ellipse with reduced contrast and a colour tint (visible in colour: the source is grey)
 
+With ``jitter`` set (an integer number of pixels), every crop is instead taken at one place, the
+centre of the photograph, shifted by at most ``jitter`` pixels in each direction: an *aligned*
+category, as MVTec AD's objects are photographed in one position, whose normal images differ by
+small shifts only (train and test crops then overlap the same region). Without it (the default)
+the crops are random and the category is a stationary texture, as MVTec's texture categories are.
+
 It is NOT MVTec AD: it exercises the MVTec protocol (train on normals, image- and pixel-level test)
 on real texture photographs without a download.
 """
@@ -36,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "n_test_good": 20,
     "n_test_defect": 20,
     "defect_types": DEFECT_TYPES,
+    "jitter": None,  # None: random crops (a texture); an int: aligned crops shifted by at most this many pixels
 }
 
 
@@ -50,6 +57,14 @@ def random_crop(img: np.ndarray, rng: np.random.Generator, h: int, w: int, rows:
     y = int(rng.integers(rows[0], rows[1] - h + 1))
     x = int(rng.integers(0, img.shape[1] - w + 1))
     return img[y : y + h, x : x + w], y, x
+
+
+def aligned_crop(img: np.ndarray, rng: np.random.Generator, size: int, jitter: int) -> tuple[np.ndarray, int, int]:
+    """A ``size x size`` crop at the centre of ``img`` shifted by a seeded offset in ``[-jitter, jitter]``."""
+    y0, x0 = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
+    y = y0 + int(rng.integers(-jitter, jitter + 1))
+    x = x0 + int(rng.integers(-jitter, jitter + 1))
+    return img[y : y + size, x : x + size], y, x
 
 
 def _ellipse_mask(rng: np.random.Generator, size: int, r_lo: float, r_hi: float) -> np.ndarray:
@@ -121,6 +136,9 @@ def _check(params: dict[str, Any]) -> tuple[int, tuple[str, ...]]:
     for k in ("n_train", "n_test_good", "n_test_defect"):
         if int(params[k]) < 0 or (k == "n_train" and int(params[k]) < 1):
             raise ValueError(f"{k}={params[k]} must be >= {1 if k == 'n_train' else 0}")
+    jitter = params.get("jitter")
+    if jitter is not None and not 0 <= int(jitter) <= 64:
+        raise ValueError(f"jitter={jitter} must be None (random crops) or a number of pixels in [0, 64]")
     kinds = tuple(params["defect_types"])
     bad = [k for k in kinds if k not in DEFECT_TYPES]
     if bad or not kinds:
@@ -142,21 +160,28 @@ def build(class_index: int, params: dict[str, Any], seed: int) -> dict[str, Any]
     train: list[Record] = []
     test: list[Record] = []
 
+    jitter = params.get("jitter")
+
+    def crop_at(rows: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+        if jitter is None:
+            return random_crop(img, rng, crop, crop, rows)
+        return aligned_crop(img, rng, crop, int(jitter))
+
     def add(arr: np.ndarray, mask: np.ndarray | None) -> int:
         images.append(np.repeat(arr[None], 3, axis=0) if arr.ndim == 2 else arr)
         masks.append(np.zeros(arr.shape[-2:], bool) if mask is None else mask)
         return len(images) - 1
 
     for k in range(int(params["n_train"])):
-        c, y, x = random_crop(img, rng, crop, crop, (0, half))
+        c, y, x = crop_at((0, half))
         train.append(Record(f"train/{k:03d}_r{y}c{x}", 0, add(c, None)))
     for k in range(int(params["n_test_good"])):
-        c, y, x = random_crop(img, rng, crop, crop, (half, img.shape[0]))
+        c, y, x = crop_at((half, img.shape[0]))
         test.append(Record(f"test/good/{k:03d}_r{y}c{x}", 0, add(c, None)))
     counts = {kind: 0 for kind in kinds}
     for j in range(int(params["n_test_defect"])):
         kind = kinds[j % len(kinds)]
-        c, y, x = random_crop(img, rng, crop, crop, (half, img.shape[0]))
+        c, y, x = crop_at((half, img.shape[0]))
         c3 = np.repeat(c[None], 3, axis=0)
         defected, mask = apply_defect(c3, kind, rng, others)
         i = add(defected, mask)
@@ -173,6 +198,9 @@ def build(class_index: int, params: dict[str, Any], seed: int) -> dict[str, Any]
         "has_masks": True,
         "checksum": {"algorithm": "sha256", "value": arrays_sha256(im_t, mk_t),
                      "of": "the generated crops and masks (float32, before resizing)"},
-        "info": {"layout": f"skimage.data.{name}() (ships with scikit-image), train rows [0, {half}), test rows "
-                           f"[{half}, {img.shape[0]})", "defect_counts": counts},
+        "info": {"layout": (f"skimage.data.{name}() (ships with scikit-image), train rows [0, {half}), test rows "
+                            f"[{half}, {img.shape[0]})") if jitter is None else
+                           (f"skimage.data.{name}() (ships with scikit-image), aligned: {crop}x{crop} crops at the "
+                            f"centre shifted by at most {int(jitter)} px (train and test)"),
+                 "defect_counts": counts},
     }

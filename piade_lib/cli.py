@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="paper", choices=["paper", "authors_code"],
                    help="paper = the IJNS 2020 paper as written; authors_code = the released code's choices")
     t.add_argument("--vectors", type=int, default=2, choices=[1, 2], help="number of instantiation vectors")
-    t.add_argument("--epochs", type=int, default=None, help="training epochs (preset: 400)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, default=None, help="training epochs (preset: 400)")
+    budget.add_argument("--steps", type=int, default=None, help="a budget of optimiser steps instead of epochs (on "
+                        "a CPU a budget buys steps: a small batch with many steps learns more per minute)")
     t.add_argument("--batch-size", type=int, default=None, help="batch size (paper 120, authors_code 60)")
     t.add_argument("--lr", type=float, default=None, help="Adam learning rate (preset: 1e-3)")
     t.add_argument("--weight-decay", type=float, default=None, help="Adam weight decay (paper 1e-4, authors_code 1e-3)")
@@ -71,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit-train", type=int, default=None, help="use at most N train images (smoke tests)")
     t.add_argument("--limit-test", type=int, default=None, help="use at most N test images, stratified (smoke tests)")
     t.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples of the AUROC interval")
+    t.add_argument("--eval-steps", type=int, nargs="+", default=[], metavar="STEP",
+                   help="score the test set at these optimiser steps too (convergence.csv in the run folder)")
     t.add_argument("--param", action="append", type=_kv, default=[], metavar="KEY=VALUE",
                    help="protocol parameter passed to one_class_task (repeatable; VALUE parsed as JSON if possible)")
     t.add_argument("--variant", default=None, help="run folder name (default <preset>-v<vectors>)")
@@ -145,6 +150,12 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
         print("AUROC per term: " + ", ".join(f"{k} {v:.4f}" for k, v in terms.items()))
     if metrics.get("pixel_auroc") is not None:
         print(f"pixel AUROC: {metrics['pixel_auroc']:.4f}")
+    ratio = metrics.get("recon_to_mean_image")
+    if ratio is not None:
+        verdict = "better than" if ratio < 1 else "NOT better than"
+        print(f"normal test images: reconstruction MSE {metrics['normal_recon_mse']:.4f} vs train-mean image "
+              f"{metrics['normal_mean_image_mse']:.4f} (ratio {ratio:.2f}: {verdict} the mean image"
+              + ("" if ratio < 1 else "; train longer") + ")")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -157,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     pretrained=args.pretrained, device=args.device, checkpoint_every=args.checkpoint_every,
                     keep_checkpoints=args.keep_checkpoints, data_root=args.data_root,
                     protocol_params=dict(args.param), n_bootstrap=args.n_bootstrap, limit_train=args.limit_train,
-                    limit_test=args.limit_test, variant=args.variant)
+                    limit_test=args.limit_test, variant=args.variant, steps=args.steps, eval_steps=args.eval_steps)
     run_dir = train_run(cfg, args.output, progress=not args.quiet, overwrite=args.overwrite)
     print(f"run folder: {run_dir}")
     _print_metrics(runs.read_json(run_dir / "metrics.json"))

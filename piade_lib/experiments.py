@@ -89,12 +89,15 @@ def baseline_kwargs(section: Section, normal_class: str, name: str, seed: int | 
 
 
 def run_section(section: Section, results_root: str | Path, *, progress: bool = False, verbose: bool = True,
-                baselines: bool = True, prune: bool = True) -> list[Path]:
+                baselines: bool = True, prune: bool = True, bar: bool = True) -> list[Path]:
     """Train/evaluate (or skip when finished) every run of ``section``; returns the run folders.
 
-    ``verbose`` prints one line per run (what, and how long it took); ``progress`` shows the
-    engine's per-epoch progress bars; ``prune`` removes a finished run's resume checkpoints
-    (see :func:`prune_resume_checkpoints`)."""
+    ``verbose`` prints one line per run (what, and how long it took); ``bar`` shows a progress bar
+    counting the section's finished runs (a widget in Jupyter); ``progress`` shows the engine's
+    per-epoch progress bars too; ``prune`` removes a finished run's resume checkpoints (see
+    :func:`prune_resume_checkpoints`)."""
+    from tqdm.auto import tqdm
+
     from .baselines import run_baseline
     from .train import RunConfig, train_run
 
@@ -102,6 +105,7 @@ def run_section(section: Section, results_root: str | Path, *, progress: bool = 
     if not baselines:
         plan = [p for p in plan if p.kind == "piade"]
     done: list[Path] = []
+    counter = tqdm(total=len(plan), desc=f"{section.name}: runs", unit="run", disable=not bar)
     for i, p in enumerate(plan, 1):
         t0 = time.time()
         status = "done" if runs.is_finished(p.run_dir, _finished_files(p)) else "running"
@@ -118,6 +122,8 @@ def run_section(section: Section, results_root: str | Path, *, progress: bool = 
             print(f"[{section.name} {i}/{len(plan)}] {section.dataset}/{p.normal_class} {p.variant}: {note}",
                   flush=True)
         done.append(run_dir)
+        counter.update()
+    counter.close()
     return done
 
 

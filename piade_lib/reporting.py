@@ -569,17 +569,29 @@ def plot_roc_curves(section: Section, results_root: str | Path):
 
 
 def plot_auc_intervals(section: Section, results_root: str | Path):
-    """Per-class AUC with 95% bootstrap intervals, every model of the section side by side."""
+    """Per-class AUC with 95% bootstrap intervals, every model of the section side by side. With
+    several seeds, a model's marker is the mean over seeds and its bar spans the seeds' AUCs (the
+    seed-to-seed spread); each seed is a small dot."""
     import matplotlib.pyplot as plt
 
     df = runs_frame(section, results_root)
+    df["model"] = [p.variant.removesuffix(runs.seed_suffix(p.seed)) for p in section_plan(section, results_root)]
     classes = section.class_names()
-    variants = list(dict.fromkeys(df["variant"]))
-    width = 0.8 / len(variants)
-    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.3 * len(classes) * len(variants) + 2)), 3.6))
-    for k, v in enumerate(variants):
-        d = df[df["variant"] == v].set_index("class").reindex(classes)
-        x = np.arange(len(classes)) + (k - (len(variants) - 1) / 2) * width
+    models = list(dict.fromkeys(df["model"]))
+    multi = len(section.seed_list()) > 1
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.3 * len(classes) * len(models) + 2)), 3.6))
+    for k, v in enumerate(models):
+        x = np.arange(len(classes)) + (k - (len(models) - 1) / 2) * width
+        d = df[df["model"] == v]
+        if multi:
+            g = d.groupby("class")["auc"].agg(["mean", "min", "max"]).reindex(classes).astype(float)
+            err = np.vstack([g["mean"] - g["min"], g["max"] - g["mean"]])
+            line = ax.errorbar(x, g["mean"], yerr=err, fmt="o", ms=4, capsize=2, label=v)
+            xs = x[[classes.index(c) for c in d["class"]]]
+            ax.scatter(xs, d["auc"].astype(float), s=5, color=line[0].get_color(), alpha=0.6, zorder=3)
+            continue
+        d = d.set_index("class").reindex(classes)
         err = None
         if d["auc_ci_low"].notna().all():
             err = np.vstack([d["auc"] - d["auc_ci_low"], d["auc_ci_high"] - d["auc"]]).astype(float)
@@ -587,9 +599,10 @@ def plot_auc_intervals(section: Section, results_root: str | Path):
     ax.axhline(0.5, color="grey", lw=0.7, ls="--")
     ax.set_xticks(np.arange(len(classes)), classes, rotation=90 if len(classes) > 15 else 0,
                   fontsize=6 if len(classes) > 15 else 9)
-    ax.set(ylabel="AUROC (95% CI)", xlabel="normal class", ylim=(min(0.0, ax.get_ylim()[0]), 1.02),
+    what = f"mean over {len(section.seed_list())} seeds, bars: seed range" if multi else "95% CI"
+    ax.set(ylabel=f"AUROC ({what})", xlabel="normal class", ylim=(min(0.0, ax.get_ylim()[0]), 1.02),
            title=f"{section.name} ({section.dataset}): per-class AUROC")
-    ax.legend(fontsize=7, ncol=min(4, len(variants)))
+    ax.legend(fontsize=7, ncol=min(4, len(models)))
     fig.tight_layout()
     return fig
 

@@ -187,11 +187,12 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def serve_dir() -> Iterator[Callable[[Path], str]]:
-    """``serve_dir(folder) -> "http://127.0.0.1:<port>"``: serves ``folder`` for the test's duration."""
+    """``serve_dir(folder[, handler]) -> "http://127.0.0.1:<port>"``: serves ``folder`` for the test's
+    duration (``handler``: a ``SimpleHTTPRequestHandler`` subclass, e.g. one that drops connections)."""
     servers: list[http.server.ThreadingHTTPServer] = []
 
-    def start(folder: Path) -> str:
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    def start(folder: Path, handler: type = _QuietHandler) -> str:
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
         threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(srv)
         return f"http://127.0.0.1:{srv.server_address[1]}"

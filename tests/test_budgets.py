@@ -135,3 +135,23 @@ def test_sections_expand_seeds_and_flips(tmp_path: Path) -> None:
 def test_bad_seeds_and_flips_are_refused(tmp_path: Path, section: dict, message: str) -> None:
     with pytest.raises(profiles.ProfileError, match=message):
         _profile(tmp_path, section)
+
+
+def test_tables_average_over_seeds(tmp_path: Path) -> None:
+    from piade_lib import experiments, reporting
+
+    prof = _profile(tmp_path, {"seeds": [0, 1], "baselines": ["kde"], "limit_test": 12, "steps": 2,
+                               "n_bootstrap": 30})
+    s = prof.sections["s"]
+    experiments.run_section(s, tmp_path / "res", verbose=False)
+    table = reporting.section_table(s, tmp_path / "res")
+    aucs = [json.loads((p.run_dir / "metrics.json").read_text())["auc"]
+            for p in experiments.planned_runs(s, tmp_path / "res") if p.kind == "piade"]
+    row = table.iloc[0]
+    assert row["ours_auc"] == pytest.approx(np.mean(aucs))
+    assert row["ours_seed_sd"] == pytest.approx(np.std(aucs, ddof=1))
+    assert row["ours_ci_low"] <= row["ours_auc"] <= row["ours_ci_high"]
+    kde = [json.loads((p.run_dir / "metrics.json").read_text())["auc"]
+           for p in experiments.planned_runs(s, tmp_path / "res") if p.kind == "baseline"]
+    assert row["kde_auc"] == pytest.approx(np.mean(kde)) and len(kde) == 2
+    assert table.iloc[-1]["class"] == "mean" and "ours_seed_sd" in table.columns

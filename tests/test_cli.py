@@ -93,3 +93,16 @@ def test_missing_inputs_give_clear_errors(tmp_path: Path, capsys) -> None:
     assert cli.main(["evaluate", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "config.json" in err and str(tmp_path) in err
+
+
+def test_train_with_a_step_budget_and_milestones(tmp_path: Path, capsys) -> None:
+    steps = [a if a != "--epochs" else "--steps" for a in TRAIN]
+    steps[steps.index("--steps") + 1] = "3"
+    assert cli.main([*steps, "--eval-steps", "1", "2", "--output", str(tmp_path)]) == 0
+    run = tmp_path / "runs" / "digits-lsa" / "2" / "paper-v2"
+    assert pd.read_csv(run / "convergence.csv")["step"].tolist() == [1, 2, 3]
+    assert json.loads((run / "config.json").read_text())["steps"] == 3
+    assert "vs train-mean image" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:  # a budget is either epochs or steps
+        cli.main([*TRAIN, "--steps", "3", "--output", str(tmp_path)])
+    assert exc.value.code == 2

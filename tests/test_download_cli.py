@@ -6,14 +6,12 @@ command for each missing dataset."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import http.server
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -87,20 +85,12 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def dropping_server():
-    servers = []
-
+def dropping_server(serve_dir):
+    """``dropping_server(folder, cut)``: serves ``folder``, ending every response after ``cut`` bytes."""
     def start(folder: Path, cut: int) -> str:
-        handler = type("Cut", (_Handler,), {"cut": cut})
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(srv)
-        return f"http://127.0.0.1:{srv.server_address[1]}"
+        return serve_dir(folder, type("Cut", (_Handler,), {"cut": cut}))
 
-    yield start
-    for srv in servers:
-        srv.shutdown()
-        srv.server_close()
+    return start
 
 
 @pytest.fixture

@@ -92,10 +92,13 @@ def ours_key(section: Section) -> tuple[str, int]:
 def runs_frame(section: Section, results_root: str | Path) -> pd.DataFrame:
     """One row per finished run of a section: class, kind, variant, preset, n_vectors, baseline,
     auc, auc_ci_low, auc_ci_high, n_normal, n_anomalous, pixel_auroc, run_dir."""
+    from tqdm.auto import tqdm
+
     rows = []
-    for p in section_plan(section, results_root):
+    plan = section_plan(section, results_root)
+    for p in tqdm(plan, desc=f"{section.name}: reading run folders", unit="run", leave=False, disable=len(plan) < 2):
         m = read_metrics(p.run_dir)
-        rows.append({"class": p.normal_class, "kind": p.kind, "variant": p.variant, "preset": p.preset,
+        rows.append({"class": p.normal_class, "kind": p.kind, "variant": p.variant, "preset": p.preset, "seed": p.seed,
                      "n_vectors": p.n_vectors, "baseline": p.baseline, "auc": m.get("auc"),
                      "auc_ci_low": m.get("auc_ci_low"), "auc_ci_high": m.get("auc_ci_high"),
                      "n_normal": m.get("n_normal"), "n_anomalous": m.get("n_anomalous"),

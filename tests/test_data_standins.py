@@ -122,3 +122,18 @@ def test_standins_write_nothing(tmp_path, monkeypatch):
     one_class_task("digits", 0).train[0]
     one_class_task("textures", "brick", n_train=2, n_test_good=1, n_test_defect=4).test[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_textures_aligned_crops_stay_within_the_jitter():
+    """jitter: every crop (train and test) is the photograph's centre shifted by at most jitter pixels."""
+    import re
+
+    task = one_class_task("textures", "brick", crop_size=128, n_train=6, n_test_good=3, n_test_defect=4, jitter=5)
+    centre = (512 - 128) // 2
+    ids = task.manifest["train_ids"] + task.manifest["test_ids"]
+    offsets = [tuple(int(v) - centre for v in re.search(r"_r(\d+)c(\d+)$", i).groups()) for i in ids]
+    assert len(offsets) == 13 and all(abs(dy) <= 5 and abs(dx) <= 5 for dy, dx in offsets)
+    assert len(set(offsets)) > 1  # shifted, not one crop repeated
+    assert "aligned" in task.manifest["source"]["layout"] and "5 px" in task.manifest["source"]["layout"]
+    with pytest.raises(ValueError, match="jitter"):
+        one_class_task("textures", "brick", jitter=100)

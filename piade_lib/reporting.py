@@ -695,11 +695,15 @@ def figure3_runs(profile: Profile, results_root: str | Path) -> list[tuple[str, 
 
 def plot_figure3(profile: Profile, results_root: str | Path, n: int = 4):
     """Figure 3: per dataset, normal and anomalous test images with their reconstructions (and the
-    1 - SSIM anomaly maps and defect masks where the dataset has masks)."""
+    1 - SSIM anomaly maps and defect masks where the dataset has masks); None when the profile has
+    no table section."""
     import matplotlib.pyplot as plt
 
     panels = []
-    for label, run_dir in figure3_runs(profile, results_root):
+    chosen = figure3_runs(profile, results_root)
+    if not chosen:  # e.g. a readings-only profile: no table section, no Figure 3
+        return None
+    for label, run_dir in chosen:
         r = reconstructions(run_dir, n)
         rows = []
         for kind in ("normal", "anomalous"):

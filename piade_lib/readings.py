@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .presets import PRESETS, READINGS, other_preset
+from .presets import PRESETS, READINGS, RUN_LEVEL_FIELDS, other_preset
 from .profiles import Section
 from .reporting import CI_LEVEL, _interval, _n_bootstrap, bootstrap_aucs, paired_scores, read_metrics, section_plan
 
@@ -32,11 +32,18 @@ READINGS_COLUMNS = ("reading", "fields", "value_as_is", "value_flipped", "auc_as
                     "recon_ratio_as_is", "recon_ratio_flipped")
 
 
-def _values(preset: str, reading: str) -> tuple[str, str]:
+def _values(section: Section, preset: str, reading: str) -> tuple[str, str]:
+    """The reading's values as the section's runs use them, unflipped and flipped: a run-level field
+    the profile sets (e.g. ``batch_size``) replaces the preset's value on the unflipped side."""
     mine, other = PRESETS[preset], PRESETS[other_preset(preset)]
     fields = READINGS[reading]
-    fmt = (lambda p: ", ".join(str(getattr(p, f)) for f in fields))
-    return fmt(mine), fmt(other)
+
+    def as_is(f: str) -> object:
+        if f in RUN_LEVEL_FIELDS and section.run.get(f) is not None:
+            return section.run[f]
+        return getattr(mine, f)
+
+    return ", ".join(str(as_is(f)) for f in fields), ", ".join(str(getattr(other, f)) for f in fields)
 
 
 def _t_interval(values: np.ndarray, level: float = CI_LEVEL) -> tuple[float | None, float | None]:
@@ -77,7 +84,7 @@ def readings_table(section: Section, results_root: str | Path) -> pd.DataFrame:
                     boots.append(b[:, 1] - b[:, 0])
         lo, hi = _interval(np.mean(boots, axis=0)) if boots else (None, None)
         slo, shi = _t_interval(diffs.mean(axis=1))
-        as_is, flipped_v = _values(preset, flip)
+        as_is, flipped_v = _values(section, preset, flip)
         rows.append({"reading": flip, "fields": ", ".join(READINGS[flip]), "value_as_is": as_is,
                      "value_flipped": flipped_v, "auc_as_is": float(np.mean(a0)), "auc_flipped": float(np.mean(a1)),
                      "diff": float(diffs.mean()), "diff_ci_low": lo, "diff_ci_high": hi, "seed_ci_low": slo,

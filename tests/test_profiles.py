@@ -43,7 +43,17 @@ def test_quick_profile_uses_offline_standins_without_weights():
     assert s["table3"].dataset == s["figure4"].dataset == "textures"
     assert all(sec.is_standin for sec in s.values())
     assert not prof.pretrained
-    assert "authors_code" in s["table2"].presets
+    # budgets in optimiser steps; both presets, every digit and several seeds run in the mnist profile
+    assert all(sec.run.get("steps") for sec in s.values())
+
+
+def test_mnist_profile_runs_every_digit_with_both_presets_and_three_seeds():
+    s = profiles.load_profile("mnist").sections["mnist"]
+    assert s.dataset == "mnist" and s.classes == "all" and len(s.class_names()) == 10
+    assert s.presets == ["paper", "authors_code"] and len(s.seed_list()) >= 3
+    assert s.paper_table == "mnist" and not s.is_standin and set(s.baselines) >= {"ocsvm", "kde"}
+    readings = profiles.load_profile("readings").sections["readings"]
+    assert readings.is_readings and len(readings.seed_list()) >= 3
 
 
 def test_unknown_profile_lists_the_valid_ones():

@@ -40,7 +40,7 @@ def reconstruction_frame(section: Section, results_root: str | Path) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def reconstruction_summary(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def summarize_reconstruction_checks(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Per section and preset: runs, how many beat the mean image, median and worst ratio."""
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if df.empty:

@@ -47,17 +47,12 @@ def planned_runs(section: Section, results_root: str | Path) -> list[PlannedRun]
     from .train import RunConfig
 
     plan: list[PlannedRun] = []
-    for cls in section.class_names():
-        for preset in section.presets:
-            for nv in section.n_vectors:
-                for seed in section.seed_list():
-                    for flip in [None, *section.flips]:
-                        kw = section.run_config(cls, preset, int(nv), seed, flip)
-                        cfg = RunConfig(**kw)
-                        rcfg = cfg.resolved()
-                        plan.append(PlannedRun(section.name, str(rcfg.normal_class), "piade", str(rcfg.variant),
-                                               cfg.run_dir(results_root), kw, preset=rcfg.preset,
-                                               n_vectors=rcfg.n_vectors, seed=seed, flip=flip))
+    for key in section.run_keys():
+        kw = section.run_config(*key)
+        cfg = RunConfig(**kw)
+        rcfg = cfg.resolved()
+        plan.append(PlannedRun(section.name, str(rcfg.normal_class), "piade", str(rcfg.variant), cfg.run_dir(results_root),
+                               kw, preset=rcfg.preset, n_vectors=rcfg.n_vectors, seed=key[3], flip=key[4]))
     for cls in section.class_names():
         for name in section.baselines:
             for seed in section.seed_list():

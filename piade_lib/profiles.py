@@ -166,17 +166,15 @@ class Section:
             return [str(c) for c in classes(self.dataset)]
         return [str(c) for c in self.classes]
 
+    def run_keys(self) -> list[tuple[str, str, int, int, str | None]]:
+        """(class, preset, n_vectors, seed, flip) of every PIADE run, in that order; ``flip`` None is
+        the preset as it is, then one run per reading of ``flips``."""
+        return [(cls, preset, int(nv), seed, flip) for cls in self.class_names() for preset in self.presets
+                for nv in self.n_vectors for seed in self.seed_list() for flip in [None, *self.flips]]
+
     def run_configs(self) -> list[dict[str, Any]]:
-        """RunConfig keyword arguments, one dict per (class, preset, n_vectors, seed, flip), in that
-        order; ``flip`` None is the preset as it is, then one run per reading of ``flips``."""
-        out = []
-        for cls in self.class_names():
-            for preset in self.presets:
-                for nv in self.n_vectors:
-                    for seed in self.seed_list():
-                        for flip in [None, *self.flips]:
-                            out.append(self.run_config(cls, preset, int(nv), seed, flip))
-        return out
+        """RunConfig keyword arguments, one dict per :meth:`run_keys` entry."""
+        return [self.run_config(*key) for key in self.run_keys()]
 
     def run_config(self, cls: str, preset: str, nv: int, seed: int, flip: str | None = None) -> dict[str, Any]:
         """RunConfig keyword arguments of one run of the section."""

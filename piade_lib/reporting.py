@@ -902,12 +902,12 @@ def _reconstruction_lines(root: Path) -> list[str]:
         return []
     df = pd.read_csv(path, dtype={"class": str})
     ok = int(df["beats_mean_image"].fillna(False).astype(bool).sum())
-    from .convergence import reconstruction_summary
+    from .convergence import summarize_reconstruction_checks
 
     return ["### Did the models learn more than the mean image? (`tables/reconstruction_check.csv`)", "",
             f"**{ok} of {len(df)} PIADE runs** reconstruct their normal test images with a lower MSE than the mean "
             "of the training images (ratio `normal_recon_mse / normal_mean_image_mse` < 1; see notebook 06).", "",
-            _md_table(reconstruction_summary([df])), ""]
+            _md_table(summarize_reconstruction_checks([df])), ""]
 
 
 def write_results_readme(profile: Profile, results_root: str | Path, wall_seconds: float | None = None) -> Path:

@@ -41,7 +41,7 @@ export PYTHONUNBUFFERED=1
 # exit 2 for an invalid profile, 1 (with instructions) when data or weights are missing.
 echo "[piade] profile: $profile"
 rc=0
-results_root="$("$PY" -m piade_lib.profiles prepare "$profile")" || rc=$?
+results_root="$("$PY" -m piade_lib.cli profile prepare "$profile")" || rc=$?
 if [ "$rc" -ne 0 ]; then
     [ "$rc" -eq 2 ] && exit 2
     echo "[piade] stopped before training: fix the above and run ./run_all.sh $profile again." >&2
@@ -56,7 +56,7 @@ params_dir="$(mktemp -d)"
 trap 'rm -rf "$params_dir"' EXIT
 
 notebooks=(notebooks/[0-9][0-9]_*.ipynb)
-"$PY" -m piade_lib.profiles params "$profile" "${notebooks[@]}" --results-root "$results_root" --out-dir "$params_dir"
+"$PY" -m piade_lib.cli profile params "$profile" "${notebooks[@]}" --results-root "$results_root" --out-dir "$params_dir"
 n=${#notebooks[@]}
 i=0
 for nb in "${notebooks[@]}"; do
@@ -73,5 +73,5 @@ for nb in "${notebooks[@]}"; do
 done
 
 wall=$(($(date +%s) - start))
-"$PY" -m piade_lib.reporting readme "$profile" --results-root "$results_root" --wall-time "$wall"
+"$PY" -m piade_lib.cli report readme "$profile" --results-root "$results_root" --wall-time "$wall"
 echo "[piade] done in ${wall} s: $results_root/README.md, tables/, figures/, notebooks/"

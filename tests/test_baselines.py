@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from piade_lib import baselines as bl
-from piade_lib import runs
-from piade_lib.evaluate import METRICS_KEYS
+from piade_lib.engine import baselines as bl
+from piade_lib.engine import folders
+from piade_lib.metrics import METRICS_KEYS
 
 SPLIT = dict(limit_train=40, limit_test=60, n_bootstrap=20, device="cpu", progress=False)
 
@@ -103,7 +103,7 @@ def test_run_baseline_writes_a_run_folder_on_the_task_split(tmp_path: Path, name
     manifest = json.loads((d / "manifest.json").read_text())
     assert len(manifest["subset"]["train_positions"]) == 40
     # same split as a PIADE run with the same seed and limits: the same test ids
-    cfg = runs.load_config(d)
+    cfg = folders.load_config(d)
     assert cfg["kind"] == "baseline" and cfg["protocol"] == "lsa" and cfg["limit_test"] == 60
 
 
@@ -112,6 +112,6 @@ def test_finished_baseline_is_skipped_and_a_changed_one_refused(tmp_path: Path) 
     mtime = (d / "scores.csv").stat().st_mtime_ns
     assert bl.run_baseline("ocsvm", "digits", "0", tmp_path, **SPLIT) == d
     assert (d / "scores.csv").stat().st_mtime_ns == mtime
-    with pytest.raises(runs.RunConfigMismatchError, match="params.nu"):
+    with pytest.raises(folders.RunConfigMismatchError, match="params.nu"):
         bl.run_baseline("ocsvm", "digits", "0", tmp_path, params={"nu": 0.2}, **SPLIT)
     assert (d / "scores.csv").stat().st_mtime_ns == mtime

@@ -10,10 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from piade_lib import profiles, runs
-from piade_lib.evaluate import RECON_KEYS, mean_image
+from piade_lib.engine import checkpoints, folders
+from piade_lib.engine.config import RunConfig
+from piade_lib.engine.scoring import mean_image
+from piade_lib.engine.splits import task_from_config
+from piade_lib.engine.trainer import budget, train_run
+from piade_lib.experiments import plan, profiles, runner
+from piade_lib.metrics import RECON_KEYS
 from piade_lib.presets import AUTHORS_CODE, PAPER, READINGS, reading_values
-from piade_lib.train import RunConfig, budget, task_from_config, train_run
+from piade_lib.reporting import tables
 
 TINY = dict(dataset="digits", normal_class="2", steps=5, batch_size=2, limit_train=6, limit_test=12,
             n_bootstrap=20, device="cpu", pretrained=False)
@@ -42,7 +47,7 @@ def test_budget_turns_steps_into_epochs() -> None:
 def test_step_budget_trains_exactly_that_many_steps(budget_run: Path) -> None:
     history = pd.read_csv(budget_run / "history.csv")
     assert history["step"].tolist() == [3, 5] and history["epoch"].tolist() == [1, 2]
-    final = runs.load_torch(budget_run / "checkpoints" / "final.pt")
+    final = checkpoints.load_torch(budget_run / "checkpoints" / "final.pt")
     assert final["step"] == 5 and final["epoch"] == 2
     assert json.loads((budget_run / "provenance.json").read_text())["steps"] == 5
 
@@ -58,8 +63,8 @@ def test_convergence_rows_end_with_the_final_metrics(budget_run: Path) -> None:
 
 def test_milestones_do_not_change_training(budget_run: Path, tmp_path: Path) -> None:
     plain = train_run(RunConfig(**TINY), tmp_path, progress=False)
-    a = runs.load_torch(plain / "checkpoints" / "final.pt")["model"]
-    b = runs.load_torch(budget_run / "checkpoints" / "final.pt")["model"]
+    a = checkpoints.load_torch(plain / "checkpoints" / "final.pt")["model"]
+    b = checkpoints.load_torch(budget_run / "checkpoints" / "final.pt")["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert not (plain / "convergence.csv").exists()
@@ -70,8 +75,8 @@ def test_step_budget_resumes_exactly(budget_run: Path, tmp_path: Path) -> None:
     train_run(cfg, tmp_path, progress=False, stop_after=1)
     assert not (cfg.run_dir(tmp_path) / "checkpoints" / "final.pt").exists()
     resumed = train_run(cfg, tmp_path, progress=False)
-    a = runs.load_torch(resumed / "checkpoints" / "final.pt")["model"]
-    b = runs.load_torch(budget_run / "checkpoints" / "final.pt")["model"]
+    a = checkpoints.load_torch(resumed / "checkpoints" / "final.pt")["model"]
+    b = checkpoints.load_torch(budget_run / "checkpoints" / "final.pt")["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
     pd.testing.assert_frame_equal(pd.read_csv(resumed / "convergence.csv").drop(columns="train_seconds"),
@@ -82,7 +87,7 @@ def test_metrics_compare_reconstructions_with_the_train_mean_image(budget_run: P
     metrics = json.loads((budget_run / "metrics.json").read_text())
     assert set(RECON_KEYS) <= set(metrics)
     scores = pd.read_csv(budget_run / "scores.csv", dtype={"id": str})
-    _, train, test = task_from_config(runs.load_config(budget_run))
+    _, train, test = task_from_config(folders.load_config(budget_run))
     mean = mean_image(train)
     normal = [test[i]["image"] for i in range(len(test)) if test[i]["label"] == 0]
     expected = float(np.mean([((x - mean) ** 2).mean().item() for x in normal]))
@@ -110,7 +115,7 @@ def _profile(tmp_path: Path, section: dict) -> profiles.Profile:
 
 
 def test_sections_expand_seeds_and_flips(tmp_path: Path) -> None:
-    from piade_lib.experiments import planned_runs
+    from piade_lib.experiments.plan import planned_runs
 
     s = _profile(tmp_path, {"seeds": [0, 3], "flips": ["weight_decay", "init"], "baselines": ["kde"]}).sections["s"]
     plan = planned_runs(s, tmp_path)
@@ -138,20 +143,19 @@ def test_bad_seeds_and_flips_are_refused(tmp_path: Path, section: dict, message:
 
 
 def test_tables_average_over_seeds(tmp_path: Path) -> None:
-    from piade_lib import experiments, reporting
 
     prof = _profile(tmp_path, {"seeds": [0, 1], "baselines": ["kde"], "limit_test": 12, "steps": 2,
                                "n_bootstrap": 30})
     s = prof.sections["s"]
-    experiments.run_section(s, tmp_path / "res", verbose=False)
-    table = reporting.section_table(s, tmp_path / "res")
+    runner.run_section(s, tmp_path / "res", verbose=False)
+    table = tables.section_table(s, tmp_path / "res")
     aucs = [json.loads((p.run_dir / "metrics.json").read_text())["auc"]
-            for p in experiments.planned_runs(s, tmp_path / "res") if p.kind == "piade"]
+            for p in plan.planned_runs(s, tmp_path / "res") if p.kind == "piade"]
     row = table.iloc[0]
     assert row["ours_auc"] == pytest.approx(np.mean(aucs))
     assert row["ours_seed_sd"] == pytest.approx(np.std(aucs, ddof=1))
     assert row["ours_ci_low"] <= row["ours_auc"] <= row["ours_ci_high"]
     kde = [json.loads((p.run_dir / "metrics.json").read_text())["auc"]
-           for p in experiments.planned_runs(s, tmp_path / "res") if p.kind == "baseline"]
+           for p in plan.planned_runs(s, tmp_path / "res") if p.kind == "baseline"]
     assert row["kde_auc"] == pytest.approx(np.mean(kde)) and len(kde) == 2
     assert table.iloc[-1]["class"] == "mean" and "ours_seed_sd" in table.columns

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from piade_lib import cli
@@ -66,10 +65,10 @@ def test_evaluate_rewrites_metrics_with_new_bootstrap(trained: Path, capsys) -> 
 
 
 def test_score_new_images_writes_csv_and_maps(trained: Path, tmp_path: Path, capsys) -> None:
-    from piade_lib.train import task_from_config
-    from piade_lib import runs
+    from piade_lib.engine import folders
+    from piade_lib.engine.splits import task_from_config
 
-    _, _, test = task_from_config(runs.load_config(trained))
+    _, _, test = task_from_config(folders.load_config(trained))
     folder = tmp_path / "imgs"
     (folder / "sub").mkdir(parents=True)
     for i in range(3):  # 8x8 grey digits as the data package stores them, saved as PNG

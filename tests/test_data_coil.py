@@ -7,7 +7,13 @@ import hashlib
 import pytest
 from data_fixtures import make_zip, serve_dir, write_coil  # noqa: F401
 
-from piade_lib.data import SOURCES, ChecksumMismatchError, DatasetNotFoundError, classes, one_class_task
+from piade_lib.data import (
+    SOURCES,
+    ChecksumMismatchError,
+    DatasetNotFoundError,
+    classes,
+    one_class_task,
+)
 
 
 @pytest.fixture

@@ -9,7 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_fixtures import make_tar, patch_cifar_md5, serve_dir, write_cifar10, write_mnist  # noqa: F401
+from data_fixtures import (  # noqa: F401
+    make_tar,
+    patch_cifar_md5,
+    serve_dir,
+    write_cifar10,
+    write_mnist,
+)
 from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
 from torchvision.datasets.utils import calculate_md5
 

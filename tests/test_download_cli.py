@@ -20,8 +20,9 @@ from data_fixtures import make_zip, serve_dir, write_coil, write_mnist  # noqa: 
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import calculate_md5
 
-from piade_lib import cli, profiles
+from piade_lib import cli
 from piade_lib.data import SOURCES, DatasetNotFoundError, one_class_task
+from piade_lib.experiments import preflight
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -211,7 +212,7 @@ def test_paper_refusal_names_the_download_command_per_missing_dataset(tmp_path):
         "  b: {dataset: coil100, classes: [obj1]}\n"
         "  c: {dataset: digits, classes: ['0']}\n"
     )
-    problems = profiles.check_profile(profile)
+    problems = preflight.check_profile(profile)
     assert len(problems) == 2
     quoted = f"'{data}'"  # the command is ready to paste: the path is shell-quoted
     assert problems[0].rstrip().endswith(f"download mnist --root {quoted}")

@@ -29,7 +29,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from piade_lib import profiles
+from piade_lib.experiments import profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = "01_data_preparation"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from piade_lib.losses import PiadeLoss
+from piade_lib.model.losses import PiadeLoss
 from piade_lib.presets import get_preset
 
 SIZE = 32

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from piade_lib.capsules import DynamicRouting, squash
-from piade_lib.model import PIADE, build_model, model_from_config
-from piade_lib.pyramid import PyramidPooling
-from piade_lib.se_resnet import SEBlock
+from piade_lib.model.capsules import DynamicRouting, squash
+from piade_lib.model.network import PIADE, build_model, model_from_config
+from piade_lib.model.pyramid import PyramidPooling
+from piade_lib.model.se_resnet import SEBlock
 
 B = 2
 # (preset, image size) -> (encoder channels, encoder width, primary capsules, decoder in-channels), from the

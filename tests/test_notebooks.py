@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill as pm
 import pytest
 
-import pandas as pd
-
-from piade_lib import experiments, profiles, reporting
+from piade_lib.experiments import plan, profiles
+from piade_lib.reporting import readme, tables
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -69,16 +69,16 @@ def test_smoke_outputs_follow_the_schema(smoke_root):
     if not (smoke_root / "notebooks" / "05_paper_figures.ipynb").is_file():
         pytest.skip("the notebooks did not run")
     for name in ("table2", "table3", "table4"):
-        table = reporting.read_table(smoke_root / "tables" / f"{name}.csv")
-        reporting.validate_table(table)
+        table = tables.read_table(smoke_root / "tables" / f"{name}.csv")
+        tables.validate_table(table)
         assert table["paper_auc"].isna().all()  # smoke runs on stand-ins: no paper comparison
-    reporting.validate_figure4(reporting.read_table(smoke_root / "tables" / "figure4.csv"))
+    tables.validate_figure4(tables.read_table(smoke_root / "tables" / "figure4.csv"))
     assert (smoke_root / "figures" / "figure3.png").stat().st_size > 10_000
     assert (smoke_root / "figures" / "figure4.png").stat().st_size > 10_000
     # finished runs keep their final weights, not the resume checkpoints (optimizer state, 3x larger)
     finals = list((smoke_root / "runs").glob("*/*/*-v*/checkpoints/final.pt"))
     n_piade = len({p.run_dir for s in profiles.load_profile("smoke").sections.values()
-                   for p in experiments.planned_runs(s, smoke_root) if p.kind == "piade"})
+                   for p in plan.planned_runs(s, smoke_root) if p.kind == "piade"})
     assert len(finals) == n_piade == 11 and not list((smoke_root / "runs").glob("*/*/*/checkpoints/last.pt"))
     # 06: every PIADE run's reconstruction error beside the mean image's; 07: the readings table
     recon = pd.read_csv(smoke_root / "tables" / "reconstruction_check.csv")
@@ -86,5 +86,5 @@ def test_smoke_outputs_follow_the_schema(smoke_root):
     readings_table = pd.read_csv(smoke_root / "tables" / "readings.csv")
     assert readings_table["reading"].tolist() == ["weight_decay", "init"] and readings_table["n_seeds"].eq(2).all()
     assert (smoke_root / "figures" / "readings.png").is_file() and (smoke_root / "figures" / "convergence_table2.png").is_file()
-    readme = reporting.results_readme(profiles.load_profile("smoke"), smoke_root, wall_seconds=1.0)
-    assert "| table2 | digits | cifar10 | yes |" in readme and "figures/figure3.png" in readme
+    text = readme.results_readme(profiles.load_profile("smoke"), smoke_root, wall_seconds=1.0)
+    assert "| table2 | digits | cifar10 | yes |" in text and "figures/figure3.png" in text

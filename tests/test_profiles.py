@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from piade_lib import paper_results, profiles
+from piade_lib import cli, paper_results
+from piade_lib.experiments import preflight, profiles
 
 
 def _write(tmp_path, raw: dict):
@@ -102,28 +103,28 @@ def test_notebook_parameters_come_from_the_profile():
 
 
 def test_params_command_prints_and_writes_papermill_yaml(tmp_path, capsys):
-    assert profiles.main(["params", "smoke", "notebooks/04_ablation.ipynb", "--results-root", "somewhere"]) == 0
+    assert cli.main(["profile", "params", "smoke", "notebooks/04_ablation.ipynb", "--results-root", "somewhere"]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == {"profile": "smoke", "results_root": "somewhere",
                                                        "sections": ["figure4"]}
-    assert profiles.main(["params", "smoke", *profiles.NOTEBOOKS, "--out-dir", str(tmp_path)]) == 0
+    assert cli.main(["profile", "params", "smoke", *profiles.NOTEBOOKS, "--out-dir", str(tmp_path)]) == 0
     assert sorted(p.stem for p in tmp_path.glob("*.yaml")) == list(profiles.NOTEBOOKS)
     assert yaml.safe_load((tmp_path / "02_training.yaml").read_text())["sections"] == ["table2", "table3", "table4"]
 
 
 def test_command_line_exit_codes(capsys):
-    assert profiles.main(["prepare", "smoke"]) == 0
+    assert cli.main(["profile", "prepare", "smoke"]) == 0
     assert capsys.readouterr().out.strip() == "results/smoke"
-    assert profiles.main(["check", "no_such_profile"]) == 2
+    assert cli.main(["profile", "check", "no_such_profile"]) == 2
     assert "valid profiles" in capsys.readouterr().err
 
 
 def test_check_passes_for_offline_data_and_names_missing_data(tmp_path, monkeypatch):
-    assert profiles.check_profile("smoke") == []
+    assert preflight.check_profile("smoke") == []
     monkeypatch.setenv("PIADE_DATA", str(tmp_path / "empty"))
     prof = profiles.load_profile(_write(tmp_path, {"sections": {
         "table3": {"dataset": "mvtec", "classes": ["bottle", "wood"]},
         "table4": {"dataset": "coil100", "classes": ["obj1"]}}}))
-    problems = profiles.check_profile(prof)
+    problems = preflight.check_profile(prof)
     assert len(problems) == 2
     mvtec, coil = problems
     assert "DatasetNotFoundError" in mvtec and "bottle" in mvtec and "1 more class(es): wood" in mvtec

@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from piade_lib import evaluate, experiments, paper_results, profiles, reporting, runs
+from piade_lib import metrics, paper_results
+from piade_lib.engine import files, scoring
+from piade_lib.experiments import plan, profiles
+from piade_lib.reporting import readme, results, tables
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,11 +75,11 @@ def _write_run(run_dir, n_normal: int, n_anomalous: int, shift: float, seed: int
     scores = rng.normal(size=labels.size) + shift * labels
     frame = pd.DataFrame({"id": [f"img{i:03d}" for i in range(labels.size)], "label": labels, "total": scores})
     run_dir.mkdir(parents=True, exist_ok=True)
-    evaluate.write_results(run_dir, frame, evaluate.compute_metrics(frame, n_bootstrap=50, terms=("total",)))
+    scoring.write_results(run_dir, frame, metrics.compute_metrics(frame, n_bootstrap=50, terms=("total",)))
 
 
 def _fake_runs(section, root, shift_by_variant: dict[str, float]) -> None:
-    for i, p in enumerate(experiments.planned_runs(section, root)):
+    for i, p in enumerate(plan.planned_runs(section, root)):
         _write_run(p.run_dir, 30, 60, shift_by_variant.get(p.variant, 1.0), seed=i)
 
 
@@ -86,14 +89,14 @@ def test_section_table_on_the_papers_dataset(tmp_path):
                                           "presets": ["paper", "authors_code"], "baselines": ["ocsvm", "kde"]}})
     s = prof.sections["table2"]
     _fake_runs(s, tmp_path, {"paper-v2": 1.5, "authors_code-v2": 0.5})
-    t = reporting.section_table(s, tmp_path)
-    assert list(t.columns[:6]) == list(reporting.TABLE_COLUMNS)
+    t = tables.section_table(s, tmp_path)
+    assert list(t.columns[:6]) == list(results.TABLE_COLUMNS)
     assert list(t["class"]) == classes + ["mean"]
     for col in ("authors_code_auc", "authors_code_ci_low", "ocsvm_auc", "kde_auc", "paper_lsa_auc"):
         assert col in t.columns
     # the values are the runs' metrics.json values
-    p0 = next(p for p in experiments.planned_runs(s, tmp_path) if p.variant == "paper-v2")
-    assert t.loc[0, "ours_auc"] == pytest.approx(runs.read_json(p0.run_dir / "metrics.json")["auc"])
+    p0 = next(p for p in plan.planned_runs(s, tmp_path) if p.variant == "paper-v2")
+    assert t.loc[0, "ours_auc"] == pytest.approx(files.read_json(p0.run_dir / "metrics.json")["auc"])
     assert (t["ours_auc"].iloc[:-1] > t["authors_code_auc"].iloc[:-1]).all()  # larger shift, higher AUC
     # paper columns: per class and the printed mean
     assert list(t["paper_auc"]) == [0.751, 0.550, 0.708, 0.609, 0.675]  # rows "0".."3", then the printed mean
@@ -103,9 +106,9 @@ def test_section_table_on_the_papers_dataset(tmp_path):
     assert mean["ours_ci_low"] < mean["ours_auc"] < mean["ours_ci_high"]
     # the mean's interval is narrower than a single class's
     assert (mean["ours_ci_high"] - mean["ours_ci_low"]) < (t["ours_ci_high"] - t["ours_ci_low"]).iloc[:-1].min()
-    reporting.write_table(t, tmp_path / "tables" / "table2.csv")
-    back = reporting.read_table(tmp_path / "tables" / "table2.csv")
-    reporting.validate_table(back)
+    tables.write_table(t, tmp_path / "tables" / "table2.csv")
+    back = tables.read_table(tmp_path / "tables" / "table2.csv")
+    tables.validate_table(back)
 
 
 def test_standin_leaves_paper_auc_empty_and_table4_only_has_a_mean(tmp_path):
@@ -114,11 +117,11 @@ def test_standin_leaves_paper_auc_empty_and_table4_only_has_a_mean(tmp_path):
         "table4": {"dataset": "coil100", "protocol": "gpnd", "classes": ["obj1", "obj2"]}})
     for s in prof.sections.values():
         _fake_runs(s, tmp_path, {})
-    t2 = reporting.section_table(prof.sections["table2"], tmp_path)
+    t2 = tables.section_table(prof.sections["table2"], tmp_path)
     assert prof.sections["table2"].is_standin
     assert t2["paper_auc"].isna().all() and not any(c.startswith("paper_lsa") for c in t2.columns)
-    assert "stand-in" in reporting.comparison_statement(prof.sections["table2"], t2)
-    t4 = reporting.section_table(prof.sections["table4"], tmp_path)
+    assert "stand-in" in tables.comparison_statement(prof.sections["table2"], t2)
+    t4 = tables.section_table(prof.sections["table4"], tmp_path)
     assert t4["paper_auc"].iloc[:-1].isna().all() and t4["paper_auc"].iloc[-1] == 0.998
     assert t4["paper_ocgan_auc"].iloc[-1] == 0.995
 
@@ -126,9 +129,9 @@ def test_standin_leaves_paper_auc_empty_and_table4_only_has_a_mean(tmp_path):
 def test_missing_runs_are_named(tmp_path):
     prof = _section(tmp_path, {"table2": {"dataset": "digits", "classes": ["0", "1"]}})
     s = prof.sections["table2"]
-    _write_run(experiments.planned_runs(s, tmp_path)[0].run_dir, 5, 5, 1.0, 0)
-    with pytest.raises(reporting.MissingRunsError, match=r"(?s)1 run\(s\).*digits-lsa/1/paper-v2.*02_training"):
-        reporting.section_table(s, tmp_path)
+    _write_run(plan.planned_runs(s, tmp_path)[0].run_dir, 5, 5, 1.0, 0)
+    with pytest.raises(results.MissingRunsError, match=r"(?s)1 run\(s\).*digits-lsa/1/paper-v2.*02_training"):
+        tables.section_table(s, tmp_path)
 
 
 def _valid_table() -> pd.DataFrame:
@@ -146,39 +149,39 @@ def _valid_table() -> pd.DataFrame:
     (lambda t: t[["class", "dataset", "ours_auc", "ours_ci_low", "ours_ci_high", "paper_auc"]], "first columns"),
 ])
 def test_validate_table_rejects_broken_tables(breakage, message):
-    reporting.validate_table(_valid_table())
-    with pytest.raises(reporting.TableSchemaError, match=message):
-        reporting.validate_table(breakage(_valid_table()))
+    tables.validate_table(_valid_table())
+    with pytest.raises(tables.TableSchemaError, match=message):
+        tables.validate_table(breakage(_valid_table()))
 
 
 def test_figure4_table_pairs_the_two_variants(tmp_path):
     prof = _section(tmp_path, {"figure4": {"dataset": "textures", "classes": ["brick", "grass"], "n_vectors": [1, 2]}})
     s = prof.sections["figure4"]
     _fake_runs(s, tmp_path, {"paper-v1": 0.3, "paper-v2": 2.0})
-    f = reporting.figure4_table(s, tmp_path)
-    assert list(f.columns) == list(reporting.FIGURE4_COLUMNS)
+    f = tables.figure4_table(s, tmp_path)
+    assert list(f.columns) == list(tables.FIGURE4_COLUMNS)
     assert list(f["category"]) == ["brick", "grass", "mean"]
     body = f.iloc[:-1]
     assert np.allclose(body["diff"], body["auc_2vec"] - body["auc_1vec"])
     assert (body["diff"] > 0).all() and f["diff_ci_low"].iloc[-1] > 0  # a clear improvement
     assert f[["paper_auc_1vec", "paper_auc_2vec"]].isna().all().all()
-    assert "interval excludes zero" in reporting.figure4_statement(f)
-    with pytest.raises(reporting.TableSchemaError, match="diff"):
-        reporting.validate_figure4(f.assign(diff=0.0))
+    assert "interval excludes zero" in tables.figure4_statement(f)
+    with pytest.raises(tables.TableSchemaError, match="diff"):
+        tables.validate_figure4(f.assign(diff=0.0))
 
 
 def test_bootstrap_interval_of_a_mean_contains_it():
     rng = np.random.default_rng(0)
     y = np.r_[np.zeros(40, int), np.ones(40, int)]
     s = np.c_[rng.normal(size=80) + y, rng.normal(size=80) + 0.2 * y]
-    boots = reporting.bootstrap_aucs(y, s, 300, seed=1)
+    boots = metrics.bootstrap_aucs(y, s, 300, seed=1)
     assert boots.shape == (300, 2) and (boots[:, 0] > boots[:, 1]).mean() > 0.9
 
 
 def test_run_facts_ignore_runs_moved_aside_by_overwrite(tmp_path):
     current = tmp_path / "runs" / "cifar10-lsa" / "airplane" / "paper-v2"
-    runs.write_json(current / "provenance.json", {"pretrained": True, "device_name": "gpu", "wall_seconds": 10})
+    files.write_json(current / "provenance.json", {"pretrained": True, "device_name": "gpu", "wall_seconds": 10})
     old = current.with_name("paper-v2.old-20240101-000000")
-    runs.write_json(old / "provenance.json", {"pretrained": False, "device_name": "cpu", "wall_seconds": 99})
-    facts = reporting._run_facts(tmp_path)
+    files.write_json(old / "provenance.json", {"pretrained": False, "device_name": "cpu", "wall_seconds": 99})
+    facts = readme._run_facts(tmp_path)
     assert facts == {"n_runs": 1, "devices": ["gpu"], "pretrained": [True], "run_seconds": 10.0}

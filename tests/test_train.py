@@ -13,9 +13,12 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from piade_lib import runs
-from piade_lib.evaluate import METRICS_KEYS, TERMS, evaluate_run
-from piade_lib.train import NonFiniteLossError, RunConfig, limit_dataset, train_run
+from piade_lib.engine import checkpoints, folders
+from piade_lib.engine.config import RunConfig
+from piade_lib.engine.scoring import evaluate_run
+from piade_lib.engine.splits import limit_dataset
+from piade_lib.engine.trainer import NonFiniteLossError, train_run
+from piade_lib.metrics import METRICS_KEYS, TERMS
 
 TINY = dict(dataset="digits", normal_class="1", epochs=2, batch_size=2, limit_train=4, limit_test=4,
             n_bootstrap=10, device="cpu", pretrained=False, checkpoint_every=1, keep_checkpoints=2)
@@ -39,7 +42,7 @@ def straight_run(tmp_path_factory, deterministic) -> Path:
 
 
 def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return runs.load_torch(run_dir / "checkpoints" / "final.pt")["model"]
+    return checkpoints.load_torch(run_dir / "checkpoints" / "final.pt")["model"]
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
@@ -112,8 +115,8 @@ def test_finished_run_is_not_redone(straight_run: Path, monkeypatch) -> None:
     def forbidden(*a, **k):
         raise AssertionError("a finished run was rebuilt")
 
-    monkeypatch.setattr("piade_lib.model.build_model", forbidden)
-    monkeypatch.setattr("piade_lib.losses.PiadeLoss", forbidden)
+    monkeypatch.setattr("piade_lib.model.network.build_model", forbidden)
+    monkeypatch.setattr("piade_lib.model.losses.PiadeLoss", forbidden)
     # the device is an execution setting: a finished CPU run is also finished for "auto"
     again = train_run(RunConfig(**{**TINY, "device": "auto"}), straight_run.parents[3], progress=False)
     assert again == straight_run
@@ -123,7 +126,7 @@ def test_finished_run_is_not_redone(straight_run: Path, monkeypatch) -> None:
 
 def test_different_config_is_refused_not_overwritten(straight_run: Path) -> None:
     before = (straight_run / "config.json").read_text()
-    with pytest.raises(runs.RunConfigMismatchError) as err:
+    with pytest.raises(folders.RunConfigMismatchError) as err:
         train_run(RunConfig(**{**TINY, "epochs": 3}), straight_run.parents[3], progress=False)
     msg = str(err.value)
     assert str(straight_run) in msg and "epochs: 2 (in folder) vs 3 (requested)" in msg and "overwrite" in msg
@@ -134,7 +137,7 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path, straight_r
     cfg = RunConfig(**TINY)
     d = train_run(cfg, tmp_path, progress=False, stop_after=1)  # as if killed after epoch 1 of 2
     assert not (d / "checkpoints" / "final.pt").exists() and not (d / "metrics.json").exists()
-    assert runs.load_torch(d / "checkpoints" / "last.pt")["epoch"] == 1
+    assert checkpoints.load_torch(d / "checkpoints" / "last.pt")["epoch"] == 1
     assert train_run(cfg, tmp_path, progress=False) == d
     prov = json.loads((d / "provenance.json").read_text())
     assert [s["resumed_from_epoch"] for s in prov["sessions"]] == [0, 1]
@@ -144,7 +147,7 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path, straight_r
 
 def test_nan_loss_stops_with_last_good_checkpoint_intact(
         tmp_path: Path, monkeypatch) -> None:
-    from piade_lib.losses import PiadeLoss
+    from piade_lib.model.losses import PiadeLoss
 
     original = PiadeLoss.per_image
     calls = {"n": 0}
@@ -164,7 +167,7 @@ def test_nan_loss_stops_with_last_good_checkpoint_intact(
     assert (e.epoch, e.batch) == (2, 1) and e.last_checkpoint.name == "epoch_0001.pt"
     assert "epoch 2, batch 1" in str(e) and "epoch_0001.pt" in str(e)
     d = cfg.run_dir(tmp_path)
-    last = runs.load_torch(d / "checkpoints" / "last.pt")  # intact and loadable
+    last = checkpoints.load_torch(d / "checkpoints" / "last.pt")  # intact and loadable
     assert last["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     assert not (d / "checkpoints" / "final.pt").exists() and not (d / "metrics.json").exists()
@@ -173,13 +176,13 @@ def test_nan_loss_stops_with_last_good_checkpoint_intact(
 
 
 def test_single_class_test_set_gives_null_auc(tmp_path: Path, straight_run: Path) -> None:
-    from piade_lib.train import task_from_config
+    from piade_lib.engine.splits import task_from_config
 
     d = tmp_path / "copy"
     (d / "checkpoints").mkdir(parents=True)
     shutil.copy(straight_run / "config.json", d / "config.json")
     os.link(straight_run / "checkpoints" / "final.pt", d / "checkpoints" / "final.pt")
-    task, train, test = task_from_config(runs.load_config(d))
+    task, train, test = task_from_config(folders.load_config(d))
     normal_only = Subset(test, [i for i in range(len(test)) if test[i]["label"] == 0])
     metrics = evaluate_run(d, progress=False, splits=(task, train, normal_only))
     assert metrics["auc"] is None and metrics["n_anomalous"] == 0 and "only normal" in metrics["note"]
@@ -188,12 +191,12 @@ def test_single_class_test_set_gives_null_auc(tmp_path: Path, straight_run: Path
 
 
 def test_failed_start_leaves_no_run_folder(tmp_path: Path, monkeypatch) -> None:
-    from piade_lib.weights import PretrainedWeightsUnavailable
+    from piade_lib.model.weights import PretrainedWeightsUnavailable
 
     def unavailable(*a, **k):
         raise PretrainedWeightsUnavailable("no weights offline")
 
-    monkeypatch.setattr("piade_lib.model.build_model", unavailable)
+    monkeypatch.setattr("piade_lib.model.network.build_model", unavailable)
     cfg = RunConfig(**{**TINY, "pretrained": True})
     with pytest.raises(PretrainedWeightsUnavailable):
         train_run(cfg, tmp_path, progress=False)

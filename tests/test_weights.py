@@ -11,9 +11,13 @@ import pytest
 import torch
 import torchvision
 
-from piade_lib.losses import PiadeLoss
-from piade_lib.model import build_model
-from piade_lib.weights import PretrainedWeightsUnavailable, cache_dir, weights_file
+from piade_lib.model.losses import PiadeLoss
+from piade_lib.model.network import build_model
+from piade_lib.model.weights import (
+    PretrainedWeightsUnavailable,
+    cache_dir,
+    weights_file,
+)
 
 
 @pytest.fixture

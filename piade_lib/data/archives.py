@@ -22,7 +22,12 @@ from typing import Callable, TypeVar
 from torchvision.datasets.utils import download_url, extract_archive
 
 from piade_lib.data.base import file_digest
-from piade_lib.data.errors import ChecksumMismatchError, DatasetDownloadError, DatasetNotFoundError, UnsafeArchiveError
+from piade_lib.data.errors import (
+    ChecksumMismatchError,
+    DatasetDownloadError,
+    DatasetNotFoundError,
+    UnsafeArchiveError,
+)
 
 
 @dataclass(frozen=True)

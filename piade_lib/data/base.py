@@ -13,7 +13,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from piade_lib.data.errors import MaskPairingError, UnknownClassError, UnknownProtocolError
+from piade_lib.data.errors import (
+    MaskPairingError,
+    UnknownClassError,
+    UnknownProtocolError,
+)
 from piade_lib.data.transforms import load_image, load_mask
 
 ENV_VAR = "PIADE_DATA"

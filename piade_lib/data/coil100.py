@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from piade_lib.data.archives import SOURCES, locate_or_extract
-from piade_lib.data.base import FileSource, Record, check_fraction, how_to_point_at_data, n_outliers, tree_sha256
+from piade_lib.data.base import (
+    FileSource,
+    Record,
+    check_fraction,
+    how_to_point_at_data,
+    n_outliers,
+    tree_sha256,
+)
 from piade_lib.data.errors import DatasetNotFoundError
 
 CLASSES: tuple[str, ...] = tuple(f"obj{i}" for i in range(1, 101))

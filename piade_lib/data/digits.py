@@ -21,7 +21,14 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from piade_lib.data.base import ArraySource, Record, arrays_sha256, check_fraction, holdout_split, n_outliers
+from piade_lib.data.base import (
+    ArraySource,
+    Record,
+    arrays_sha256,
+    check_fraction,
+    holdout_split,
+    n_outliers,
+)
 
 CLASSES: tuple[str, ...] = tuple(str(i) for i in range(10))
 LSA_DEFAULTS: dict[str, Any] = {"test_fraction": 0.3, "holdout_fraction": 0.0}

@@ -8,9 +8,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from piade_lib.data import coil100, digits, mvtec, textures, torchvision_sets
-from piade_lib.data.base import ImageDataset, OneClassTask, data_root, resolve_class, resolve_params
 from piade_lib.data.archives import SOURCES, RemoteFile, checksum_text
-from piade_lib.data.errors import DatasetDownloadError, UnknownDatasetError, UnknownProtocolError
+from piade_lib.data.base import (
+    ImageDataset,
+    OneClassTask,
+    data_root,
+    resolve_class,
+    resolve_params,
+)
+from piade_lib.data.errors import (
+    DatasetDownloadError,
+    UnknownDatasetError,
+    UnknownProtocolError,
+)
 from piade_lib.data.transforms import (
     DEFAULT_IMAGE_SIZE,
     image_transform,

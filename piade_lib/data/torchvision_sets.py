@@ -25,8 +25,19 @@ from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
 from torchvision.datasets.utils import calculate_md5, check_integrity
 
 from piade_lib.data.archives import RemoteFile, fetch, locate_or_extract, verify
-from piade_lib.data.base import ArraySource, Record, file_digest, holdout_split, how_to_point_at_data
-from piade_lib.data.errors import ChecksumMismatchError, CorruptImageError, DatasetDownloadError, DatasetNotFoundError
+from piade_lib.data.base import (
+    ArraySource,
+    Record,
+    file_digest,
+    holdout_split,
+    how_to_point_at_data,
+)
+from piade_lib.data.errors import (
+    ChecksumMismatchError,
+    CorruptImageError,
+    DatasetDownloadError,
+    DatasetNotFoundError,
+)
 
 CLASSES: dict[str, tuple[str, ...]] = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),

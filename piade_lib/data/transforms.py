@@ -24,10 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
-from piade_lib.data.errors import CorruptImageError, UnknownDatasetError, UnsupportedImageSizeError
+from piade_lib.data.errors import (
+    CorruptImageError,
+    UnknownDatasetError,
+    UnsupportedImageSizeError,
+)
 from piade_lib.presets import Preset, get_preset
 
 SUPPORTED_IMAGE_SIZES: tuple[int, ...] = (32, 120)

@@ -40,8 +40,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from . import runs
-from .evaluate import compute_metrics, resolve_device
+from piade_lib.engine import checkpoints, files, folders, provenance
+from piade_lib.engine.scoring import resolve_device
+from piade_lib.metrics import compute_metrics
 
 PCA_VARIANCE = 0.95
 
@@ -311,8 +312,8 @@ def baseline_config(name: str, dataset: str, normal_class: str | int, protocol: 
                     n_bootstrap: int = 1000, device: str = "auto", params: dict[str, Any] | None = None,
                     **task_params: Any) -> dict[str, Any]:
     """The resolved config.json of a baseline run."""
-    from .data import classes
-    from .train import canonical_class, dataset_defaults
+    from piade_lib.data import classes
+    from piade_lib.engine.config import canonical_class, dataset_defaults
 
     if name not in BASELINES:
         raise KeyError(f"unknown baseline {name!r}; valid baselines: {sorted(BASELINES)}")
@@ -320,7 +321,7 @@ def baseline_config(name: str, dataset: str, normal_class: str | int, protocol: 
     p = dict(params or {})
     if name.startswith("cae_"):
         p["epochs"] = int(epochs)
-    return runs.to_jsonable({
+    return files.to_jsonable({
         "kind": "baseline", "baseline": name, "dataset": dataset,
         "normal_class": canonical_class(normal_class, [] if dataset == "folder" else [str(c) for c in classes(dataset)],
                                         dataset),
@@ -341,27 +342,27 @@ def run_baseline(name: str, dataset: str, normal_class: str | int, results_root:
     scores.csv ``id,label,total``, train_scores.csv, metrics.json, provenance.json). A finished
     run with the same config returns at once; a different config raises RunConfigMismatchError
     (``overwrite=True`` moves the old folder aside). ``task_params`` go to ``one_class_task``."""
-    from .train import _manifest, task_from_config
+    from piade_lib.engine.splits import _manifest, task_from_config
 
     config = baseline_config(name, dataset, normal_class, protocol, seed, image_size, epochs, preset=preset,
                              data_root=data_root, limit_train=limit_train, limit_test=limit_test,
                              n_bootstrap=n_bootstrap, device=device, params=params, **task_params)
-    run_dir = runs.run_dir_for(results_root, dataset, config["protocol"], config["normal_class"],
-                               runs.baseline_variant(name, seed))
-    exists = runs.check_run_dir(run_dir, config, overwrite=overwrite)
-    if exists and runs.is_finished(run_dir, ("scores.csv", "metrics.json")):
-        metrics = runs.read_json(run_dir / "metrics.json")
+    run_dir = folders.run_dir_for(results_root, dataset, config["protocol"], config["normal_class"],
+                               folders.baseline_variant(name, seed))
+    exists = folders.check_run_dir(run_dir, config, overwrite=overwrite)
+    if exists and folders.is_finished(run_dir, ("scores.csv", "metrics.json")):
+        metrics = files.read_json(run_dir / "metrics.json")
         if metrics.get("auc") is not None and int(metrics.get("n_bootstrap", -1)) != int(n_bootstrap):
             _write_metrics(run_dir, pd.read_csv(run_dir / "scores.csv"), n_bootstrap, seed, metrics)
         return run_dir
     dev = resolve_device(device)
-    session = runs.new_session(device=str(dev), status="running")
+    session = provenance.new_session(device=str(dev), status="running")
     t0 = time.time()
-    runs.seed_everything(seed)
+    checkpoints.seed_everything(seed)
     task, train_ds, test_ds = task_from_config(config)  # before writing: a missing dataset leaves no folder
-    runs.prepare_run_dir(run_dir, config)
-    runs.write_json(run_dir / "manifest.json", _manifest(task, train_ds, test_ds))
-    runs.update_provenance(run_dir, session, **runs.provenance(seed, dev, False))
+    folders.prepare_run_dir(run_dir, config)
+    files.write_json(run_dir / "manifest.json", _manifest(task, train_ds, test_ds))
+    provenance.update_provenance(run_dir, session, **provenance.provenance(seed, dev, False))
     train_x, _, train_ids = dataset_arrays(train_ds)
     test_x, test_y, test_ids = dataset_arrays(test_ds)
     model = make_baseline(name, seed=seed, epochs=epochs, device=str(dev), progress=progress, **(params or {}))
@@ -371,16 +372,16 @@ def run_baseline(name: str, dataset: str, normal_class: str | int, results_root:
     scores = pd.DataFrame({"id": test_ids, "label": test_y.astype(int), "total": model.score(test_x)})
     train_scores = pd.DataFrame({"id": train_ids, "label": 0, "total": model.score(train_x)})
     if isinstance(model, CAEBaseline) and model.model is not None:
-        runs.atomic_torch_save({"model": model.model.state_dict(), "image_size": int(train_x.shape[-1]),
+        files.atomic_torch_save({"model": model.model.state_dict(), "image_size": int(train_x.shape[-1]),
                                 "latent_dim": model.latent_dim, "history": model.history},
-                               run_dir / "checkpoints" / runs.FINAL)
-        runs.write_csv(run_dir / "history.csv", pd.DataFrame(model.history))
-    runs.write_csv(run_dir / "train_scores.csv", train_scores)
+                               run_dir / "checkpoints" / checkpoints.FINAL)
+        files.write_csv(run_dir / "history.csv", pd.DataFrame(model.history))
+    files.write_csv(run_dir / "train_scores.csv", train_scores)
     metrics = _write_metrics(run_dir, scores, n_bootstrap, seed, {"fitted": model.describe(),
                                                                    "fit_seconds": round(fit_seconds, 3)},
                              train_scores=train_scores["total"].to_numpy())
-    session.update(ended=runs.now_iso(), wall_seconds=round(time.time() - t0, 3), status="finished")
-    runs.update_provenance(run_dir, session, auc=metrics.get("auc"))
+    session.update(ended=provenance.now_iso(), wall_seconds=round(time.time() - t0, 3), status="finished")
+    provenance.update_provenance(run_dir, session, auc=metrics.get("auc"))
     return run_dir
 
 
@@ -392,7 +393,7 @@ def _write_metrics(run_dir: Path, scores: pd.DataFrame, n_bootstrap: int, seed: 
     for key in ("fitted", "fit_seconds"):
         if key in extra:
             metrics[key] = extra[key]
-    from .evaluate import write_results
+    from piade_lib.engine.scoring import write_results
 
     write_results(run_dir, scores[["id", "label", "total"]], metrics)
     return metrics

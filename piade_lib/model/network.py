@@ -11,11 +11,16 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .capsules import DynamicRouting
-from .decoder import DECODERS, UpsamplingLayer, decoder_input_channels, to_decoder_input
-from .presets import PRESETS, Preset, get_preset
-from .pyramid import PyramidPooling
-from .se_resnet import ImageNetNormalize, SEResNetEncoder
+from piade_lib.model.capsules import DynamicRouting
+from piade_lib.model.decoder import (
+    DECODERS,
+    UpsamplingLayer,
+    decoder_input_channels,
+    to_decoder_input,
+)
+from piade_lib.model.pyramid import PyramidPooling
+from piade_lib.model.se_resnet import ImageNetNormalize, SEResNetEncoder
+from piade_lib.presets import PRESETS, Preset, get_preset
 
 IMAGE_SIZES = tuple(sorted(DECODERS))  # (32, 120)
 DECODE_VECTOR_MODES = ("first_train_longest_eval", "longest", "first")

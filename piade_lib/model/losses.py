@@ -18,9 +18,9 @@ import torchvision
 from pytorch_msssim import ssim
 from torch import nn
 
-from .presets import Preset, get_preset
-from .se_resnet import ImageNetNormalize
-from .weights import pretrained_state_dict
+from piade_lib.model.se_resnet import ImageNetNormalize
+from piade_lib.model.weights import pretrained_state_dict
+from piade_lib.presets import Preset, get_preset
 
 RANGE_TOLERANCE = 1e-4
 VGG_LAYERS = 4  # VGG11 features[:4]: conv(3->64), ReLU, max-pool, conv(64->128)

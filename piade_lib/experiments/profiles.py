@@ -4,16 +4,16 @@ A profile names the experiments (its *sections*: ``table2``, ``table3``, ``table
 ``figure4`` and optional extra ones such as the ICPR version's MNIST), the dataset and protocol
 each section uses, the classes, presets, numbers of instantiation vectors, training settings
 and baselines. :func:`load_profile` reads and validates one; :func:`notebook_parameters` turns
-it into the papermill parameters of each notebook; :func:`check_profile` verifies, before any
+it into the papermill parameters of each notebook; :func:`piade_lib.experiments.preflight.check_profile` verifies, before any
 training, that its datasets and (if asked for) pretrained weights are available.
 
 Command line (used by ``run_all.sh``)::
 
-    python -m piade_lib.profiles list
-    python -m piade_lib.profiles check PROFILE          # exit 0 when everything is available
-    python -m piade_lib.profiles prepare PROFILE        # check, then print the results folder
-    python -m piade_lib.profiles params PROFILE NOTEBOOK [--results-root DIR]   # YAML to stdout
-    python -m piade_lib.profiles params PROFILE NB1 NB2 ... --out-dir DIR      # DIR/<notebook>.yaml each
+    piade profile list
+    piade profile check PROFILE          # exit 0 when everything is available
+    piade profile prepare PROFILE        # check, then print the results folder
+    piade profile params PROFILE NOTEBOOK [--results-root DIR]   # YAML to stdout
+    piade profile params PROFILE NB1 NB2 ... --out-dir DIR      # DIR/<notebook>.yaml each
 
 ``PROFILE`` is a name from ``configs/`` or a path to a profile YAML file.
 
@@ -41,16 +41,14 @@ Profile schema (see ``configs/quick.yaml`` for a commented example)::
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 
 # The sections that correspond to the paper's tables / figure (others are extra experiments).
@@ -70,7 +68,7 @@ _STRUCTURAL = ("dataset", "normal_class", "preset", "n_vectors", "variant")
 def run_fields() -> tuple[str, ...]:
     import dataclasses
 
-    from .train import RunConfig
+    from piade_lib.engine.config import RunConfig
 
     return tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in _STRUCTURAL)
 
@@ -149,7 +147,7 @@ class Section:
 
     @property
     def paper_dataset(self) -> str | None:
-        from .paper_results import TABLE_DATASETS
+        from piade_lib.paper_results import TABLE_DATASETS
 
         return TABLE_DATASETS.get(self.paper_table) if self.paper_table else None
 
@@ -161,7 +159,7 @@ class Section:
     def class_names(self) -> list[str]:
         """The section's normal classes as strings (``all`` expands through the data package)."""
         if self.classes == "all":
-            from .data import classes
+            from piade_lib.data import classes
 
             return [str(c) for c in classes(self.dataset)]
         return [str(c) for c in self.classes]
@@ -178,8 +176,8 @@ class Section:
 
     def run_config(self, cls: str, preset: str, nv: int, seed: int, flip: str | None = None) -> dict[str, Any]:
         """RunConfig keyword arguments of one run of the section."""
-        from .presets import RUN_LEVEL_FIELDS, reading_values
-        from .runs import piade_variant
+        from piade_lib.engine.folders import piade_variant
+        from piade_lib.presets import RUN_LEVEL_FIELDS, reading_values
 
         kw = copy.deepcopy(self.run)
         kw.update(dataset=self.dataset, normal_class=cls, preset=preset, n_vectors=int(nv), seed=int(seed))
@@ -269,7 +267,7 @@ def parse_profile(raw: dict[str, Any], path: Path) -> Profile:
     if not sections_raw or not isinstance(sections_raw, dict):
         raise ProfileError(f"{where}: 'sections' must be a non-empty mapping of section name -> settings")
 
-    from .presets import PRESETS
+    from piade_lib.presets import PRESETS
 
     sections: dict[str, Section] = {}
     for sname, sraw in sections_raw.items():
@@ -300,7 +298,7 @@ def parse_profile(raw: dict[str, Any], path: Path) -> Profile:
         seeds = [int(x) for x in _as_list(sraw.get("seeds", []), f"{w}.seeds")]
         if any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
             raise ProfileError(f"{w}: seeds must be distinct integers >= 0, got {seeds}")
-        from .presets import READINGS
+        from piade_lib.presets import READINGS
 
         flips = [str(f) for f in _as_list(sraw.get("flips", []), f"{w}.flips")]
         bad = [f for f in flips if f not in READINGS]
@@ -326,8 +324,8 @@ def parse_profile(raw: dict[str, Any], path: Path) -> Profile:
 def _check_shared_runs(prof: Profile) -> None:
     """Sections may share run folders (e.g. Table 3 and Figure 4's two-vector runs) only with the
     same settings; otherwise the engine would refuse the second one mid-run. Checked up front."""
-    from .data import DATASETS
-    from .runs import EXECUTION_KEYS
+    from piade_lib.data import DATASETS
+    from piade_lib.engine.folders import EXECUTION_KEYS
 
     owner: dict[tuple, tuple[str, dict]] = {}
     for s in prof.sections.values():
@@ -351,8 +349,8 @@ def _check_shared_runs(prof: Profile) -> None:
 
 def _validate_against_library(prof: Profile) -> None:
     """Check dataset, protocol, class and baseline names against the modules that define them."""
-    from .baselines import BASELINES
-    from .data import DATASETS
+    from piade_lib.data import DATASETS
+    from piade_lib.engine.baselines import BASELINES
 
     for s in prof.sections.values():
         w = f"{prof.path}: sections.{s.name}"
@@ -373,7 +371,7 @@ def _validate_against_library(prof: Profile) -> None:
             raise ProfileError(f"{w}: baseline_params for {unknown}, which are not in its baselines {s.baselines}")
         # every (preset, n_vectors) as the engine will resolve it: catches e.g. a misspelt preset_overrides
         # field or checkpoint_every: 0 now, not after the earlier sections have trained
-        from .train import RunConfig
+        from piade_lib.engine.config import RunConfig
 
         first = s.class_names()[0]
         for kw in [k for k in s.run_configs() if k["normal_class"] == first]:
@@ -451,145 +449,3 @@ def notebook_setup(profile: str | Path, notebook: str, **given: Any) -> tuple[Pr
     params = notebook_parameters(prof, notebook, given.get("results_root"))
     params.update({k: v for k, v in given.items() if v is not None})
     return prof, params
-
-
-# ---------------------------------------------------------------------------------------------
-# Availability check (before any training)
-# ---------------------------------------------------------------------------------------------
-def check_profile(profile: str | Path | Profile) -> list[str]:
-    """Return a list of problems (empty when the profile can run): missing or damaged datasets,
-    missing pretrained weights. Each problem says what is missing, where it is expected and how
-    to fix it. Datasets are checked by building the one-class task the runs will build (the data
-    package's own errors, e.g. DatasetNotFoundError, carry the layout, URL and checksum); for
-    MVTec-layout datasets, whose classes are separate folders, every class is checked.
-    """
-    prof = profile if isinstance(profile, Profile) else load_profile(profile)
-    from .data import DATASETS, DOWNLOADABLE, PiadeDataError, one_class_task
-
-    problems: list[str] = []
-    checked: set[tuple] = set()
-    missing: set[tuple] = set()  # (dataset, data_root) already reported
-    for s in prof.sections.values():
-        if (s.dataset, s.run.get("data_root")) in missing:
-            continue
-        names = s.class_names()
-        per_folder = DATASETS[s.dataset].default_protocol == "mvtec" and not DATASETS[s.dataset].standin
-        failed: list[tuple[str, Exception]] = []
-        for cls in names if per_folder else names[:1]:
-            key = (s.dataset, s.protocol, cls, s.run.get("data_root"), repr(s.run.get("protocol_params")))
-            if key in checked:
-                continue
-            checked.add(key)
-            try:
-                one_class_task(s.dataset, cls, protocol=s.protocol, seed=int(s.run.get("seed", 0)),
-                               root=s.run.get("data_root"), image_size=s.run.get("image_size"),
-                               **(s.run.get("protocol_params") or {}))
-            except PiadeDataError as exc:
-                failed.append((cls, exc))
-        if failed:
-            cls, exc = failed[0]
-            msg = f"[section {s.name}] dataset {s.dataset!r}, class {cls!r}: {type(exc).__name__}:\n{_indent(str(exc))}"
-            if len(failed) > 1:
-                msg += f"\n    The same holds for {len(failed) - 1} more class(es): {', '.join(c for c, _ in failed[1:])}"
-            if s.dataset in DOWNLOADABLE:
-                msg += f"\n    Fetch it with: {download_command(s.dataset, s.run.get('data_root'))}"
-            problems.append(msg)
-            missing.add((s.dataset, s.run.get("data_root")))
-    if prof.pretrained:
-        from .presets import get_preset
-        from .weights import is_cached, weights_file, weights_url
-
-        archs = sorted({get_preset(p).backbone for s in prof.sections.values() if s.run.get("pretrained")
-                        for p in s.presets} | {"vgg11"})
-        for arch in archs:
-            if not is_cached(arch):
-                f = weights_file(arch)
-                problems.append(
-                    f"ImageNet weights for {arch} are not cached (the profile sets pretrained: true):\n"
-                    f"    expected file : {f.name}\n"
-                    f"    in folder     : {f.parent}  (torchvision's cache; set TORCH_HOME to use another)\n"
-                    f"    download from : {weights_url(arch)}\n"
-                    f"    copy the file there from a machine with network access (or run once with network)"
-                )
-    return problems
-
-
-def download_command(dataset: str, root: str | None = None) -> str:
-    """The exact shell command that fetches ``dataset`` into the data root the runs read
-    (``root``, else $PIADE_DATA, else ./data): ``piade`` when it is on the PATH, else its path in this
-    environment (e.g. ``.venv/bin/piade``)."""
-    import os
-    import shlex
-    import shutil
-
-    from .data import data_root
-
-    exe = "piade"
-    here = Path(sys.executable).parent / "piade"
-    found = shutil.which("piade")
-    if not (found and Path(found).resolve() == here.resolve()):
-        exe = os.path.relpath(here) if here.is_file() else f"{shlex.quote(sys.executable)} -m piade_lib.cli"
-        if here.is_file() and exe.startswith(".."):
-            exe = str(here)
-        exe = shlex.quote(exe) if here.is_file() else exe
-    return f"{exe} download {dataset} --root {shlex.quote(str(data_root(root)))}"
-
-
-def _indent(text: str, pad: str = "    ") -> str:
-    return "\n".join(pad + line for line in text.splitlines())
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m piade_lib.profiles", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="print the valid profile names")
-    c = sub.add_parser("check", help="check that a profile's datasets and weights are available")
-    c.add_argument("profile")
-    p = sub.add_parser("params", help="a notebook's papermill parameters (YAML), printed or written per notebook")
-    p.add_argument("profile")
-    p.add_argument("notebooks", nargs="+")
-    p.add_argument("--results-root", default=None)
-    p.add_argument("--out-dir", default=None, help="write <out-dir>/<notebook stem>.yaml for every notebook")
-    pr = sub.add_parser("prepare", help="check (messages on stderr), then print the results folder on stdout")
-    pr.add_argument("profile")
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "list":
-            print("\n".join(available_profiles()))
-        elif args.cmd == "params":
-            prof = load_profile(args.profile)
-            if args.out_dir is None and len(args.notebooks) > 1:
-                raise ProfileError("several notebooks need --out-dir")
-            for nb in args.notebooks:
-                text = yaml.safe_dump(notebook_parameters(prof, nb, args.results_root), sort_keys=False)
-                if args.out_dir is None:
-                    print(text, end="")
-                else:
-                    Path(args.out_dir, f"{Path(nb).stem}.yaml").write_text(text)
-        elif args.cmd in ("check", "prepare"):
-            prof = load_profile(args.profile)
-            problems = check_profile(prof)
-            if problems:
-                print(f"[piade] profile {prof.name!r} cannot run: {len(problems)} thing(s) missing.\n", file=sys.stderr)
-                for i, msg in enumerate(problems, 1):
-                    print(f"{i}. {msg}\n", file=sys.stderr)
-                print("Nothing was trained. See README.md ('Reproducing the paper') and docs/datasets.md.",
-                      file=sys.stderr)
-                return 1
-            print(f"[piade] profile {prof.name!r}: datasets and weights available "
-                  f"({', '.join(sorted({s.dataset for s in prof.sections.values()}))}; "
-                  f"pretrained={'yes' if prof.pretrained else 'no'})",
-                  file=sys.stderr if args.cmd == "prepare" else sys.stdout)
-            if args.cmd == "prepare":
-                print(prof.results_root)
-    except UnknownProfile as exc:
-        print(f"[piade] error: {exc}", file=sys.stderr)
-        return 2
-    except ProfileError as exc:
-        print(f"[piade] error: invalid profile: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .capsules import squash
+from piade_lib.model.capsules import squash
 
 
 class PyramidPooling(nn.Module):

@@ -14,22 +14,21 @@ the loss is always computed in float32. On the CPU everything is float32.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from . import runs
-from .evaluate import TERMS, evaluate_run, resolve_device
-from .presets import Preset, get_preset
+from piade_lib.engine import checkpoints, files, folders, provenance
+from piade_lib.engine.config import RunConfig
+from piade_lib.engine.scoring import evaluate_run, resolve_device
+from piade_lib.engine.splits import _manifest, task_from_config
+from piade_lib.metrics import TERMS
 
 HISTORY_COLUMNS = ("epoch", "step", "mse", "perceptual", "ssim_loss", "total", "seconds")
 CONVERGENCE_COLUMNS = ("step", "epoch", "auc", "mse_auc", "normal_recon_mse", "normal_mean_image_mse",
@@ -44,195 +43,6 @@ class NonFiniteLossError(FloatingPointError):
         self.epoch = epoch
         self.batch = batch
         self.last_checkpoint = last_checkpoint
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines one PIADE training run (None = take the preset's / dataset's value)."""
-
-    dataset: str = "digits"
-    normal_class: str | int = "0"
-    protocol: str | None = None
-    preset: str = "paper"
-    n_vectors: int = 2
-    image_size: int | None = None
-    epochs: int | None = None
-    steps: int | None = None  # optimiser-step budget; when set it replaces epochs (see resolved())
-    batch_size: int | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    seed: int = 0
-    pretrained: bool = False
-    device: str = "auto"
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 2
-    data_root: str | None = None
-    protocol_params: dict[str, Any] = field(default_factory=dict)
-    n_bootstrap: int = 1000
-    limit_train: int | None = None
-    limit_test: int | None = None
-    num_workers: int = 0
-    amp: bool = True
-    preset_overrides: dict[str, Any] = field(default_factory=dict)
-    variant: str | None = None
-    # optimiser steps at which the model is scored on the test split during training
-    # (convergence.csv); an execution setting: it does not change what is trained
-    eval_steps: list[int] = field(default_factory=list)
-
-    # ------------------------------------------------------------------------------------------
-    def preset_obj(self) -> Preset:
-        """The Preset object (with ``preset_overrides`` applied)."""
-        return get_preset(self.preset, **self.preset_overrides)
-
-    def resolved(self) -> "RunConfig":
-        """A copy with every None filled: optimisation values from the preset, protocol and image
-        size from the dataset's defaults, the class as its canonical name, the variant name."""
-        from .data import classes
-
-        p = self.preset_obj()
-        protocol, size = dataset_defaults(self.dataset)
-        names = [] if self.dataset == "folder" else [str(c) for c in classes(self.dataset)]
-        cls = canonical_class(self.normal_class, names, self.dataset)
-        for name, value in (("checkpoint_every", self.checkpoint_every), ("n_vectors", self.n_vectors),
-                            ("steps", 1 if self.steps is None else self.steps)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if any(int(s) < 1 for s in self.eval_steps or []):
-            raise ValueError(f"eval_steps must be optimiser steps >= 1, got {list(self.eval_steps)}")
-        # a step budget replaces epochs: the epoch count then follows from the training set's size
-        epochs = None if self.steps is not None else int(self.epochs if self.epochs is not None else p.epochs)
-        return dataclasses.replace(
-            self,
-            normal_class=cls,
-            protocol=self.protocol or protocol,
-            image_size=int(self.image_size or size),
-            epochs=epochs,
-            steps=None if self.steps is None else int(self.steps),
-            eval_steps=sorted({int(s) for s in self.eval_steps or []}),
-            batch_size=int(self.batch_size or p.batch_size),
-            lr=float(self.lr if self.lr is not None else p.lr),
-            weight_decay=float(self.weight_decay if self.weight_decay is not None else p.weight_decay),
-            protocol_params=dict(self.protocol_params or {}),
-            preset_overrides=dict(self.preset_overrides or {}),
-            variant=self.variant or runs.piade_variant(self.preset, int(self.n_vectors), int(self.seed)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """config.json content: the fields plus the resolved preset (``preset_resolved``)."""
-        d = dataclasses.asdict(self)
-        d["preset_resolved"] = self.preset_obj().to_dict()
-        d["kind"] = "piade"
-        return runs.to_jsonable(d)
-
-    def run_dir(self, results_root: str | Path) -> Path:
-        """The run folder of this config under ``results_root``."""
-        r = self.resolved()
-        return runs.run_dir_for(results_root, r.dataset, str(r.protocol), r.normal_class, str(r.variant))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        """A RunConfig from a dict (e.g. config.json), ignoring keys that are not fields."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-# --------------------------------------------------------------------------------------------
-# data helpers
-# --------------------------------------------------------------------------------------------
-def dataset_defaults(dataset: str) -> tuple[str, int]:
-    """(default protocol, image size) of ``dataset`` from the data package."""
-    from . import data
-
-    try:
-        info = data.DATASETS[dataset]
-    except KeyError:
-        raise KeyError(f"unknown dataset {dataset!r}; valid datasets: {sorted(data.DATASETS)}") from None
-    protocol = _first_attr(info, ("default_protocol", "protocol"))
-    size = _first_attr(info, ("image_size", "default_image_size", "size"))
-    return str(protocol), int(size)
-
-
-def _first_attr(info: Any, names: tuple[str, ...]) -> Any:
-    for n in names:
-        if isinstance(info, dict) and n in info:
-            return info[n]
-        if hasattr(info, n):
-            return getattr(info, n)
-    raise AttributeError(f"dataset description {info!r} has none of {names}")
-
-
-def canonical_class(value: str | int, names: list[str], dataset: str) -> str:
-    """The class name for ``value``: a name of ``names``, or an int / digit string used as index."""
-    s = str(value)
-    if not names:  # e.g. "folder": any label names the normal class
-        if not s:
-            raise ValueError(f"{dataset}: give the normal class a name")
-        return s
-    if s in names:
-        return s
-    if isinstance(value, int) or s.lstrip("-").isdigit():
-        i = int(s)
-        if 0 <= i < len(names):
-            return names[i]
-    raise ValueError(f"unknown class {value!r} of {dataset}; valid classes: {names} (or an index 0..{len(names) - 1})")
-
-
-def limit_dataset(ds: Dataset, n: int | None, seed: int, labels: list[int] | None = None) -> Dataset:
-    """A seeded subset of at most ``n`` items (original order kept). With ``labels``, stratified:
-    each class keeps its share, and at least one item of each class present."""
-    total = len(ds)  # type: ignore[arg-type]
-    if n is None or n >= total:
-        return ds
-    if n < 1:
-        raise ValueError(f"limit must be >= 1, got {n}")
-    rng = np.random.default_rng(seed)
-    if labels is None or len(labels) != total:
-        idx = rng.permutation(total)[:n]
-    else:
-        y = np.asarray(labels)
-        picks = []
-        values = np.unique(y)
-        members_of = [np.flatnonzero(y == v) for v in values]
-        ks = [min(max(1, int(round(n * m.size / total))) if n >= len(values) else 1, m.size) for m in members_of]
-        # rounding and the minimum of one per class can overshoot n: take the excess from the largest
-        # shares (never below one), so that no class is lost to the random trim below
-        while n >= len(values) and sum(ks) > n:
-            j = int(np.argmax(ks))
-            ks[j] -= 1
-        for members, k in zip(members_of, ks):
-            picks.append(rng.permutation(members)[:k])
-        idx = np.concatenate(picks)
-        if idx.size > n:
-            idx = rng.permutation(idx)[:n]
-    return Subset(ds, sorted(int(i) for i in idx))
-
-
-def task_from_config(config: dict[str, Any]) -> tuple[Any, Dataset, Dataset]:
-    """Rebuild ``(task, train, test)`` from a resolved config dict (limits applied)."""
-    from .data import one_class_task
-
-    overrides = config.get("preset_overrides") or {}
-    preset: str | Preset = get_preset(config["preset"], **overrides) if overrides else config["preset"]
-    task = one_class_task(config["dataset"], config["normal_class"], protocol=config.get("protocol"),
-                          seed=int(config.get("seed", 0)), root=config.get("data_root"),
-                          image_size=config.get("image_size"), preset=preset,
-                          **(config.get("protocol_params") or {}))
-    seed = int(config.get("seed", 0))
-    labels = (getattr(task, "manifest", None) or {}).get("test_labels")
-    train = limit_dataset(task.train, config.get("limit_train"), seed)
-    test = limit_dataset(task.test, config.get("limit_test"), seed + 1, labels=labels)
-    return task, train, test
-
-
-def _manifest(task: Any, train: Dataset, test: Dataset) -> dict[str, Any]:
-    m = dict(getattr(task, "manifest", {}) or {})
-    if isinstance(train, Subset) or isinstance(test, Subset):
-        m["subset"] = {
-            "note": "limit_train/limit_test: only these positions of train_ids/test_ids are used",
-            "train_positions": list(map(int, train.indices)) if isinstance(train, Subset) else None,
-            "test_positions": list(map(int, test.indices)) if isinstance(test, Subset) else None,
-        }
-    return m
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,7 +100,8 @@ class Milestones:
 
     def evaluate(self, model: torch.nn.Module, loss_fn: torch.nn.Module, step: int, epoch: int,
                  train_seconds: float) -> dict[str, Any]:
-        from .evaluate import mean_image, reconstruction_summary, score_dataset
+        from piade_lib.engine.scoring import mean_image, score_dataset
+        from piade_lib.metrics import reconstruction_summary
 
         if self._mean is None:
             self._mean = mean_image(self.train_ds)
@@ -301,7 +112,7 @@ class Milestones:
 
     @staticmethod
     def final_row(metrics: dict[str, Any], step: int, epoch: int, train_seconds: float) -> dict[str, Any]:
-        from .evaluate import RECON_KEYS
+        from piade_lib.metrics import RECON_KEYS
 
         return {"step": step, "epoch": epoch, "auc": metrics.get("auc"),
                 "mse_auc": (metrics.get("term_auc") or {}).get("mse"), **{k: metrics.get(k) for k in RECON_KEYS},
@@ -319,19 +130,19 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
     ``stop_after``: leave the loop after that epoch (checkpointed) without finishing, as an
     interruption would; the next call resumes. Returns the run folder.
     """
-    from .losses import PiadeLoss
-    from .model import build_model, model_from_config
+    from piade_lib.model.losses import PiadeLoss
+    from piade_lib.model.network import build_model, model_from_config
 
     rcfg = cfg.resolved()
     config = rcfg.to_dict()
-    chash = runs.config_hash(config)
+    chash = folders.config_hash(config)
     run_dir = rcfg.run_dir(results_root)
-    exists = runs.check_run_dir(run_dir, config, overwrite=overwrite)  # raises on another config
+    exists = folders.check_run_dir(run_dir, config, overwrite=overwrite)  # raises on another config
     ckpt_dir = run_dir / "checkpoints"
-    final_path = ckpt_dir / runs.FINAL
+    final_path = ckpt_dir / checkpoints.FINAL
 
-    if exists and runs.is_finished(run_dir):
-        metrics = runs.read_json(run_dir / "metrics.json")
+    if exists and folders.is_finished(run_dir):
+        metrics = files.read_json(run_dir / "metrics.json")
         if metrics.get("auc") is not None and int(metrics.get("n_bootstrap", -1)) != int(rcfg.n_bootstrap):
             evaluate_run(run_dir, n_bootstrap=rcfg.n_bootstrap, device=rcfg.device, progress=progress)
         return run_dir
@@ -339,20 +150,20 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
     if exists and final_path.is_file():  # trained, not (fully) evaluated
         evaluate_run(run_dir, n_bootstrap=rcfg.n_bootstrap, device=device, progress=progress)
         return run_dir
-    session: dict[str, Any] = runs.new_session(device=str(device), device_name=runs.device_name(device),
+    session: dict[str, Any] = provenance.new_session(device=str(device), device_name=provenance.device_name(device),
                                                status="running")
     t_session = time.time()
 
     # ---- data, model, loss: built before anything is written, so that a missing dataset or missing
     # ImageNet weights leave no run folder behind ------------------------------------------------
-    runs.seed_everything(rcfg.seed)
+    checkpoints.seed_everything(rcfg.seed)
     task, train_ds, test_ds = task_from_config(config)
     manifest = _manifest(task, train_ds, test_ds)
     man_path = run_dir / "manifest.json"
     if exists and man_path.is_file():
-        old = runs.read_json(man_path)
+        old = files.read_json(man_path)
         if old.get("checksum") != manifest.get("checksum") or old.get("subset") != manifest.get("subset"):
-            raise runs.RunConfigMismatchError(
+            raise folders.RunConfigMismatchError(
                 f"the data of {run_dir} changed since the run started: manifest checksum "
                 f"{old.get('checksum')} (in {man_path}) vs {manifest.get('checksum')} now. Restore the data "
                 "(see the manifest's train_ids/test_ids) or start afresh with overwrite=True / --overwrite.")
@@ -366,7 +177,7 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
                         num_workers=rcfg.num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=rcfg.num_workers > 0)
 
-    resume = runs.load_latest_checkpoint(ckpt_dir, config_hash_=chash) if exists else None
+    resume = checkpoints.load_latest_checkpoint(ckpt_dir, config_hash_=chash) if exists else None
     preset = rcfg.preset_obj()
     if resume is None:
         model = build_model(preset, image_size=int(rcfg.image_size), n_vectors=rcfg.n_vectors,  # type: ignore[arg-type]
@@ -385,10 +196,10 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
     # ---- the run folder ------------------------------------------------------------------------
-    runs.prepare_run_dir(run_dir, config)
+    folders.prepare_run_dir(run_dir, config)
     if not man_path.is_file():
-        runs.write_json(man_path, manifest)
-    runs.update_provenance(run_dir, session, **runs.provenance(rcfg.seed, device, rcfg.pretrained))
+        files.write_json(man_path, manifest)
+    provenance.update_provenance(run_dir, session, **provenance.provenance(rcfg.seed, device, rcfg.pretrained))
 
     history: list[dict[str, Any]] = []
     convergence: list[dict[str, Any]] = []
@@ -404,7 +215,7 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        runs.set_rng_state(state["rng"], generator)
+        checkpoints.set_rng_state(state["rng"], generator)
         history = [dict(h) for h in state.get("history", [])]
         convergence = [dict(c) for c in state.get("convergence", [])]
         start_epoch = int(state["epoch"])
@@ -415,7 +226,7 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
     def checkpoint_state(epoch: int) -> dict[str, Any]:
         return {"epoch": epoch, "model": model.state_dict(), "model_config": model.config,
                 "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if use_scaler else {}, "rng": runs.rng_state(generator),
+                "scaler": scaler.state_dict() if use_scaler else {}, "rng": checkpoints.rng_state(generator),
                 "config_hash": chash, "history": history, "convergence": convergence}
 
     steps_per_epoch = len(loader)
@@ -469,7 +280,7 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
                     convergence.append(milestones.evaluate(model, loss_fn, step, epoch,
                                                            _train_seconds(history) + t_eval - t0 - eval_seconds))
                     eval_seconds += time.time() - t_eval
-                    runs.write_csv(run_dir / "convergence.csv", _frame(convergence, CONVERGENCE_COLUMNS))
+                    files.write_csv(run_dir / "convergence.csv", _frame(convergence, CONVERGENCE_COLUMNS))
             row = {"epoch": epoch, "step": min(epoch * steps_per_epoch, total_steps), **{t: sums[t] / max(seen, 1) for t in TERMS}, "seconds": round(time.time() - t0 - eval_seconds, 3)}
             history.append(row)
             batches.close()
@@ -480,24 +291,24 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
                         f"non-finite model weights in {run_dir} after epoch {epoch}; not checkpointed. Last good "
                         f"checkpoint: {last_good}. Try a lower learning rate (--lr) in a new run (another --output "
                         f"or --variant, or --overwrite).", epoch, 0, last_good)
-                last_good = runs.save_checkpoint(ckpt_dir, checkpoint_state(epoch), keep=rcfg.keep_checkpoints)
+                last_good = checkpoints.save_checkpoint(ckpt_dir, checkpoint_state(epoch), keep=rcfg.keep_checkpoints)
                 last_good_epoch = epoch
-            runs.write_csv(run_dir / "history.csv", _history_frame(history))
+            files.write_csv(run_dir / "history.csv", _history_frame(history))
         bar.close()
-        runs.write_csv(run_dir / "history.csv", _history_frame(history))
+        files.write_csv(run_dir / "history.csv", _history_frame(history))
         if end_epoch < epochs:
             _end_session(run_dir, session, t_session, f"stopped after epoch {end_epoch} (stop_after)", len(history))
             return run_dir
         final = {"epoch": epochs, "step": total_steps, "model": model.state_dict(), "model_config": model.config,
                  "loss": loss_fn.state_dict(), "config_hash": chash, "history": history,
                  "convergence": convergence}
-        runs.atomic_torch_save(final, final_path)
+        files.atomic_torch_save(final, final_path)
         t_eval = time.time()
         metrics = evaluate_run(run_dir, n_bootstrap=rcfg.n_bootstrap, device=device, progress=progress,
                                loaded=(model, loss_fn), splits=(task, train_ds, test_ds))
         if rcfg.eval_steps:  # the curve ends at the final model: the numbers of metrics.json
             convergence.append(Milestones.final_row(metrics, total_steps, epochs, _train_seconds(history)))
-            runs.write_csv(run_dir / "convergence.csv", _frame(convergence, CONVERGENCE_COLUMNS))
+            files.write_csv(run_dir / "convergence.csv", _frame(convergence, CONVERGENCE_COLUMNS))
     except BaseException as exc:
         bar.close()
         _end_session(run_dir, session, t_session, f"stopped: {type(exc).__name__}", len(history))
@@ -510,9 +321,9 @@ def train_run(cfg: RunConfig, results_root: str | Path, progress: bool = True, *
 
 def _end_session(run_dir: Path, session: dict[str, Any], t_session: float, status: str, epochs_done: int,
                  **facts: Any) -> None:
-    session.update(ended=runs.now_iso(), wall_seconds=round(time.time() - t_session, 3), status=status,
+    session.update(ended=provenance.now_iso(), wall_seconds=round(time.time() - t_session, 3), status=status,
                    epochs_done=epochs_done)
-    runs.update_provenance(run_dir, session, **facts)
+    provenance.update_provenance(run_dir, session, **facts)
 
 
 def read_history(run_dir: str | Path) -> pd.DataFrame:
@@ -521,4 +332,3 @@ def read_history(run_dir: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (the run has not completed an epoch)")
     return pd.read_csv(path)
-

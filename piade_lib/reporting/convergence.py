@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .profiles import Section
-from .reporting import read_metrics, section_plan
+from piade_lib.experiments.profiles import Section
+from piade_lib.reporting.results import read_metrics, section_plan
 
 
 def reconstruction_frame(section: Section, results_root: str | Path) -> pd.DataFrame:

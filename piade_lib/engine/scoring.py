@@ -1,89 +1,33 @@
-"""Anomaly scores, AUROC with bootstrap confidence intervals, ROC curves and pixel anomaly maps.
+"""Scoring trained models: per-image anomaly scores (``PiadeLoss.per_image``, the function training
+minimises, model in eval mode), ``1 - SSIM`` pixel maps, the train-mean image reference, and the
+evaluation of a finished run folder (scores.csv, train_scores.csv, roc.csv, metrics.json).
 
-* The image anomaly score is ``PiadeLoss.per_image(...)["total"]``, the same function training
-  minimises (model in eval mode); every loss term is reported and gets its own AUROC.
-* ``auroc_with_ci``: scikit-learn ``roc_auc_score`` with the anomalies (label 1) as positives,
-  and a percentile bootstrap that resamples the normal and the anomalous test images
-  *separately* (stratified), each with replacement and at its own size, so every resample holds
-  both classes and the class balance of the test set is kept.
-* Pixel maps (datasets with masks): ``1 - SSIM`` map between the image and its reconstruction,
-  Gaussian window 11 / sigma 1.5 (the window of the SSIM loss), reflect padding so the map has the
-  image size, averaged over the 3 channels. pytorch-msssim only returns SSIM means, so the map is
-  computed here with the same window and constants. Pixel AUROC is scikit-learn's over all test
-  pixels (normal images included), on a seeded subsample when there are more than 2,000,000.
+Pixel maps (datasets with masks): ``1 - SSIM`` map between the image and its reconstruction,
+Gaussian window 11 / sigma 1.5 (the window of the SSIM loss), reflect padding so the map has the
+image size, averaged over the 3 channels. pytorch-msssim only returns SSIM means, so the map is
+computed here with the same window and constants.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score, roc_curve
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from . import runs
-
-TERMS: tuple[str, ...] = ("mse", "perceptual", "ssim_loss", "total")
-THRESHOLD_QUANTILE = 0.95
-MAX_PIXELS = 2_000_000
-
-
-# --------------------------------------------------------------------------------------------
-# AUROC
-# --------------------------------------------------------------------------------------------
-def _two_classes(labels: np.ndarray) -> bool:
-    return bool(np.any(labels == 0) and np.any(labels == 1))
-
-
-def auroc_with_ci(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray,
-                  n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
-    """AUROC (anomalies = label 1 are the positives; higher score = more anomalous) with a
-    stratified percentile-bootstrap interval.
-
-    Returns ``{"auc", "low", "high"}``; ``low``/``high`` are None when ``n_bootstrap`` is 0. With a
-    single class in ``labels`` the AUROC is undefined: all three are None and ``"note"`` says why.
-    """
-    y = np.asarray(labels).astype(int).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"labels ({y.shape}) and scores ({s.shape}) differ in length")
-    if not set(np.unique(y)) <= {0, 1}:
-        raise ValueError(f"labels must be 0 (normal) or 1 (anomalous), got {sorted(set(np.unique(y)))}")
-    if not np.all(np.isfinite(s)):
-        raise ValueError(f"{int(np.sum(~np.isfinite(s)))} scores are NaN or infinite; cannot compute AUROC")
-    if not _two_classes(y):
-        which = "normal" if np.all(y == 0) else "anomalous"
-        return {"auc": None, "low": None, "high": None,
-                "note": f"AUROC undefined: the test set has only {which} images ({y.size})"}
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    auc = float(roc_auc_score(y, s))
-    if n_bootstrap <= 0:
-        return {"auc": auc, "low": None, "high": None}
-    rng = np.random.default_rng(seed)
-    neg, pos = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
-    y_boot = np.concatenate([np.zeros(neg.size, int), np.ones(pos.size, int)])
-    boots = np.empty(n_bootstrap)
-    for b in range(n_bootstrap):
-        idx = np.concatenate([rng.choice(neg, neg.size, replace=True), rng.choice(pos, pos.size, replace=True)])
-        boots[b] = roc_auc_score(y_boot, s[idx])
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(boots, [alpha, 1.0 - alpha])
-    return {"auc": auc, "low": float(low), "high": float(high)}
-
-
-def roc_curve_data(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> pd.DataFrame:
-    """ROC curve (``fpr, tpr, threshold``) from scikit-learn; empty frame for a single class."""
-    y = np.asarray(labels).astype(int).ravel()
-    if not _two_classes(y):
-        return pd.DataFrame({"fpr": [], "tpr": [], "threshold": []})
-    fpr, tpr, thr = roc_curve(y, np.asarray(scores, dtype=np.float64).ravel())
-    return pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thr})
+from piade_lib.engine import checkpoints, files, folders
+from piade_lib.metrics import (
+    RECON_KEYS,
+    compute_metrics,
+    pixel_auroc,
+    reconstruction_summary,
+    roc_curve_data,
+)
+from piade_lib.model.losses import TERMS
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,22 +101,6 @@ def anomaly_map(model: torch.nn.Module, images: torch.Tensor, data_range: float 
         return (1.0 - ssim_map(x, recon, data_range=dr)).cpu()
     finally:
         model.train(was_training)
-
-
-def pixel_auroc(maps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
-                max_pixels: int = MAX_PIXELS, seed: int = 0) -> float | None:
-    """Pixel-level AUROC (mask 1 = anomalous pixel) over all pixels; a seeded uniform subsample of
-    ``max_pixels`` pixels is used when there are more. None when the masks hold a single class."""
-    m = np.asarray(maps, dtype=np.float32).ravel()
-    y = (np.asarray(masks).ravel() > 0.5).astype(np.int8)
-    if m.shape != y.shape:
-        raise ValueError(f"maps ({m.size} pixels) and masks ({y.size} pixels) differ in size")
-    if m.size > max_pixels:
-        idx = np.sort(np.random.default_rng(seed).choice(m.size, max_pixels, replace=False))
-        m, y = m[idx], y[idx]
-    if not _two_classes(y):
-        return None
-    return float(roc_auc_score(y, m))
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,83 +180,15 @@ def mean_image(dataset: Dataset, batch_size: int = 256) -> torch.Tensor:
     return (total / n).float()
 
 
-def reconstruction_summary(scores: pd.DataFrame) -> dict[str, Any]:
-    """Has the model learned more than the mean image? From a scores frame with ``mse`` and
-    ``mean_image_mse`` columns: ``normal_recon_mse`` (mean per-image MSE of the reconstructions of
-    the normal test images), ``normal_mean_image_mse`` (the same with the train-mean image as the
-    reconstruction), their ratio ``recon_to_mean_image`` (< 1: better than the mean image), and
-    the AUROCs of the anomaly score (``auc``) and of the MSE term alone (``mse_auc``)."""
-    labels = scores["label"].to_numpy().astype(int)
-    normal = labels == 0
-    out: dict[str, Any] = {
-        "auc": auroc_with_ci(labels, scores["total"].to_numpy(), n_bootstrap=0)["auc"],
-        "mse_auc": auroc_with_ci(labels, scores["mse"].to_numpy(), n_bootstrap=0)["auc"],
-        "normal_recon_mse": float(scores.loc[normal, "mse"].mean()) if normal.any() else None,
-        "normal_mean_image_mse": None, "recon_to_mean_image": None}
-    if "mean_image_mse" in scores and normal.any():
-        mi = float(scores.loc[normal, "mean_image_mse"].mean())
-        out["normal_mean_image_mse"] = mi
-        out["recon_to_mean_image"] = out["normal_recon_mse"] / mi if mi > 0 else None
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# metrics
-# --------------------------------------------------------------------------------------------
-def compute_metrics(scores: pd.DataFrame, n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0,
-                    terms: Iterable[str] | None = None, pixel: float | None = None,
-                    train_scores: Sequence[float] | np.ndarray | None = None) -> dict[str, Any]:
-    """metrics.json content from a scores frame (``label`` and ``total`` columns at least).
-
-    Keys: auc, auc_ci_low, auc_ci_high, ci_level, n_bootstrap, n_normal, n_anomalous, pixel_auroc,
-    term_auc, thresholds (95th percentiles of the total score on the normal train images and on the
-    normal test images; the CLI's ``above_threshold`` uses them), and a note when AUROC is undefined.
-    """
-    if "label" not in scores or "total" not in scores:
-        raise ValueError(f"scores need 'label' and 'total' columns, got {list(scores.columns)}")
-    labels = scores["label"].to_numpy().astype(int)
-    res = auroc_with_ci(labels, scores["total"].to_numpy(), n_bootstrap=n_bootstrap, level=level, seed=seed)
-    term_names = [t for t in (terms if terms is not None else TERMS) if t in scores.columns]
-    term_auc = {t: auroc_with_ci(labels, scores[t].to_numpy(), n_bootstrap=0)["auc"] for t in term_names}
-    normal_test = scores.loc[labels == 0, "total"].to_numpy()
-    thresholds: dict[str, Any] = {"quantile": THRESHOLD_QUANTILE,
-                                  "train": None, "test_normal": None}
-    if train_scores is not None and len(train_scores):
-        thresholds["train"] = float(np.quantile(np.asarray(train_scores, dtype=np.float64), THRESHOLD_QUANTILE))
-    if normal_test.size:
-        thresholds["test_normal"] = float(np.quantile(normal_test, THRESHOLD_QUANTILE))
-    metrics: dict[str, Any] = {
-        "auc": res["auc"],
-        "auc_ci_low": res["low"],
-        "auc_ci_high": res["high"],
-        "ci_level": level,
-        "n_bootstrap": int(n_bootstrap) if res["auc"] is not None else 0,
-        "n_normal": int(np.sum(labels == 0)),
-        "n_anomalous": int(np.sum(labels == 1)),
-        "pixel_auroc": pixel,
-        "term_auc": term_auc,
-        "thresholds": thresholds,
-    }
-    if "note" in res:
-        metrics["note"] = res["note"]
-    return metrics
-
-
-METRICS_KEYS: tuple[str, ...] = ("auc", "auc_ci_low", "auc_ci_high", "ci_level", "n_bootstrap", "n_normal",
-                                 "n_anomalous", "pixel_auroc", "term_auc")
-# written for PIADE runs besides METRICS_KEYS: has the model learned more than the train-mean image?
-RECON_KEYS: tuple[str, ...] = ("normal_recon_mse", "normal_mean_image_mse", "recon_to_mean_image")
-
-
 def write_results(run_dir: str | os.PathLike, scores: pd.DataFrame, metrics: dict[str, Any],
                   train_scores: pd.DataFrame | None = None) -> None:
     """Write scores.csv, roc.csv, (train_scores.csv) and, last, metrics.json, all atomically."""
     run_dir = Path(run_dir)
-    runs.write_csv(run_dir / "scores.csv", scores)
-    runs.write_csv(run_dir / "roc.csv", roc_curve_data(scores["label"], scores["total"]))
+    files.write_csv(run_dir / "scores.csv", scores)
+    files.write_csv(run_dir / "roc.csv", roc_curve_data(scores["label"], scores["total"]))
     if train_scores is not None:
-        runs.write_csv(run_dir / "train_scores.csv", train_scores)
-    runs.write_json(run_dir / "metrics.json", metrics)
+        files.write_csv(run_dir / "train_scores.csv", train_scores)
+    files.write_json(run_dir / "metrics.json", metrics)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -346,17 +206,17 @@ def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu"
                  ) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, Any]]:
     """(model, loss_fn, config) of a finished PIADE run, from ``checkpoints/final.pt``
     (``torch.load(weights_only=True)``), in eval mode on ``device``."""
-    from .losses import PiadeLoss
-    from .model import model_from_config, preset_from_dict
+    from piade_lib.model.losses import PiadeLoss
+    from piade_lib.model.network import model_from_config, preset_from_dict
 
     run_dir = Path(run_dir)
-    cfg = runs.load_config(run_dir)
-    final_path = run_dir / "checkpoints" / runs.FINAL
+    cfg = folders.load_config(run_dir)
+    final_path = run_dir / "checkpoints" / checkpoints.FINAL
     if not final_path.is_file():
         raise FileNotFoundError(
             f"{final_path} not found: the run in {run_dir} has not finished training. "
             "Run `piade train` with the same settings (it resumes) before evaluating.")
-    final = runs.load_torch(final_path)
+    final = checkpoints.load_torch(final_path)
     model = model_from_config(final["model_config"])
     model.load_state_dict(final["model"])
     preset = preset_from_dict(cfg["preset_resolved"])
@@ -376,10 +236,10 @@ def evaluate_run(run_dir: str | os.PathLike, n_bootstrap: int | None = None, *, 
     The model and loss come from ``checkpoints/final.pt`` unless ``loaded=(model, loss_fn)`` passes the
     ones just trained; the task is rebuilt from config.json unless ``splits=(task, train, test)`` is given.
     """
-    from .train import task_from_config
+    from piade_lib.engine.splits import task_from_config
 
     run_dir = Path(run_dir)
-    cfg = runs.load_config(run_dir)
+    cfg = folders.load_config(run_dir)
     dev = resolve_device(device)
     if loaded is None:
         model, loss_fn, cfg = load_trained(run_dir, dev)
@@ -406,4 +266,3 @@ def evaluate_run(run_dir: str | os.PathLike, n_bootstrap: int | None = None, *, 
         metrics["pixel_note"] = "masks hold a single class (no anomalous pixels in the test set)"
     write_results(run_dir, scores, metrics, train_scores)
     return metrics
-

@@ -14,7 +14,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .weights import pretrained_state_dict
+from piade_lib.model.weights import pretrained_state_dict
 
 BACKBONES = ("resnet18", "resnet50")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

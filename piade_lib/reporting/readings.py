@@ -23,9 +23,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .presets import PRESETS, READINGS, RUN_LEVEL_FIELDS, other_preset
-from .profiles import Section
-from .reporting import CI_LEVEL, _interval, _n_bootstrap, bootstrap_aucs, paired_scores, read_metrics, section_plan
+from piade_lib.experiments.profiles import Section
+from piade_lib.metrics import bootstrap_aucs, percentile_interval
+from piade_lib.presets import PRESETS, READINGS, RUN_LEVEL_FIELDS, other_preset
+from piade_lib.reporting.results import CI_LEVEL, read_metrics, section_plan
+from piade_lib.reporting.stats import paired_scores
+from piade_lib.reporting.tables import _n_bootstrap
 
 READINGS_COLUMNS = ("reading", "fields", "value_as_is", "value_flipped", "auc_as_is", "auc_flipped", "diff",
                     "diff_ci_low", "diff_ci_high", "seed_ci_low", "seed_ci_high", "n_seeds", "n_classes",
@@ -82,7 +85,7 @@ def readings_table(section: Section, results_root: str | Path) -> pd.DataFrame:
                     b = bootstrap_aucs(pair["label"].to_numpy(), pair[["a", "b"]].to_numpy(), nb,
                                        boot_seed + 1000 * i + j)
                     boots.append(b[:, 1] - b[:, 0])
-        lo, hi = _interval(np.mean(boots, axis=0)) if boots else (None, None)
+        lo, hi = percentile_interval(np.mean(boots, axis=0)) if boots else (None, None)
         slo, shi = _t_interval(diffs.mean(axis=1))
         as_is, flipped_v = _values(section, preset, flip)
         rows.append({"reading": flip, "fields": ", ".join(READINGS[flip]), "value_as_is": as_is,

@@ -1,0 +1,131 @@
+"""provenance.json: which code, packages, device and command produced a run, one entry per session
+(start, end, wall time, status). No host or user names are recorded.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from piade_lib.engine.files import read_json, to_jsonable, write_json
+
+
+# --------------------------------------------------------------------------------------------
+# provenance
+# --------------------------------------------------------------------------------------------
+def _version(module: str) -> str | None:
+    try:
+        from importlib.metadata import version
+        return version(module)
+    except Exception:
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of python and the packages a result depends on."""
+    import sklearn
+    import torchvision
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "pytorch-msssim": _version("pytorch-msssim") or _version("pytorch_msssim"),
+        "pandas": _version("pandas"),
+        "piade_lib": _version("piade_lib"),
+    }
+
+
+def git_info(start: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """``{"commit", "dirty"}`` of the git repository holding this package (None outside git).
+
+    ``dirty``: tracked files changed since the commit, outside ``results/`` (the outputs being
+    written, which are themselves tracked for the quick profile, do not make the code dirty).
+    """
+    here = Path(start) if start is not None else Path(__file__).resolve().parent
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        commit = subprocess.run([git, "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run([git, "status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)results"], cwd=here,
+                                capture_output=True, text=True, timeout=30)
+        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: str | torch.device) -> str:
+    """Human-readable name of ``device`` (GPU model, or CPU architecture and cores)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return f"cpu ({platform.machine() or 'unknown'}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
+
+
+def now_iso() -> str:
+    """Local time with offset, ISO 8601, seconds."""
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _command_line() -> list[str]:
+    """sys.argv with the program reduced to its name (no absolute paths)."""
+    if not sys.argv or not sys.argv[0]:
+        return []
+    prog = Path(sys.argv[0]).name
+    if prog in ("cli.py", "__main__.py"):
+        prog = "piade"
+    if "ipykernel" in prog or any("ipykernel" in a for a in sys.argv[:2]):
+        return ["jupyter-kernel"]  # a notebook: its argv is a temporary connection file, not a command
+    return [prog, *sys.argv[1:]]
+
+
+def provenance(seed: int, device: str | torch.device, pretrained: bool | None) -> dict[str, Any]:
+    """Facts about this process for provenance.json (no hostname, no user name)."""
+    return {
+        "seed": seed,
+        "versions": package_versions(),
+        "git": git_info(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "pretrained": pretrained,
+        "platform": platform.platform(terse=True),
+        "command": _command_line(),
+    }
+
+
+def new_session(**fields: Any) -> dict[str, Any]:
+    """A provenance session entry: a unique ``id`` (two sessions may start within one second), the
+    start time and ``fields``."""
+    return {"id": uuid.uuid4().hex[:12], "started": now_iso(), **fields}
+
+
+def update_provenance(run_dir: str | os.PathLike, session: dict[str, Any], **facts: Any) -> Path:
+    """Merge ``facts`` into provenance.json and append/replace the current ``session`` entry
+    (matched by its ``id``, see :func:`new_session`; else by ``started``). ``wall_seconds`` totals all sessions."""
+    path = Path(run_dir) / "provenance.json"
+    prov: dict[str, Any] = read_json(path) if path.is_file() else {}
+    prov.update(to_jsonable(facts))
+    key = lambda e: e.get("id", e.get("started"))  # noqa: E731  (entries without an id: by start time)
+    sessions = [s for s in prov.get("sessions", []) if key(s) != key(session)]
+    sessions.append(to_jsonable(session))
+    prov["sessions"] = sessions
+    prov["started"] = sessions[0].get("started")
+    prov["ended"] = session.get("ended")
+    prov["wall_seconds"] = round(sum(float(s.get("wall_seconds") or 0.0) for s in sessions), 3)
+    return write_json(path, prov)

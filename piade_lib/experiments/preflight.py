@@ -1,0 +1,99 @@
+"""Pre-flight checks of a profile, before anything trains: its preset values, its datasets and (if
+asked for) the pretrained weights. Each problem is one message naming what is missing and the
+command that fixes it (``piade download ...``). The command line is ``piade profile check PROFILE``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from piade_lib.experiments.profiles import (
+    Profile,
+    load_profile,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Availability check (before any training)
+# ---------------------------------------------------------------------------------------------
+def check_profile(profile: str | Path | Profile) -> list[str]:
+    """Return a list of problems (empty when the profile can run): missing or damaged datasets,
+    missing pretrained weights. Each problem says what is missing, where it is expected and how
+    to fix it. Datasets are checked by building the one-class task the runs will build (the data
+    package's own errors, e.g. DatasetNotFoundError, carry the layout, URL and checksum); for
+    MVTec-layout datasets, whose classes are separate folders, every class is checked.
+    """
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    from piade_lib.data import DATASETS, DOWNLOADABLE, PiadeDataError, one_class_task
+
+    problems: list[str] = []
+    checked: set[tuple] = set()
+    missing: set[tuple] = set()  # (dataset, data_root) already reported
+    for s in prof.sections.values():
+        if (s.dataset, s.run.get("data_root")) in missing:
+            continue
+        names = s.class_names()
+        per_folder = DATASETS[s.dataset].default_protocol == "mvtec" and not DATASETS[s.dataset].standin
+        failed: list[tuple[str, Exception]] = []
+        for cls in names if per_folder else names[:1]:
+            key = (s.dataset, s.protocol, cls, s.run.get("data_root"), repr(s.run.get("protocol_params")))
+            if key in checked:
+                continue
+            checked.add(key)
+            try:
+                one_class_task(s.dataset, cls, protocol=s.protocol, seed=int(s.run.get("seed", 0)),
+                               root=s.run.get("data_root"), image_size=s.run.get("image_size"),
+                               **(s.run.get("protocol_params") or {}))
+            except PiadeDataError as exc:
+                failed.append((cls, exc))
+        if failed:
+            cls, exc = failed[0]
+            msg = f"[section {s.name}] dataset {s.dataset!r}, class {cls!r}: {type(exc).__name__}:\n{_indent(str(exc))}"
+            if len(failed) > 1:
+                msg += f"\n    The same holds for {len(failed) - 1} more class(es): {', '.join(c for c, _ in failed[1:])}"
+            if s.dataset in DOWNLOADABLE:
+                msg += f"\n    Fetch it with: {download_command(s.dataset, s.run.get('data_root'))}"
+            problems.append(msg)
+            missing.add((s.dataset, s.run.get("data_root")))
+    if prof.pretrained:
+        from piade_lib.model.weights import is_cached, weights_file, weights_url
+        from piade_lib.presets import get_preset
+
+        archs = sorted({get_preset(p).backbone for s in prof.sections.values() if s.run.get("pretrained")
+                        for p in s.presets} | {"vgg11"})
+        for arch in archs:
+            if not is_cached(arch):
+                f = weights_file(arch)
+                problems.append(
+                    f"ImageNet weights for {arch} are not cached (the profile sets pretrained: true):\n"
+                    f"    expected file : {f.name}\n"
+                    f"    in folder     : {f.parent}  (torchvision's cache; set TORCH_HOME to use another)\n"
+                    f"    download from : {weights_url(arch)}\n"
+                    f"    copy the file there from a machine with network access (or run once with network)"
+                )
+    return problems
+
+
+def download_command(dataset: str, root: str | None = None) -> str:
+    """The exact shell command that fetches ``dataset`` into the data root the runs read
+    (``root``, else $PIADE_DATA, else ./data): ``piade`` when it is on the PATH, else its path in this
+    environment (e.g. ``.venv/bin/piade``)."""
+    import os
+    import shlex
+    import shutil
+
+    from piade_lib.data import data_root
+
+    exe = "piade"
+    here = Path(sys.executable).parent / "piade"
+    found = shutil.which("piade")
+    if not (found and Path(found).resolve() == here.resolve()):
+        exe = os.path.relpath(here) if here.is_file() else f"{shlex.quote(sys.executable)} -m piade_lib.cli"
+        if here.is_file() and exe.startswith(".."):
+            exe = str(here)
+        exe = shlex.quote(exe) if here.is_file() else exe
+    return f"{exe} download {dataset} --root {shlex.quote(str(data_root(root)))}"
+
+
+def _indent(text: str, pad: str = "    ") -> str:
+    return "\n".join(pad + line for line in text.splitlines())

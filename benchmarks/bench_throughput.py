@@ -31,11 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from piade_lib.evaluate import resolve_device  # noqa: E402
-from piade_lib.losses import PiadeLoss  # noqa: E402
-from piade_lib.model import build_model  # noqa: E402
+from piade_lib.engine.scoring import resolve_device
+from piade_lib.engine.trainer import amp_settings
+from piade_lib.model.losses import PiadeLoss
+from piade_lib.model.network import build_model
 from piade_lib.presets import PRESETS, get_preset  # noqa: E402
-from piade_lib.train import amp_settings  # noqa: E402
 
 # The paper's full protocol: (name, image size, training images summed over all models, images scored).
 # Scoring counts every test image plus every train image (train_run scores the train set for the

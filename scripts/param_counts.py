@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from piade_lib.model import PIADE, build_model
+from piade_lib.model.network import PIADE, build_model
 
 CONFIGS = [(p, s, n) for p in ("paper", "authors_code") for s in (120, 32) for n in (2, 1)]
 BLOCKS = ("total", "trainable", "encoder", "of which SE", "pyramid", "routing", "upsampling", "decoder")

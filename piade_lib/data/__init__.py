@@ -16,6 +16,7 @@ from piade_lib.data.errors import (
     CorruptImageError,
     DatasetDownloadError,
     DatasetNotFoundError,
+    DataWarning,
     MaskPairingError,
     PiadeDataError,
     UnknownClassError,
@@ -23,6 +24,7 @@ from piade_lib.data.errors import (
     UnknownProtocolError,
     UnsafeArchiveError,
     UnsupportedImageSizeError,
+    UnverifiedDataWarning,
 )
 from piade_lib.data.tasks import (
     DATASETS,
@@ -48,10 +50,10 @@ from piade_lib.data.transforms import (
 __all__ = [
     "DATASETS", "DEFAULT_IMAGE_SIZE", "DOWNLOADABLE", "ENV_VAR", "IMAGE_EXTENSIONS", "SOURCES",
     "SUPPORTED_IMAGE_SIZES",
-    "ChecksumMismatchError", "CorruptImageError", "DatasetDownloadError", "DatasetNotFoundError", "DatasetSpec",
-    "ImageDataset", "MaskPairingError", "OneClassTask", "PiadeDataError", "Record", "RemoteFile",
+    "ChecksumMismatchError", "CorruptImageError", "DataWarning", "DatasetDownloadError", "DatasetNotFoundError",
+    "DatasetSpec", "ImageDataset", "MaskPairingError", "OneClassTask", "PiadeDataError", "Record", "RemoteFile",
     "UnknownClassError", "UnknownDatasetError", "UnknownProtocolError", "UnsafeArchiveError",
-    "UnsupportedImageSizeError", "classes", "data_root", "download", "download_sources", "image_transform",
-    "load_image", "load_image_for_scoring", "manual_download_help", "mask_transform", "one_class_task",
-    "preprocessing_summary", "safe_extract",
+    "UnsupportedImageSizeError", "UnverifiedDataWarning", "classes", "data_root", "download", "download_sources",
+    "image_transform", "load_image", "load_image_for_scoring", "manual_download_help", "mask_transform",
+    "one_class_task", "preprocessing_summary", "safe_extract",
 ]

@@ -27,26 +27,33 @@ class DatasetDownloadError(PiadeDataError, OSError):
 class ChecksumMismatchError(PiadeDataError, ValueError):
     """A file's checksum (or size) differs from the published one. The file is never deleted."""
 
-    def __init__(self, path: str | Path, expected: str, got: str, algorithm: str = "sha256", hint: str = "") -> None:
+    def __init__(self, path: str | Path, expected: str, got: str, algorithm: str = "sha256", hint: str = "",
+                 fix: str | None = None) -> None:
         self.path = Path(path)
         self.expected = expected
         self.got = got
         self.algorithm = algorithm
-        msg = (
-            f"{algorithm} mismatch for {self.path}: expected {expected}, got {got}. "
-            f"The file was kept, not deleted. It is incomplete, corrupted or a different version: "
-            f"delete it and download it again, or fetch it by hand from the source."
-        )
+        if fix is None:
+            fix = ("The file was kept, not deleted. It is incomplete, corrupted or a different version: "
+                   "delete it and download it again, or fetch it by hand from the source.")
+        msg = f"{algorithm} mismatch for {self.path}: expected {expected}, got {got}. {fix}"
         super().__init__(msg + (f" {hint}" if hint else ""))
 
 
 class CorruptImageError(PiadeDataError, OSError):
-    """An image (or dataset file) exists but cannot be decoded."""
+    """An image (or dataset file) exists but cannot be decoded, or holds something else than it should.
 
-    def __init__(self, path: str | Path, reason: str = "") -> None:
+    ``reason`` says what is wrong; ``fix`` replaces the default last sentence (how to repair it).
+    """
+
+    def __init__(self, path: str | Path, reason: str = "", fix: str | None = None) -> None:
         self.path = Path(path)
-        msg = f"cannot read image file {self.path}" + (f": {reason}" if reason else "")
-        super().__init__(msg + ". Replace or remove the file (re-extract the dataset if it came from an archive).")
+        self.reason = reason
+        what = "file" if fix is not None else "image file"
+        msg = f"cannot read {what} {self.path}" + (f": {reason}" if reason else "")
+        if fix is None:
+            fix = "Replace or remove the file (re-extract the dataset if it came from an archive)."
+        super().__init__(f"{msg}. {fix}")
 
 
 class MaskPairingError(PiadeDataError, ValueError):
@@ -71,3 +78,11 @@ class UnknownProtocolError(PiadeDataError, KeyError, ValueError):
 
 class UnsupportedImageSizeError(PiadeDataError, ValueError):
     """The network supports image sizes 32 and 120 only."""
+
+
+class DataWarning(UserWarning):
+    """Base class of the warnings of piade_lib.data (filter them with ``warnings.filterwarnings``)."""
+
+
+class UnverifiedDataWarning(DataWarning):
+    """Checksum verification was turned off and the files are not the published ones."""

@@ -84,5 +84,9 @@ class DataWarning(UserWarning):
     """Base class of the warnings of piade_lib.data (filter them with ``warnings.filterwarnings``)."""
 
 
+class IncompleteDatasetWarning(DataWarning):
+    """The dataset folder holds fewer files than the published dataset (e.g. some COIL-100 objects missing)."""
+
+
 class UnverifiedDataWarning(DataWarning):
     """Checksum verification was turned off and the files are not the published ones."""

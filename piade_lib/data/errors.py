@@ -80,6 +80,26 @@ class UnsupportedImageSizeError(PiadeDataError, ValueError):
     """The network supports image sizes 32 and 120 only."""
 
 
+class InvalidSplitError(PiadeDataError, ValueError):
+    """Items of a split failed :func:`piade_lib.data.validate_split` (unreadable file, wrong mask, bad values).
+
+    ``split`` is the split's name, ``n_items`` its size and ``failures`` every failed item, as
+    :class:`piade_lib.data.validation.ItemFailure` (position in the split, id, file, reason).
+    """
+
+    def __init__(self, split: str, n_items: int, failures: list, shown: int = 5) -> None:
+        self.split = split
+        self.n_items = n_items
+        self.failures = list(failures)
+        first = "; ".join(f"{f.where}: {f.reason}" for f in self.failures[:shown])
+        more = len(self.failures) - min(shown, len(self.failures))
+        super().__init__(
+            f"{split} split: {len(self.failures)} of {n_items} item(s) failed validation: {first}"
+            + (f"; and {more} more" if more else "")
+            + ". Replace or remove these files (re-extract or re-download the dataset), then build the task again."
+        )
+
+
 class DataWarning(UserWarning):
     """Base class of the warnings of piade_lib.data (filter them with ``warnings.filterwarnings``)."""
 

@@ -168,7 +168,8 @@ def one_class_task(
     itf, mtf = image_transform(dataset, size, preset_obj), mask_transform(dataset, size, preset_obj)
 
     def split(records: list | None) -> ImageDataset | None:
-        return None if records is None else ImageDataset(records, built["source"], itf, mtf, size)
+        return None if records is None else ImageDataset(records, built["source"], itf, mtf, size,
+                                                         has_masks=bool(built["has_masks"]))
 
     train, test, val = split(built["train"]), split(built["test"]), split(built["val"])
     note = spec.notes[protocol]

@@ -13,9 +13,9 @@ from piade_lib.data import (
     DatasetNotFoundError,
     IncompleteDatasetWarning,
     classes,
+    coil100,
     one_class_task,
 )
-from piade_lib.data import coil100
 
 # the tiny folders below are incomplete on purpose; the warning itself is tested in its own test
 pytestmark = pytest.mark.filterwarnings("ignore::piade_lib.data.IncompleteDatasetWarning")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_fixtures import patch_idx_official, write_mvtec_category, write_mnist
+from data_fixtures import patch_idx_official, write_mnist, write_mvtec_category
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 

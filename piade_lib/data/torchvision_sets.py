@@ -368,8 +368,9 @@ def build_lsa(dataset: str, class_index: int, root: Path, params: dict[str, Any]
         "info": {"layout": layout, "n_train_split": int(len(d["train_targets"])),
                  **({"verification": d["verification"], "official_files": d["official"]}
                     if d["verification"] is not None else {})},
-        "warnings": [] if d["official"] else [f"{dataset}: the raw files are not the official release "
-                                               f"(verify_checksums=False); see source.verification"],
+        "warnings": [] if d["official"] else [
+            f"{dataset}: the raw files are not the official release (verify_checksums=False); see source.verification"
+        ],
     }
 
 

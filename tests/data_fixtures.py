@@ -97,6 +97,19 @@ def write_mnist(root: Path, folder_name: str = "MNIST", train_per_class: int = 3
     return out
 
 
+def patch_idx_official(monkeypatch: pytest.MonkeyPatch, root: Path, dataset: str = "mnist") -> None:
+    """Point the table of official raw files (item counts, md5s) at the tiny IDX files under ``root``,
+    so the check that refuses anything but the official release runs on them, exactly as for users."""
+    from piade_lib.data import torchvision_sets
+
+    folder = Path(root) / torchvision_sets.TV_CLASS[dataset].__name__ / "raw"
+    table = {}
+    for name in torchvision_sets.IDX_OFFICIAL[dataset]:
+        count = struct.unpack(">II", (folder / name).read_bytes()[:8])[1]
+        table[name] = (count, calculate_md5(str(folder / name)))
+    monkeypatch.setitem(torchvision_sets.IDX_OFFICIAL, dataset, table)
+
+
 # ----------------------------------------------------------------------------------------- MVTec tree
 def _png(path: Path, arr: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,6 +217,6 @@ def serve_dir() -> Iterator[Callable[[Path], str]]:
 
 
 __all__ = [
-    "CIFAR_NAMES", "make_tar", "make_zip", "patch_cifar_md5", "serve_dir", "tar_with_member",
+    "CIFAR_NAMES", "make_tar", "make_zip", "patch_cifar_md5", "patch_idx_official", "serve_dir", "tar_with_member",
     "write_cifar10", "write_coil", "write_idx_images", "write_idx_labels", "write_mnist", "write_mvtec_category",
 ]

@@ -11,9 +11,14 @@ from piade_lib.data import (
     SOURCES,
     ChecksumMismatchError,
     DatasetNotFoundError,
+    IncompleteDatasetWarning,
     classes,
+    coil100,
     one_class_task,
 )
+
+# the tiny folders below are incomplete on purpose; the warning itself is tested in its own test
+pytestmark = pytest.mark.filterwarnings("ignore::piade_lib.data.IncompleteDatasetWarning")
 
 
 @pytest.fixture
@@ -79,3 +84,24 @@ def test_download_checks_size_and_sha256_then_extracts(tmp_path, monkeypatch, se
     monkeypatch.setitem(SOURCES, "coil100", good)
     task = one_class_task("coil100", "obj1", root=tmp_path / "data2", download=True)
     assert len(task.train) == 4 and (tmp_path / "data2" / "coil-100" / "convertGroupppm2png.pl").is_file()
+
+
+@pytest.mark.filterwarnings("default")
+def test_incomplete_coil_is_reported_on_the_console_once_per_task(tmp_path, monkeypatch):
+    import warnings
+
+    write_coil(tmp_path / "coil-100", n_objects=2, n_views=5)
+    with pytest.warns(IncompleteDatasetWarning) as rec:
+        task = one_class_task("coil100", "obj1", root=tmp_path)
+    assert len(rec) == 1
+    msg = str(rec[0].message)
+    assert "found 2 of 100 objects and 10 of 7,200 images" in msg and "2 object(s) without all 72 views" in msg
+    assert str(tmp_path / "coil-100") in msg and f"piade download coil100 --root {tmp_path}" in msg
+    assert rec[0].filename == __file__  # points at the caller's line
+    assert task.manifest["warnings"] == [msg]
+    # a complete folder (here: what the published set would be if it had 2 objects of 5 views) warns nothing
+    monkeypatch.setattr(coil100, "CLASSES", ("obj1", "obj2"))
+    monkeypatch.setattr(coil100, "N_VIEWS", 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert one_class_task("coil100", "obj1", root=tmp_path).manifest["warnings"] == []

@@ -8,6 +8,10 @@ Datasets (default protocol): ``cifar10``, ``mnist``, ``fashion_mnist`` (lsa), ``
 ``coil100`` (gpnd), ``digits`` (lsa or gpnd; stand-in for Tables 2 and 4), ``textures`` (mvtec;
 stand-in for Table 3 and Figure 4), ``folder`` (your own images in the MVTec layout).
 Data root: ``root=``, else ``$PIADE_DATA``, else ``./data``. See docs/datasets.md.
+
+Before training, ``validate_split(split, "train")`` (or ``task.validate()``) decodes every item once,
+filling the split's cache, and raises one :class:`InvalidSplitError` listing every unreadable file,
+wrong mask or out-of-range image.
 """
 from piade_lib.data.archives import SOURCES, RemoteFile, safe_extract
 from piade_lib.data.base import ENV_VAR, ImageDataset, OneClassTask, Record, data_root
@@ -16,6 +20,9 @@ from piade_lib.data.errors import (
     CorruptImageError,
     DatasetDownloadError,
     DatasetNotFoundError,
+    DataWarning,
+    IncompleteDatasetWarning,
+    InvalidSplitError,
     MaskPairingError,
     PiadeDataError,
     UnknownClassError,
@@ -23,6 +30,7 @@ from piade_lib.data.errors import (
     UnknownProtocolError,
     UnsafeArchiveError,
     UnsupportedImageSizeError,
+    UnverifiedDataWarning,
 )
 from piade_lib.data.tasks import (
     DATASETS,
@@ -44,14 +52,16 @@ from piade_lib.data.transforms import (
     mask_transform,
     preprocessing_summary,
 )
+from piade_lib.data.validation import ItemFailure, SplitCheck, validate_split
 
 __all__ = [
     "DATASETS", "DEFAULT_IMAGE_SIZE", "DOWNLOADABLE", "ENV_VAR", "IMAGE_EXTENSIONS", "SOURCES",
     "SUPPORTED_IMAGE_SIZES",
-    "ChecksumMismatchError", "CorruptImageError", "DatasetDownloadError", "DatasetNotFoundError", "DatasetSpec",
-    "ImageDataset", "MaskPairingError", "OneClassTask", "PiadeDataError", "Record", "RemoteFile",
+    "ChecksumMismatchError", "CorruptImageError", "DataWarning", "DatasetDownloadError", "DatasetNotFoundError",
+    "DatasetSpec", "ImageDataset", "IncompleteDatasetWarning", "InvalidSplitError", "ItemFailure", "MaskPairingError",
+    "OneClassTask", "PiadeDataError", "Record", "RemoteFile", "SplitCheck",
     "UnknownClassError", "UnknownDatasetError", "UnknownProtocolError", "UnsafeArchiveError",
-    "UnsupportedImageSizeError", "classes", "data_root", "download", "download_sources", "image_transform",
-    "load_image", "load_image_for_scoring", "manual_download_help", "mask_transform", "one_class_task",
-    "preprocessing_summary", "safe_extract",
+    "UnsupportedImageSizeError", "UnverifiedDataWarning", "classes", "data_root", "download", "download_sources",
+    "image_transform", "load_image", "load_image_for_scoring", "manual_download_help", "mask_transform",
+    "one_class_task", "preprocessing_summary", "safe_extract", "validate_split",
 ]

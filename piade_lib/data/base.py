@@ -108,7 +108,8 @@ class ImageDataset(Dataset):
     """A split of a one-class task. Items: ``{"image": (3,S,S) [0,1], "label": int, "mask": (1,S,S) {0,1}, "id": str}``.
 
     Preprocessed items are cached in memory after their first use (``cache=False`` to turn off);
-    :meth:`preload` fills the cache up front.
+    :meth:`preload` fills the cache up front, :func:`piade_lib.data.validate_split` fills it while
+    checking every item. ``has_masks``: the dataset has pixel masks (every anomalous item needs one).
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class ImageDataset(Dataset):
         mask_tf: Callable[[Any], torch.Tensor],
         image_size: int,
         cache: bool = True,
+        has_masks: bool = False,
     ) -> None:
         self.records = list(records)
         self.source = source
@@ -126,6 +128,7 @@ class ImageDataset(Dataset):
         self.mask_tf = mask_tf
         self.image_size = int(image_size)
         self.cache = cache
+        self.has_masks = bool(has_masks)
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     @property
@@ -144,25 +147,37 @@ class ImageDataset(Dataset):
         raw = self.source.image(rec.key)
         raw_mask = self.source.mask(rec.key)
         if raw_mask is not None and tuple(raw_mask.shape[-2:]) != tuple(raw.shape[-2:]):
-            raise MaskPairingError(
-                f"mask and image sizes differ for {self.source.describe(rec.key)}: image "
-                f"{tuple(raw.shape[-2:])}, mask {tuple(raw_mask.shape[-2:])}. A mask must have its image's size."
+            sizes = f"image {tuple(raw.shape[-2:])}, mask {tuple(raw_mask.shape[-2:])}"
+            err = MaskPairingError(
+                f"mask and image sizes differ for {self.source.describe(rec.key)}: {sizes}. "
+                f"A mask must have its image's size."
             )
+            err.reason = f"mask and image sizes differ: {sizes}"
+            raise err
         image = self.image_tf(raw)
         mask = None if raw_mask is None else self.mask_tf(raw_mask)
         return image, mask
+
+    def describe(self, index: int) -> str:
+        """Where item ``index`` comes from (its file(s), or array and position), for messages."""
+        return self.source.describe(self.records[index].key)
+
+    def load_cached(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The preprocessed ``(image, mask or None)`` of item ``index``, from the cache or decoded now (and
+        cached). The tensors are the cached ones, not copies: do not modify them."""
+        hit = self._cache.get(index)
+        if hit is None:
+            hit = self._load(index)
+            if self.cache:
+                self._cache[index] = hit
+        return hit
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a split of {len(self)} items")
-        hit = self._cache.get(index)
-        if hit is None:
-            hit = self._load(index)
-            if self.cache:
-                self._cache[index] = hit
-        image, mask = hit
+        image, mask = self.load_cached(index)
         if mask is None:
             mask = torch.zeros(1, self.image_size, self.image_size)
         rec = self.records[index]
@@ -210,6 +225,16 @@ class OneClassTask:
     manifest: dict[str, Any]
     val: ImageDataset | None = None
     warnings: list[str] = field(default_factory=list)
+
+    def validate(self, progress: bool | None = None) -> dict[str, Any]:
+        """Decode and check every item of ``train``, ``val`` (if any) and ``test`` once (filling their caches);
+        see :func:`piade_lib.data.validate_split`. Returns ``{split name: SplitCheck}``; raises
+        :class:`~piade_lib.data.errors.InvalidSplitError` for the first split with failures."""
+        from piade_lib.data.validation import validate_split
+
+        splits = {"train": self.train, "val": self.val, "test": self.test}
+        return {name: validate_split(ds, f"{self.dataset} {self.normal_class} {name}", progress=progress)
+                for name, ds in splits.items() if ds is not None}
 
     def write_manifest(self, path: str | os.PathLike[str]) -> Path:
         """Write the manifest as JSON (atomically; parent folders created) and return the path."""

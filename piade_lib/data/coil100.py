@@ -13,23 +13,18 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from piade_lib.data.archives import SOURCES, locate_or_extract
-from piade_lib.data.base import (
-    FileSource,
-    Record,
-    check_fraction,
-    how_to_point_at_data,
-    n_outliers,
-    tree_sha256,
-)
-from piade_lib.data.errors import DatasetNotFoundError
+from piade_lib.data.base import FileSource, Record, check_fraction, how_to_point_at_data, n_outliers, tree_sha256
+from piade_lib.data.errors import DatasetNotFoundError, IncompleteDatasetWarning
 
 CLASSES: tuple[str, ...] = tuple(f"obj{i}" for i in range(1, 101))
+N_VIEWS = 72  # views per object in the published dataset (0, 5, ..., 355 degrees)
 FILE_RE = re.compile(r"^obj(\d+)__(\d+)\.png$", re.IGNORECASE)
 GPND_DEFAULTS: dict[str, Any] = {"train_fraction": 0.8, "outlier_fraction": 0.5, "download": False}
 
@@ -93,6 +88,10 @@ def build_gpnd(normal: str, root: Path, params: dict[str, Any], seed: int) -> di
 
     test = [rec(f, 0) for _, f in test_v] + [rec(pool[i][2], 1) for i in picked]
     all_files = [f for o in objs for _, f in objs[o]]
+    warns = []
+    if len(objs) != len(CLASSES) or any(len(v) != N_VIEWS for v in objs.values()):
+        warns.append(incomplete_message(folder, root, objs, normal))
+        warnings.warn(warns[0], IncompleteDatasetWarning, stacklevel=4)  # build_gpnd <- lambda <- one_class_task
     return {
         "source": FileSource(folder),
         "train": [rec(f, 0) for _, f in train_v],
@@ -101,11 +100,24 @@ def build_gpnd(normal: str, root: Path, params: dict[str, Any], seed: int) -> di
         "has_masks": False,
         "checksum": {"algorithm": "sha256", "value": tree_sha256(folder, all_files),
                      "of": f"the {len(all_files)} obj*.png files"},
-        "warnings": [] if (len(objs) == 100 and all(len(v) == 72 for v in objs.values()))
-        else [f"incomplete COIL-100: {len(objs)} objects, {len(views)} views of {normal} (expected 100 x 72)"],
+        "warnings": warns,
         "info": {"layout": layout, "n_views": len(views), "n_objects_found": len(objs), "n_train": n_train,
                  "n_test_normal": len(test_v), "n_test_outliers": n_out},
     }
+
+
+def incomplete_message(folder: Path, root: Path, objs: dict[str, list[tuple[int, str]]], normal: str) -> str:
+    """One line: how many objects and images of COIL-100 were found, how many are expected, and the fix."""
+    n_images = sum(len(v) for v in objs.values())
+    short = sorted((o for o, v in objs.items() if len(v) != N_VIEWS), key=lambda o: int(o[3:]))
+    views = (f"; {len(short)} object(s) without all {N_VIEWS} views (e.g. {short[0]}: {len(objs[short[0]])})"
+             if short else "")
+    return (
+        f"incomplete COIL-100 in {folder}: found {len(objs)} of {len(CLASSES)} objects and {n_images:,} of "
+        f"{len(CLASSES) * N_VIEWS:,} images{views}; the task for {normal} uses {len(objs.get(normal, []))} views and "
+        f"outliers from {len(objs) - 1} other object(s), so its numbers are not comparable with the paper's Table 4. "
+        f"Get the complete set with `piade download coil100 --root {root}`."
+    )
 
 
 def download(root: Path, url: str | None = None) -> Path:

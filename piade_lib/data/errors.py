@@ -27,26 +27,33 @@ class DatasetDownloadError(PiadeDataError, OSError):
 class ChecksumMismatchError(PiadeDataError, ValueError):
     """A file's checksum (or size) differs from the published one. The file is never deleted."""
 
-    def __init__(self, path: str | Path, expected: str, got: str, algorithm: str = "sha256", hint: str = "") -> None:
+    def __init__(self, path: str | Path, expected: str, got: str, algorithm: str = "sha256", hint: str = "",
+                 fix: str | None = None) -> None:
         self.path = Path(path)
         self.expected = expected
         self.got = got
         self.algorithm = algorithm
-        msg = (
-            f"{algorithm} mismatch for {self.path}: expected {expected}, got {got}. "
-            f"The file was kept, not deleted. It is incomplete, corrupted or a different version: "
-            f"delete it and download it again, or fetch it by hand from the source."
-        )
+        if fix is None:
+            fix = ("The file was kept, not deleted. It is incomplete, corrupted or a different version: "
+                   "delete it and download it again, or fetch it by hand from the source.")
+        msg = f"{algorithm} mismatch for {self.path}: expected {expected}, got {got}. {fix}"
         super().__init__(msg + (f" {hint}" if hint else ""))
 
 
 class CorruptImageError(PiadeDataError, OSError):
-    """An image (or dataset file) exists but cannot be decoded."""
+    """An image (or dataset file) exists but cannot be decoded, or holds something else than it should.
 
-    def __init__(self, path: str | Path, reason: str = "") -> None:
+    ``reason`` says what is wrong; ``fix`` replaces the default last sentence (how to repair it).
+    """
+
+    def __init__(self, path: str | Path, reason: str = "", fix: str | None = None) -> None:
         self.path = Path(path)
-        msg = f"cannot read image file {self.path}" + (f": {reason}" if reason else "")
-        super().__init__(msg + ". Replace or remove the file (re-extract the dataset if it came from an archive).")
+        self.reason = reason
+        what = "file" if fix is not None else "image file"
+        msg = f"cannot read {what} {self.path}" + (f": {reason}" if reason else "")
+        if fix is None:
+            fix = "Replace or remove the file (re-extract the dataset if it came from an archive)."
+        super().__init__(f"{msg}. {fix}")
 
 
 class MaskPairingError(PiadeDataError, ValueError):
@@ -71,3 +78,35 @@ class UnknownProtocolError(PiadeDataError, KeyError, ValueError):
 
 class UnsupportedImageSizeError(PiadeDataError, ValueError):
     """The network supports image sizes 32 and 120 only."""
+
+
+class InvalidSplitError(PiadeDataError, ValueError):
+    """Items of a split failed :func:`piade_lib.data.validate_split` (unreadable file, wrong mask, bad values).
+
+    ``split`` is the split's name, ``n_items`` its size and ``failures`` every failed item, as
+    :class:`piade_lib.data.validation.ItemFailure` (position in the split, id, file, reason).
+    """
+
+    def __init__(self, split: str, n_items: int, failures: list, shown: int = 5) -> None:
+        self.split = split
+        self.n_items = n_items
+        self.failures = list(failures)
+        first = "; ".join(f"{f.where}: {f.reason}" for f in self.failures[:shown])
+        more = len(self.failures) - min(shown, len(self.failures))
+        super().__init__(
+            f"{split} split: {len(self.failures)} of {n_items} item(s) failed validation: {first}"
+            + (f"; and {more} more" if more else "")
+            + ". Replace or remove these files (re-extract or re-download the dataset), then build the task again."
+        )
+
+
+class DataWarning(UserWarning):
+    """Base class of the warnings of piade_lib.data (filter them with ``warnings.filterwarnings``)."""
+
+
+class IncompleteDatasetWarning(DataWarning):
+    """The dataset folder holds fewer files than the published dataset (e.g. some COIL-100 objects missing)."""
+
+
+class UnverifiedDataWarning(DataWarning):
+    """Checksum verification was turned off and the files are not the published ones."""

@@ -64,12 +64,13 @@ DATASETS: dict[str, DatasetSpec] = {
         "lsa", False, False, {"lsa": _LSA_NOTE.format(title="CIFAR-10")},
     ),
     "mnist": DatasetSpec(
-        "mnist", "MNIST", torchvision_sets.CLASSES["mnist"], {"lsa": torchvision_sets.LSA_DEFAULTS},
+        "mnist", "MNIST", torchvision_sets.CLASSES["mnist"], {"lsa": torchvision_sets.IDX_LSA_DEFAULTS},
         "lsa", False, False, {"lsa": _ICPR_NOTE.format(title="MNIST")},
     ),
     "fashion_mnist": DatasetSpec(
         "fashion_mnist", "Fashion-MNIST", torchvision_sets.CLASSES["fashion_mnist"],
-        {"lsa": torchvision_sets.LSA_DEFAULTS}, "lsa", False, False, {"lsa": _ICPR_NOTE.format(title="Fashion-MNIST")},
+        {"lsa": torchvision_sets.IDX_LSA_DEFAULTS}, "lsa", False, False,
+        {"lsa": _ICPR_NOTE.format(title="Fashion-MNIST")},
     ),
     "mvtec": DatasetSpec(
         "mvtec", "MVTec AD", mvtec.CATEGORIES, {"mvtec": mvtec.MVTEC_DEFAULTS}, "mvtec", False, True,
@@ -117,6 +118,11 @@ def classes(dataset: str, root: str | os.PathLike[str] | None = None) -> list[st
     return list(spec.classes)
 
 
+# Protocol parameters that say how the data is obtained or checked, not which data: left out of
+# manifest["params"] (the checksum and manifest["source"] record what was found and how it was checked).
+HOW_PARAMS = frozenset({"download", "verify_checksums"})
+
+
 def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x))
 
@@ -136,7 +142,9 @@ def one_class_task(
     ``normal_class`` is a name from ``classes(dataset)`` or its index (for ``folder``: any label, default the
     folder's name). ``root``: the data root (else $PIADE_DATA, else ./data); for ``folder`` the category folder.
     Protocol parameters (see ``DATASETS[dataset].protocols``): ``holdout_fraction`` (lsa), ``download``
-    (torchvision sets, mvtec, coil100), ``authors_subset`` (mvtec, folder), ``train_fraction`` /
+    (torchvision sets, mvtec, coil100), ``verify_checksums`` (mnist, fashion_mnist; default True: the raw
+    files must be the official release, checked by size, item count and md5; False accepts well-formed IDX
+    files of your own), ``authors_subset`` (mvtec, folder), ``train_fraction`` /
     ``outlier_fraction`` (gpnd), ``test_fraction`` (digits lsa), ``crop_size``, ``n_train``, ``n_test_good``,
     ``n_test_defect``, ``defect_types`` (textures).
     """
@@ -170,7 +178,8 @@ def one_class_task(
     itf, mtf = image_transform(dataset, size, preset_obj), mask_transform(dataset, size, preset_obj)
 
     def split(records: list | None) -> ImageDataset | None:
-        return None if records is None else ImageDataset(records, built["source"], itf, mtf, size)
+        return None if records is None else ImageDataset(records, built["source"], itf, mtf, size,
+                                                         has_masks=bool(built["has_masks"]))
 
     train, test, val = split(built["train"]), split(built["test"]), split(built["val"])
     note = spec.notes[protocol]
@@ -184,7 +193,7 @@ def one_class_task(
         "class_index": index,
         "protocol": protocol,
         "seed": seed,
-        "params": _jsonable({k: v for k, v in params.items() if k != "download"}),
+        "params": _jsonable({k: v for k, v in params.items() if k not in HOW_PARAMS}),
         "image_size": size,
         "preset": preset_obj.name,
         "preprocessing": preprocessing_summary(dataset, size, preset_obj),

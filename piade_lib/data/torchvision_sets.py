@@ -7,15 +7,25 @@ score normalisation); the training set is then the rest.
 
 torchvision checks: CIFAR10 verifies the md5 of every batch file even with ``download=False``;
 MNIST/FashionMNIST only check that the four uncompressed ``raw/`` files exist (md5s are checked on
-the downloaded ``.gz`` archives), so their manifest records the md5s we compute of the raw files.
+the downloaded ``.gz`` archives). So before torchvision reads them, :func:`check_idx_files` checks
+every raw file against :func:`official_idx_files` (one table: torchvision's ``.gz`` names and md5s
+plus the item counts and md5s of the unpacked files): its IDX header and size (a truncated file,
+or 50 images with 40 labels, is refused with the file, the expected and the found count), then its
+md5 (cached per path, size and modification time). ``verify_checksums=False`` (a protocol
+parameter) accepts well-formed IDX files that are not the official release; their structure is
+still checked. The manifest records the md5s of the raw files either way.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
 import shutil
+import struct
 import urllib.error
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +35,13 @@ from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
 from torchvision.datasets.utils import calculate_md5, check_integrity
 
 from piade_lib.data.archives import RemoteFile, fetch, locate_or_extract, verify
-from piade_lib.data.base import (
-    ArraySource,
-    Record,
-    file_digest,
-    holdout_split,
-    how_to_point_at_data,
-)
+from piade_lib.data.base import ArraySource, Record, file_digest, holdout_split, how_to_point_at_data
 from piade_lib.data.errors import (
     ChecksumMismatchError,
     CorruptImageError,
     DatasetDownloadError,
     DatasetNotFoundError,
+    UnverifiedDataWarning,
 )
 
 CLASSES: dict[str, tuple[str, ...]] = {
@@ -48,6 +53,184 @@ CLASSES: dict[str, tuple[str, ...]] = {
 }
 TV_CLASS = {"cifar10": CIFAR10, "mnist": MNIST, "fashion_mnist": FashionMNIST}
 LSA_DEFAULTS: dict[str, Any] = {"holdout_fraction": 0.0, "download": False}
+# The MNIST family also takes verify_checksums (True: the raw files must be the official release).
+IDX_LSA_DEFAULTS: dict[str, Any] = {**LSA_DEFAULTS, "verify_checksums": True}
+
+# ------------------------------------------------------------------------ the MNIST family's raw files
+# Items in, and md5 of, each official *unpacked* file (the published md5s, torchvision's, are those of
+# the .gz archives; these are the md5s of their content). :func:`official_idx_files` joins the two.
+IDX_OFFICIAL: dict[str, dict[str, tuple[int, str]]] = {
+    "mnist": {
+        "train-images-idx3-ubyte": (60_000, "6bbc9ace898e44ae57da46a324031adb"),
+        "train-labels-idx1-ubyte": (60_000, "a25bea736e30d166cdddb491f175f624"),
+        "t10k-images-idx3-ubyte": (10_000, "2646ac647ad5339dbf082846283269ea"),
+        "t10k-labels-idx1-ubyte": (10_000, "27ae3e4e09519cfbb04c329615203637"),
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte": (60_000, "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+        "train-labels-idx1-ubyte": (60_000, "9018921c3c673c538a1fc5bad174d6f9"),
+        "t10k-images-idx3-ubyte": (10_000, "8181f5470baa50b63fa0f6fddb340f0a"),
+        "t10k-labels-idx1-ubyte": (10_000, "15d484375f8d13e6eb1aabb0c3f46965"),
+    },
+}
+IDX_SIDE = 28  # MNIST and Fashion-MNIST images are 28x28
+IDX_MAGIC = {"images": 2051, "labels": 2049}
+IDX_HEADER = {"images": 16, "labels": 8}
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    """One official raw file of the MNIST family: its name, the published ``.gz`` and what it holds."""
+
+    name: str  # in <root>/<Name>/raw/
+    kind: str  # "images" or "labels"
+    count: int  # items in the official file
+    md5: str  # md5 of the official unpacked file
+    gz: str  # the published archive's name
+    gz_md5: str  # its md5 (torchvision's table)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the official unpacked file."""
+        return idx_size(self.kind, self.count)
+
+
+def idx_size(kind: str, count: int) -> int:
+    """Bytes of an IDX file of ``count`` 28x28 images or ``count`` labels."""
+    return IDX_HEADER[kind] + count * (IDX_SIDE * IDX_SIDE if kind == "images" else 1)
+
+
+def official_idx_files(dataset: str) -> list[IdxFile]:
+    """The four official raw files of ``mnist`` / ``fashion_mnist``, in torchvision's order (train images,
+    train labels, test images, test labels): names, counts and md5s of the unpacked files with the
+    ``.gz`` names and md5s of torchvision's table (read at call time, like the download)."""
+    table = IDX_OFFICIAL[dataset]
+    out = []
+    for gz, gz_md5 in TV_CLASS[dataset].resources:
+        name = Path(gz).stem
+        count, md5 = table[name]
+        out.append(IdxFile(name, "images" if "-images-" in name else "labels", count, md5, gz, gz_md5))
+    return out
+
+
+_GZ_CONTENT_MD5: dict[tuple[str, int, int], str] = {}
+
+
+def _gz_content_md5(gz: Path) -> str:
+    """md5 of the unpacked content of ``gz`` (cached per path, size and modification time)."""
+    st = gz.stat()
+    key = (str(gz.resolve()), st.st_size, st.st_mtime_ns)
+    hit = _GZ_CONTENT_MD5.get(key)
+    if hit is None:
+        h = hashlib.md5()
+        with gzip.open(gz, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        hit = _GZ_CONTENT_MD5[key] = h.hexdigest()
+    return hit
+
+
+def _idx_fix(dataset: str, root: Path) -> str:
+    return (f"Delete it and run `piade download {dataset} --root {root}` (it fetches the official files, checks "
+            f"their md5s and unpacks them; .gz files already in the folder are checked and reused).")
+
+
+def _read_idx_count(path: Path, kind: str, dataset: str, root: Path) -> int:
+    """Items in an IDX file, after checking its magic number, image size and that its size matches its header."""
+    size = path.stat().st_size
+    n_header = IDX_HEADER[kind]
+    fix = _idx_fix(dataset, root)
+    with open(path, "rb") as f:
+        head = f.read(n_header)
+    if len(head) < n_header:
+        raise CorruptImageError(path, f"{size} bytes, too short for an IDX {kind} header ({n_header} bytes)", fix=fix)
+    magic, count = struct.unpack(">II", head[:8])
+    if magic != IDX_MAGIC[kind]:
+        raise CorruptImageError(
+            path, f"not an IDX {kind} file: magic number {magic}, expected {IDX_MAGIC[kind]}"
+            + (" (it is gzip-compressed: unpack it, or name it *.gz)" if head[:2] == b"\x1f\x8b" else ""), fix=fix)
+    if kind == "images":
+        rows, cols = struct.unpack(">II", head[8:16])
+        if (rows, cols) != (IDX_SIDE, IDX_SIDE):
+            raise CorruptImageError(path, f"images of {rows}x{cols} pixels, expected {IDX_SIDE}x{IDX_SIDE}", fix=fix)
+    want = idx_size(kind, count)
+    if size != want:
+        per = IDX_SIDE * IDX_SIDE if kind == "images" else 1
+        whole = max(0, size - n_header) // per
+        state = "truncated" if size < want else "longer than its header says"
+        raise CorruptImageError(
+            path, f"{state}: its header announces {count:,} {kind} ({want:,} bytes), the file has {size:,} bytes "
+            f"({whole:,} complete {kind})", fix=fix)
+    return count
+
+
+def check_idx_files(dataset: str, root: Path, verify_checksums: bool = True) -> dict[str, Any]:
+    """Check the four raw IDX files of ``mnist`` / ``fashion_mnist`` under ``root`` before they are parsed.
+
+    Always: each file's IDX header (magic number, 28x28 images), that its size is what its header
+    announces (a truncated file is refused with the expected and the found count), as many labels as
+    images, labels 0-9. With ``verify_checksums`` (the default) each file must also be the official one:
+    the official item count (60,000 train / 10,000 test) and md5, or the exact content of a ``.gz``
+    beside it whose md5 is torchvision's. md5s are cached per path, size and modification time, so a
+    process computes the md5 of the 47 MB training images once. Raises :class:`CorruptImageError` or
+    :class:`ChecksumMismatchError`, one line naming the file, the expected and the found value, and the fix.
+    Returns ``{"files": {relpath: md5}, "official": bool, "verification": str}``.
+    """
+    cls = TV_CLASS[dataset]
+    raw = Path(root) / cls.__name__ / "raw"
+    fix = _idx_fix(dataset, root)
+    official = official_idx_files(dataset)
+    counts: dict[str, int] = {}
+    for f in official:
+        counts[f.name] = _read_idx_count(raw / f.name, f.kind, dataset, root)
+    for split in ("train", "t10k"):
+        img, lab = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
+        if counts[img] != counts[lab]:
+            n_off = IDX_OFFICIAL[dataset][img][0]
+            raise CorruptImageError(
+                raw / lab, f"holds {counts[lab]:,} labels but {raw / img} holds {counts[img]:,} images: expected one "
+                f"label per image ({n_off:,} of each in the official files)", fix=fix)
+        labels = np.fromfile(raw / lab, dtype=np.uint8, offset=IDX_HEADER["labels"])
+        if labels.size and int(labels.max()) > 9:
+            bad = int(np.flatnonzero(labels > 9)[0])
+            raise CorruptImageError(raw / lab, f"label {int(labels[bad])} at position {bad:,}; labels are 0-9", fix=fix)
+    md5s = {f.name: file_digest(raw / f.name, "md5") for f in official}
+    how: dict[str, str] = {}
+    mismatches: list[IdxFile] = []
+    for f in official:
+        if counts[f.name] == f.count and md5s[f.name] == f.md5:
+            how[f.name] = "official md5"
+        elif (raw / f.gz).is_file() and file_digest(raw / f.gz, "md5") == f.gz_md5 \
+                and _gz_content_md5(raw / f.gz) == md5s[f.name]:
+            how[f.name] = f"unpacked from {f.gz}, md5 as torchvision's table"
+        else:
+            mismatches.append(f)
+    if mismatches and verify_checksums:
+        f = mismatches[0]
+        path = raw / f.name
+        gz_note = ""
+        if (raw / f.gz).is_file():
+            gz_note = (f"{raw / f.gz} is there too but "
+                       + ("its md5 is not torchvision's. " if file_digest(raw / f.gz, "md5") != f.gz_md5
+                          else "unpacks to other bytes. "))
+        raise ChecksumMismatchError(
+            path, f"{f.md5} (the official file: {f.count:,} {f.kind}, {f.size:,} bytes)",
+            f"{md5s[f.name]} ({counts[f.name]:,} {f.kind}, {path.stat().st_size:,} bytes)", algorithm="md5",
+            fix=f"It is not the official {cls.__name__} file (another version, or damaged). {gz_note}{fix} "
+                f"To use IDX files of your own, pass verify_checksums=False (their structure is still checked).")
+    if mismatches:
+        verification = (f"skipped (verify_checksums=False): {', '.join(f.name for f in mismatches)} "
+                        f"{'is' if len(mismatches) == 1 else 'are'} not the official file(s); the IDX structure was checked")
+        warnings.warn(
+            f"{dataset}: {', '.join(str(raw / f.name) for f in mismatches)} "
+            f"{'is' if len(mismatches) == 1 else 'are'} not the official {cls.__name__} release (verify_checksums=False): "
+            f"numbers on this data are not comparable with published results.", UnverifiedDataWarning, stacklevel=6)
+    elif all(h == "official md5" for h in how.values()):
+        verification = "official: the item counts and md5s of the four unpacked files match the official release"
+    else:
+        verification = "official: " + "; ".join(f"{n}: {h}" for n, h in how.items())
+    return {"files": {f"{cls.__name__}/raw/{n}": m for n, m in md5s.items()}, "official": not mismatches,
+            "verification": verification, "counts": counts}
 
 
 def _layout(dataset: str) -> str:
@@ -83,11 +266,20 @@ def _diagnose_cifar(root: Path) -> Exception:
     return CorruptImageError(folder, "torchvision could not read the batch files")
 
 
-def load_arrays(dataset: str, root: Path, download: bool = False) -> dict[str, Any]:
-    """Train/test uint8 arrays and targets of a torchvision dataset, with the checksum record."""
+def load_arrays(dataset: str, root: Path, download: bool = False, verify_checksums: bool = True) -> dict[str, Any]:
+    """Train/test uint8 arrays and targets of a torchvision dataset, with the checksum record.
+
+    For the MNIST family the raw files are checked first (:func:`check_idx_files`), so a damaged file
+    is refused with its name instead of failing inside torchvision's parser.
+    """
     cls = TV_CLASS[dataset]
     if download:
         _download(dataset, Path(root))
+    idx_check = None
+    if dataset != "cifar10":
+        raw = Path(root) / cls.__name__ / "raw"
+        if all((raw / f.name).is_file() for f in official_idx_files(dataset)):  # missing files: reported below
+            idx_check = check_idx_files(dataset, Path(root), verify_checksums=verify_checksums)
     try:
         train = cls(str(root), train=True, download=False)
         test = cls(str(root), train=False, download=False)
@@ -120,11 +312,12 @@ def load_arrays(dataset: str, root: Path, download: bool = False) -> dict[str, A
         tr = torch.from_numpy(np.asarray(train.data)).permute(0, 3, 1, 2)
         te = torch.from_numpy(np.asarray(test.data)).permute(0, 3, 1, 2)
     else:
-        raw = Path(root) / cls.__name__ / "raw"
-        names = [Path(n).stem for n, _ in cls.resources]
+        assert idx_check is not None  # torchvision found the four files, so they were checked above
+        # unchanged record (resuming a run compares it with the run's manifest); the verification
+        # itself is recorded in the manifest's "source"
         checksum = {
             "algorithm": "md5",
-            "files": {f"{cls.__name__}/raw/{n}": file_digest(raw / n, "md5") for n in names},
+            "files": idx_check["files"],
             "verified": "computed here; torchvision checks md5s only of the downloaded .gz files",
         }
         tr, te = train.data.unsqueeze(1), test.data.unsqueeze(1)
@@ -134,6 +327,8 @@ def load_arrays(dataset: str, root: Path, download: bool = False) -> dict[str, A
         "train_targets": np.asarray(train.targets, dtype=np.int64),
         "test_targets": np.asarray(test.targets, dtype=np.int64),
         "checksum": checksum,
+        "verification": None if idx_check is None else idx_check["verification"],
+        "official": True if idx_check is None else idx_check["official"],
     }
 
 
@@ -155,7 +350,8 @@ class SplitSource:
 
 def build_lsa(dataset: str, class_index: int, root: Path, params: dict[str, Any], seed: int) -> dict[str, Any]:
     """Records of the LSA protocol for a torchvision dataset."""
-    d = load_arrays(dataset, root, download=bool(params["download"]))
+    d = load_arrays(dataset, root, download=bool(params["download"]),
+                    verify_checksums=bool(params.get("verify_checksums", True)))
     normal = np.flatnonzero(d["train_targets"] == class_index).tolist()
     keep, val = holdout_split(normal, params["holdout_fraction"], seed)
     train = [Record(f"train/{i:05d}", 0, ("train", i)) for i in keep]
@@ -169,7 +365,12 @@ def build_lsa(dataset: str, class_index: int, root: Path, params: dict[str, Any]
         "test": test,
         "has_masks": False,
         "checksum": d["checksum"],
-        "info": {"layout": layout, "n_train_split": int(len(d["train_targets"]))},
+        "info": {"layout": layout, "n_train_split": int(len(d["train_targets"])),
+                 **({"verification": d["verification"], "official_files": d["official"]}
+                    if d["verification"] is not None else {})},
+        "warnings": [] if d["official"] else [
+            f"{dataset}: the raw files are not the official release (verify_checksums=False); see source.verification"
+        ],
     }
 
 
@@ -185,9 +386,9 @@ def remote_files(dataset: str) -> tuple[str, list[RemoteFile]]:
                                folder=CIFAR10.base_folder)]
     cls = TV_CLASS[dataset]
     return f"{cls.__name__}/raw", [
-        RemoteFile(url=f"{cls.mirrors[0]}{name}", filename=name, sha256=None, md5=md5,
-                   mirrors=tuple(f"{m}{name}" for m in cls.mirrors[1:]))
-        for name, md5 in cls.resources
+        RemoteFile(url=f"{cls.mirrors[0]}{f.gz}", filename=f.gz, sha256=None, md5=f.gz_md5,
+                   mirrors=tuple(f"{m}{f.gz}" for m in cls.mirrors[1:]))
+        for f in official_idx_files(dataset)
     ]
 
 

@@ -4,6 +4,7 @@
 from it by default). :func:`lock_info` says which lock a run was made under (its SHA-256) and
 whether the running environment holds exactly the pinned versions.
 """
+
 from __future__ import annotations
 
 import hashlib

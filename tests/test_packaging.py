@@ -46,7 +46,9 @@ def test_console_script_points_at_an_existing_function():
 
 
 def test_ci_runs_the_readme_test_command():
-    assert "./run_tests.sh" in (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "./run_tests.sh" in ci
+    assert "./scripts/lint.sh" in ci and ci.index("./scripts/lint.sh") < ci.index("./run_tests.sh")  # lint first
     readme = (ROOT / "README.md").read_text()
     assert "./run_all.sh quick" in readme and "./run_tests.sh" in readme
 
@@ -125,14 +127,15 @@ def test_lock_info_reports_matching_and_mismatching_pins(tmp_path):
     from piade_lib.lockfile import lock_info
 
     pytest_version = metadata.version("pytest")
-    lock = _write_lock(tmp_path / "requirements.lock", [
+    pins = [
         f"PyTest=={pytest_version} \\",
         "    --hash=sha256:" + "0" * 64,
         "    # via piade-lib (pyproject.toml)",
         "pyyaml==0.0.1",
         "surely-not-installed-dist==1.0",
         'pywin32==306 ; sys_platform == "win32"',  # marker false here: not counted
-    ])
+    ]
+    lock = _write_lock(tmp_path / "requirements.lock", pins)
     info = lock_info(lock, root=tmp_path)
     assert info["file"] == "requirements.lock"
     assert info["sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
@@ -167,3 +170,13 @@ def test_lock_info_of_this_checkout_names_the_committed_lock():
     info = lock_info()
     assert info["file"] == "locks/requirements.lock" and len(info["sha256"]) == 64
     assert isinstance(info["installed_matches"], bool) and info["n_pinned"] == len(_lock_pins())
+
+
+def test_the_lint_script_runs_ruff_check_and_format_check_and_ruff_is_configured():
+    lint = (ROOT / "scripts" / "lint.sh").read_text()
+    assert "source scripts/env.sh" in lint and "set -euo pipefail" in lint
+    assert '"$PY" -m ruff check .' in lint and '"$PY" -m ruff format --check .' in lint
+    ruff = _pyproject()["tool"]["ruff"]
+    assert ruff["line-length"] == 120 and ruff["target-version"] == "py310"
+    assert {"E", "F", "W", "I", "B", "UP"} <= set(ruff["lint"]["select"])
+    assert "ruff" in {_name(r) for r in _pyproject()["project"]["optional-dependencies"]["dev"]}

@@ -4,8 +4,9 @@
 # 2. Otherwise ./.venv is created on first use and the project is installed into it: by default
 #    the exact versions of locks/requirements.lock (pip install -r), then the project itself
 #    (editable, with the dev extra) without resolving again (--no-deps). PIADE_UNLOCKED=1 instead
-#    resolves the dependencies from pyproject.toml (pip install -e ".[dev]"). The install is redone
-#    when pyproject.toml, the lock file or that choice changes.
+#    resolves the dependencies from pyproject.toml (pip install -e ".[dev]"), as happens anyway
+#    (with a note) when the Python is not 3.11 on Linux x86_64, the lock's target. The install is
+#    redone when pyproject.toml, the lock file or that choice changes.
 # 3. Either way, the Jupyter kernel "piade" (display name "Python (piade)") is installed into that
 #    environment (share/jupyter/kernels/piade) unless it is there already: the notebooks' metadata
 #    and run_all.sh's papermill calls name it, and any JupyterLab that sees the environment's
@@ -46,6 +47,14 @@ piade_setup_env() {
     local lock="$root/locks/requirements.lock"
     local mode=locked
     if [ "${PIADE_UNLOCKED:-0}" != 0 ]; then mode=unlocked; fi
+    # The lock is for Python 3.11 on Linux x86_64: elsewhere, resolve from pyproject.toml (and say so).
+    local probe="$venv/bin/python" target
+    [ -x "$probe" ] || probe="${PIADE_PYTHON:-python3}"
+    if [ "$mode" = locked ] && target="$("$probe" -c 'import platform, sys; print(f"Python {sys.version_info[0]}.{sys.version_info[1]} on {platform.system()} {platform.machine()}")' 2>/dev/null)" \
+        && [ "$target" != "Python 3.11 on Linux x86_64" ]; then
+        echo "[piade] note: locks/requirements.lock is for Python 3.11 on Linux x86_64, $probe is $target: resolving from pyproject.toml instead (set PIADE_PYTHON to a Python 3.11 for the locked versions)"
+        mode=unlocked
+    fi
     if [ "$mode" = locked ] && [ ! -f "$lock" ]; then
         echo "[piade] error: the lock file $lock is missing; restore it (git checkout -- locks/requirements.lock) or set PIADE_UNLOCKED=1 to resolve from pyproject.toml." >&2
         return 1

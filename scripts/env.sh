@@ -1,8 +1,12 @@
 # Sourced by run_all.sh and run_tests.sh. Sets PY to a Python that imports piade_lib.
 #
 # 1. An active virtualenv/conda environment that already imports piade_lib is used as is.
-# 2. Otherwise ./.venv is created on first use and the project is installed into it
-#    (editable, with the dev extra). The install is redone when pyproject.toml changes.
+# 2. Otherwise ./.venv is created on first use and the project is installed into it: by default
+#    the exact versions of locks/requirements.lock (pip install -r), then the project itself
+#    (editable, with the dev extra) without resolving again (--no-deps). PIADE_UNLOCKED=1 instead
+#    resolves the dependencies from pyproject.toml (pip install -e ".[dev]"), as happens anyway
+#    (with a note) when the Python is not 3.11 on Linux x86_64, the lock's target. The install is
+#    redone when pyproject.toml, the lock file or that choice changes.
 # 3. Either way, the Jupyter kernel "piade" (display name "Python (piade)") is installed into that
 #    environment (share/jupyter/kernels/piade) unless it is there already: the notebooks' metadata
 #    and run_all.sh's papermill calls name it, and any JupyterLab that sees the environment's
@@ -40,8 +44,23 @@ piade_setup_env() {
     fi
     local venv="$root/.venv"
     local stamp="$venv/.piade-installed"
-    local want
-    want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+    local lock="$root/locks/requirements.lock"
+    local mode=locked
+    if [ "${PIADE_UNLOCKED:-0}" != 0 ]; then mode=unlocked; fi
+    # The lock is for Python 3.11 on Linux x86_64: elsewhere, resolve from pyproject.toml (and say so).
+    local probe="$venv/bin/python" target
+    [ -x "$probe" ] || probe="${PIADE_PYTHON:-python3}"
+    if [ "$mode" = locked ] && target="$("$probe" -c 'import platform, sys; print(f"Python {sys.version_info[0]}.{sys.version_info[1]} on {platform.system()} {platform.machine()}")' 2>/dev/null)" \
+        && [ "$target" != "Python 3.11 on Linux x86_64" ]; then
+        echo "[piade] note: locks/requirements.lock is for Python 3.11 on Linux x86_64, $probe is $target: resolving from pyproject.toml instead (set PIADE_PYTHON to a Python 3.11 for the locked versions)"
+        mode=unlocked
+    fi
+    if [ "$mode" = locked ] && [ ! -f "$lock" ]; then
+        echo "[piade] error: the lock file $lock is missing; restore it (git checkout -- locks/requirements.lock) or set PIADE_UNLOCKED=1 to resolve from pyproject.toml." >&2
+        return 1
+    fi
+    local want  # what was installed: the mode and the contents of pyproject.toml and the lock file
+    want="$mode $( { cat "$root/pyproject.toml"; if [ -f "$lock" ]; then cat "$lock"; fi; } | sha256sum | cut -d' ' -f1)"
     if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
         && "$venv/bin/python" -c "import piade_lib, torch, torchvision" >/dev/null 2>&1; then
         PY="$venv/bin/python"
@@ -53,13 +72,26 @@ piade_setup_env() {
         echo "[piade] error: $base_py is missing or older than Python 3.10; set PIADE_PYTHON to a Python >= 3.10." >&2
         return 1
     fi
-    echo "[piade] setting up $venv (first use: installs torch, torchvision and the project; a few minutes)"
+    echo "[piade] setting up $venv ($mode: installs torch, torchvision and the project; a few minutes on first use)"
     if [ ! -x "$venv/bin/python" ]; then
         "$base_py" -m venv "$venv" || { echo "[piade] error: could not create $venv" >&2; return 1; }
     fi
-    if ! "$venv/bin/python" -m pip install -q -e "$root[dev]" >"$venv/install.log" 2>&1; then
-        echo "[piade] error: installing the project into $venv failed; last lines of $venv/install.log:" >&2
-        grep -v "is ignored: it is neither a file nor a directory" "$venv/install.log" | tail -n 30 >&2
+    local log="$venv/install.log"
+    : >"$log"
+    if [ "$mode" = locked ]; then
+        if ! "$venv/bin/python" -m pip install -q -r "$lock" >>"$log" 2>&1; then
+            echo "[piade] error: pip install -r locks/requirements.lock failed in $venv (PIADE_UNLOCKED=1 resolves from pyproject.toml instead); last lines of $log:" >&2
+            grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -n 30 >&2
+            return 1
+        fi
+        if ! "$venv/bin/python" -m pip install -q --no-deps -e "$root[dev]" >>"$log" 2>&1; then
+            echo "[piade] error: installing the project (editable, --no-deps) into $venv failed; last lines of $log:" >&2
+            grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -n 30 >&2
+            return 1
+        fi
+    elif ! "$venv/bin/python" -m pip install -q -e "$root[dev]" >>"$log" 2>&1; then
+        echo "[piade] error: installing the project into $venv failed; last lines of $log:" >&2
+        grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -n 30 >&2
         return 1
     fi
     PY="$venv/bin/python"

@@ -46,7 +46,9 @@ def test_console_script_points_at_an_existing_function():
 
 
 def test_ci_runs_the_readme_test_command():
-    assert "./run_tests.sh" in (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "./run_tests.sh" in ci
+    assert "./scripts/lint.sh" in ci and ci.index("./scripts/lint.sh") < ci.index("./run_tests.sh")  # lint first
     readme = (ROOT / "README.md").read_text()
     assert "./run_all.sh quick" in readme and "./run_tests.sh" in readme
 
@@ -75,3 +77,106 @@ def test_the_notebooks_the_set_up_and_run_all_name_the_same_kernel():
         assert spec == {"display_name": "Python (piade)", "language": "python", "name": "piade"}, path.name
     names = {_name(r) for r in _pyproject()["project"]["dependencies"]}
     assert {"ipykernel", "ipywidgets", "jupyterlab", "papermill"} <= names  # widgets: tqdm's bars render as widgets
+
+
+LOCK = ROOT / "locks" / "requirements.lock"
+
+
+def _lock_pins() -> dict[str, str]:
+    from piade_lib.lockfile import read_pins
+
+    return read_pins(LOCK)
+
+
+def test_the_lock_pins_every_dependency_of_pyproject_exactly():
+    project = _pyproject()["project"]
+    pins = _lock_pins()
+    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    assert wanted - set(pins) == set(), "dependencies of pyproject.toml missing from locks/requirements.lock"
+    lines = [ln for ln in LOCK.read_text().splitlines() if ln and not ln.startswith((" ", "#", "-"))]
+    assert lines and all(re.match(r"^[a-z0-9][a-z0-9._-]*==\S+", ln) for ln in lines), "every pin is name==version"
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"  # the pair this project is tested with
+
+
+def test_the_lock_says_how_to_regenerate_it():
+    header = LOCK.read_text().split("\n\n")[0]
+    assert "bash scripts/lock.sh" in header and "uv pip compile pyproject.toml --extra dev" in header
+    script = (ROOT / "scripts" / "lock.sh").read_text()
+    assert "locks/constraints.in" in script and "--output-file" in script
+
+
+def test_env_sh_installs_from_the_lock_and_its_stamp_covers_it():
+    env_sh = (ROOT / "scripts" / "env.sh").read_text()
+    assert 'lock="$root/locks/requirements.lock"' in env_sh
+    assert 'pip install -q -r "$lock"' in env_sh
+    assert 'pip install -q --no-deps -e "$root[dev]"' in env_sh
+    assert "PIADE_UNLOCKED" in env_sh
+    stamp = next(ln for ln in env_sh.splitlines() if ln.strip().startswith("want="))
+    assert "pyproject.toml" in stamp and "$lock" in stamp
+
+
+def _write_lock(path: Path, lines: list[str]) -> Path:
+    path.write_text("# a test lock\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def test_lock_info_reports_matching_and_mismatching_pins(tmp_path):
+    import hashlib
+    from importlib import metadata
+
+    from piade_lib.lockfile import lock_info
+
+    pytest_version = metadata.version("pytest")
+    pins = [
+        f"PyTest=={pytest_version} \\",
+        "    --hash=sha256:" + "0" * 64,
+        "    # via piade-lib (pyproject.toml)",
+        "pyyaml==0.0.1",
+        "surely-not-installed-dist==1.0",
+        'pywin32==306 ; sys_platform == "win32"',  # marker false here: not counted
+    ]
+    lock = _write_lock(tmp_path / "requirements.lock", pins)
+    info = lock_info(lock, root=tmp_path)
+    assert info["file"] == "requirements.lock"
+    assert info["sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
+    assert info["n_pinned"] == 3 and info["installed_matches"] is False and info["n_mismatches"] == 2
+    assert info["mismatches"] == [
+        f"pyyaml: locked 0.0.1, installed {metadata.version('pyyaml')}",
+        "surely-not-installed-dist: locked 1.0, installed none",
+    ]
+    matching = lock_info(_write_lock(tmp_path / "ok.lock", [f"pytest=={pytest_version}"]), root=tmp_path)
+    assert matching["installed_matches"] is True and matching["mismatches"] == []
+
+
+def test_lock_info_caps_the_mismatch_list(tmp_path):
+    from piade_lib.lockfile import MAX_MISMATCHES, lock_info
+
+    lock = _write_lock(tmp_path / "many.lock", [f"not-installed-{i}==1.0" for i in range(MAX_MISMATCHES + 5)])
+    info = lock_info(lock, root=tmp_path)
+    assert len(info["mismatches"]) == MAX_MISMATCHES and info["n_mismatches"] == MAX_MISMATCHES + 5
+
+
+def test_lock_info_is_all_none_without_a_lock_file(tmp_path):
+    from piade_lib.lockfile import lock_info
+
+    info = lock_info(root=tmp_path)  # e.g. an installed wheel: no locks/ beside piade_lib
+    assert set(info) >= {"file", "sha256", "installed_matches", "mismatches"}
+    assert all(v is None for v in info.values())
+
+
+def test_lock_info_of_this_checkout_names_the_committed_lock():
+    from piade_lib.lockfile import lock_info
+
+    info = lock_info()
+    assert info["file"] == "locks/requirements.lock" and len(info["sha256"]) == 64
+    assert isinstance(info["installed_matches"], bool) and info["n_pinned"] == len(_lock_pins())
+
+
+def test_the_lint_script_runs_ruff_check_and_format_check_and_ruff_is_configured():
+    lint = (ROOT / "scripts" / "lint.sh").read_text()
+    assert "source scripts/env.sh" in lint and "set -euo pipefail" in lint
+    assert '"$PY" -m ruff check .' in lint and '"$PY" -m ruff format --check .' in lint
+    ruff = _pyproject()["tool"]["ruff"]
+    assert ruff["line-length"] == 120 and ruff["target-version"] == "py310"
+    assert {"E", "F", "W", "I", "B", "UP"} <= set(ruff["lint"]["select"])
+    assert "ruff" in {_name(r) for r in _pyproject()["project"]["optional-dependencies"]["dev"]}

@@ -83,7 +83,7 @@ LOCK = ROOT / "locks" / "requirements.lock"
 
 
 def _lock_pins() -> dict[str, str]:
-    from piade_lib.lockfile import read_pins
+    from piade_lib.engine.lockfile import read_pins
 
     return read_pins(LOCK)
 
@@ -124,7 +124,7 @@ def test_lock_info_reports_matching_and_mismatching_pins(tmp_path):
     import hashlib
     from importlib import metadata
 
-    from piade_lib.lockfile import lock_info
+    from piade_lib.engine.lockfile import lock_info
 
     pytest_version = metadata.version("pytest")
     pins = [
@@ -149,7 +149,7 @@ def test_lock_info_reports_matching_and_mismatching_pins(tmp_path):
 
 
 def test_lock_info_caps_the_mismatch_list(tmp_path):
-    from piade_lib.lockfile import MAX_MISMATCHES, lock_info
+    from piade_lib.engine.lockfile import MAX_MISMATCHES, lock_info
 
     lock = _write_lock(tmp_path / "many.lock", [f"not-installed-{i}==1.0" for i in range(MAX_MISMATCHES + 5)])
     info = lock_info(lock, root=tmp_path)
@@ -157,7 +157,7 @@ def test_lock_info_caps_the_mismatch_list(tmp_path):
 
 
 def test_lock_info_is_all_none_without_a_lock_file(tmp_path):
-    from piade_lib.lockfile import lock_info
+    from piade_lib.engine.lockfile import lock_info
 
     info = lock_info(root=tmp_path)  # e.g. an installed wheel: no locks/ beside piade_lib
     assert set(info) >= {"file", "sha256", "installed_matches", "mismatches"}
@@ -165,7 +165,7 @@ def test_lock_info_is_all_none_without_a_lock_file(tmp_path):
 
 
 def test_lock_info_of_this_checkout_names_the_committed_lock():
-    from piade_lib.lockfile import lock_info
+    from piade_lib.engine.lockfile import lock_info
 
     info = lock_info()
     assert info["file"] == "locks/requirements.lock" and len(info["sha256"]) == 64

@@ -68,7 +68,7 @@ def baseline_variant(name: str, seed: int = 0) -> str:
 
 # Protocol parameters that only say how the data is obtained, not which data (the manifest's
 # checksum guards the data itself): left out of the hash like the execution keys.
-EXECUTION_PROTOCOL_PARAMS = frozenset({"download"})
+EXECUTION_PROTOCOL_PARAMS = frozenset({"download", "verify_checksums"})
 
 
 def _without_execution_params(config: dict[str, Any]) -> dict[str, Any]:

@@ -95,11 +95,21 @@ def _command_line() -> list[str]:
     return [prog, *sys.argv[1:]]
 
 
+def _lock_summary() -> dict[str, Any]:
+    """The lock file this environment was installed from: its sha256 and whether every pinned version
+    is the installed one (see :func:`piade_lib.engine.lockfile.lock_info`)."""
+    from piade_lib.engine.lockfile import lock_info
+
+    info = lock_info()
+    return {k: info.get(k) for k in ("file", "sha256", "installed_matches", "n_mismatches", "mismatches")}
+
+
 def provenance(seed: int, device: str | torch.device, pretrained: bool | None) -> dict[str, Any]:
     """Facts about this process for provenance.json (no hostname, no user name)."""
     return {
         "seed": seed,
         "versions": package_versions(),
+        "lock": _lock_summary(),
         "git": git_info(),
         "device": str(device),
         "device_name": device_name(device),

@@ -27,7 +27,7 @@ def _git_commit() -> str:
 
 def _run_facts(results_root: Path) -> dict[str, Any]:
     """Devices, pretrained flags (of the PIADE runs) and run time recorded by the runs under results_root."""
-    devices, pretrained, seconds, n = set(), set(), 0.0, 0
+    devices, pretrained, locks, seconds, n = set(), set(), set(), 0.0, 0
     for prov in sorted((results_root / "runs").glob("*/*/*/provenance.json")):
         if ".old-" in prov.parent.name:  # a run moved aside by --overwrite: not part of these results
             continue
@@ -37,7 +37,24 @@ def _run_facts(results_root: Path) -> dict[str, Any]:
         if not prov.parent.name.startswith("baseline-"):  # baselines use no pretrained weights
             pretrained.add(p.get("pretrained"))
         seconds += float(p.get("wall_seconds") or 0.0)
-    return {"n_runs": n, "devices": sorted(devices), "pretrained": sorted(pretrained, key=str), "run_seconds": seconds}
+        lock = p.get("lock") or {}
+        locks.add((lock.get("file"), (lock.get("sha256") or "")[:12] or None, lock.get("installed_matches")))
+    return {"n_runs": n, "devices": sorted(devices), "pretrained": sorted(pretrained, key=str), "run_seconds": seconds,
+            "locks": sorted(locks, key=str)}
+
+
+def _lock_text(locks: list[tuple]) -> str:
+    """The lock file(s) the runs were installed from, as recorded in their provenance."""
+    if not locks:
+        return "n/a"
+    parts = []
+    for file, sha, matches in locks:
+        if file is None:
+            parts.append("none recorded (runs from before the lock, or no lock file found)")
+        else:
+            state = "installed versions match" if matches else "installed versions DIFFER from the lock"
+            parts.append(f"`{file}` sha256 {sha}... ({state})")
+    return "; ".join(parts)
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -65,6 +82,7 @@ def results_readme(profile: Profile, results_root: str | Path, wall_seconds: flo
              f"| profile | `{profile.name}` (`configs/{profile.path.name}`) |",
              f"| git commit | {_git_commit()} |",
              f"| device | {', '.join(facts['devices']) or 'n/a'} |",
+             f"| locked versions | {_lock_text(facts['locks'])} |",
              f"| pretrained ImageNet weights | {', '.join(map(str, facts['pretrained'])) or 'n/a'} "
              f"({'as the paper' if facts['pretrained'] == [True] else 'NOT as the paper: random initialisation'}) |",
              f"| runs | {facts['n_runs']} run folders under `runs/`, {facts['run_seconds'] / 60:.1f} min of run time recorded |",

@@ -20,7 +20,7 @@ _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;\\
 
 def repo_root() -> Path:
     """The folder holding this checkout's pyproject.toml (for an installed wheel: site-packages)."""
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def normalize(name: str) -> str:

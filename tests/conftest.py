@@ -1,8 +1,46 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules (helpers that write data files live in data_fixtures.py)."""
 from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
+from data_fixtures import QuietHandler
+
+# the tiny PIADE run several modules share (digits class 1, 2 epochs of 2 batches)
+TINY = dict(dataset="digits", normal_class="1", epochs=2, batch_size=2, limit_train=4, limit_test=4,
+            n_bootstrap=10, device="cpu", pretrained=False, checkpoint_every=1, keep_checkpoints=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One finished tiny PIADE run (deterministic algorithms, one thread), trained once per test
+    session; tests that change a run work on :func:`tiny_run_copy`."""
+    from piade_lib.engine.config import RunConfig
+    from piade_lib.engine.lifecycle import train_run
+
+    previous, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    try:
+        return train_run(RunConfig(**TINY), tmp_path_factory.mktemp("tiny"), progress=False)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    """A copy of the shared tiny run in the same layout under ``tmp_path`` (safe to change)."""
+    target = tmp_path / tiny_run.relative_to(tiny_run.parents[4])
+    shutil.copytree(tiny_run, target)
+    return target
+
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +84,21 @@ def piade_kernel(tmp_path_factory):
         os.environ.pop("JUPYTER_PATH", None)
     else:
         os.environ["JUPYTER_PATH"] = previous
+
+
+@pytest.fixture
+def serve_dir() -> Iterator[Callable[[Path], str]]:
+    """``serve_dir(folder[, handler]) -> "http://127.0.0.1:<port>"``: serves ``folder`` for the test's
+    duration (``handler``: a ``SimpleHTTPRequestHandler`` subclass, e.g. one that drops connections)."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(folder: Path, handler: type = QuietHandler) -> str:
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()

@@ -4,17 +4,14 @@ Imported by tests/test_data_*.py (pytest puts tests/ on sys.path).
 """
 from __future__ import annotations
 
-import functools
 import gzip
 import http.server
 import io
 import pickle
 import struct
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -193,30 +190,12 @@ def tar_with_member(archive: Path, name: str, kind: str = "file", linkname: str 
 
 
 # -------------------------------------------------------------------------------------- HTTP server
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
 
-@pytest.fixture
-def serve_dir() -> Iterator[Callable[[Path], str]]:
-    """``serve_dir(folder[, handler]) -> "http://127.0.0.1:<port>"``: serves ``folder`` for the test's
-    duration (``handler``: a ``SimpleHTTPRequestHandler`` subclass, e.g. one that drops connections)."""
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def start(folder: Path, handler: type = _QuietHandler) -> str:
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(srv)
-        return f"http://127.0.0.1:{srv.server_address[1]}"
-
-    yield start
-    for srv in servers:
-        srv.shutdown()
-        srv.server_close()
-
-
 __all__ = [
-    "CIFAR_NAMES", "make_tar", "make_zip", "patch_cifar_md5", "patch_idx_official", "serve_dir", "tar_with_member",
+    "CIFAR_NAMES", "QuietHandler", "make_tar", "make_zip", "patch_cifar_md5", "patch_idx_official", "tar_with_member",
     "write_cifar10", "write_coil", "write_idx_images", "write_idx_labels", "write_mnist", "write_mvtec_category",
 ]

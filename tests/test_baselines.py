@@ -11,6 +11,7 @@ import torch
 
 from piade_lib.engine import baselines as bl
 from piade_lib.engine import folders
+from piade_lib.engine.lifecycle import run_baseline
 from piade_lib.metrics import METRICS_KEYS
 
 SPLIT = dict(limit_train=40, limit_test=60, n_bootstrap=20, device="cpu", progress=False)
@@ -87,7 +88,7 @@ def test_autoencoder_training_reduces_its_loss_and_scores_per_image() -> None:
 
 @pytest.mark.parametrize("name", ["ocsvm", "kde", "cae_l2", "cae_ssim"])
 def test_run_baseline_writes_a_run_folder_on_the_task_split(tmp_path: Path, name: str) -> None:
-    d = bl.run_baseline(name, "digits", "0", tmp_path, epochs=1, params={"batch_size": 16} if "cae" in name else None,
+    d = run_baseline(name, "digits", "0", tmp_path, epochs=1, params={"batch_size": 16} if "cae" in name else None,
                         **SPLIT)
     assert d == tmp_path / "runs" / "digits-lsa" / "0" / f"baseline-{name}"
     for f in ("config.json", "manifest.json", "scores.csv", "train_scores.csv", "roc.csv", "metrics.json",
@@ -108,10 +109,10 @@ def test_run_baseline_writes_a_run_folder_on_the_task_split(tmp_path: Path, name
 
 
 def test_finished_baseline_is_skipped_and_a_changed_one_refused(tmp_path: Path) -> None:
-    d = bl.run_baseline("ocsvm", "digits", "0", tmp_path, **SPLIT)
+    d = run_baseline("ocsvm", "digits", "0", tmp_path, **SPLIT)
     mtime = (d / "scores.csv").stat().st_mtime_ns
-    assert bl.run_baseline("ocsvm", "digits", "0", tmp_path, **SPLIT) == d
+    assert run_baseline("ocsvm", "digits", "0", tmp_path, **SPLIT) == d
     assert (d / "scores.csv").stat().st_mtime_ns == mtime
     with pytest.raises(folders.RunConfigMismatchError, match="params.nu"):
-        bl.run_baseline("ocsvm", "digits", "0", tmp_path, params={"nu": 0.2}, **SPLIT)
+        run_baseline("ocsvm", "digits", "0", tmp_path, params={"nu": 0.2}, **SPLIT)
     assert (d / "scores.csv").stat().st_mtime_ns == mtime

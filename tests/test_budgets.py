@@ -12,9 +12,10 @@ import torch
 
 from piade_lib.engine import checkpoints, folders
 from piade_lib.engine.config import RunConfig
+from piade_lib.engine.lifecycle import train_run
 from piade_lib.engine.scoring import mean_image
 from piade_lib.engine.splits import task_from_config
-from piade_lib.engine.trainer import budget, train_run
+from piade_lib.engine.trainer import budget
 from piade_lib.experiments import plan, profiles, runner
 from piade_lib.metrics import RECON_KEYS
 from piade_lib.presets import AUTHORS_CODE, PAPER, READINGS, reading_values
@@ -35,9 +36,10 @@ def budget_run(tmp_path_factory) -> Path:
 def test_budget_turns_steps_into_epochs() -> None:
     r = RunConfig(**TINY).resolved()
     assert r.epochs is None and r.steps == 5
-    assert budget(r, 3) == (2, 5)
-    assert budget(r, 5) == (1, 5)
-    assert budget(RunConfig(**{**TINY, "steps": None, "epochs": 3}).resolved(), 4) == (3, 12)
+    assert budget(r.epochs, r.steps, 3) == (2, 5)
+    assert budget(r.epochs, r.steps, 5) == (1, 5)
+    r3 = RunConfig(**{**TINY, "steps": None, "epochs": 3}).resolved()
+    assert budget(r3.epochs, r3.steps, 4) == (3, 12)
     with pytest.raises(ValueError, match="steps must be >= 1"):
         RunConfig(**{**TINY, "steps": 0}).resolved()
     with pytest.raises(ValueError, match="eval_steps"):
@@ -123,10 +125,10 @@ def test_sections_expand_seeds_and_flips(tmp_path: Path) -> None:
                                          "paper-v2+weight_decay-s3", "paper-v2+init-s3", "baseline-kde",
                                          "baseline-kde-s3"]
     wd = next(p for p in plan if p.flip == "weight_decay" and p.seed == 3)
-    assert wd.kwargs["weight_decay"] == AUTHORS_CODE.weight_decay and wd.kwargs["seed"] == 3
+    assert wd.spec.weight_decay == AUTHORS_CODE.weight_decay and wd.spec.seed == 3
     init = next(p for p in plan if p.flip == "init" and p.seed == 0)
-    assert init.kwargs["preset_overrides"] == {"init": "default"}
-    assert RunConfig(**init.kwargs).preset_obj().init == "default"
+    assert init.spec.preset_overrides == {"init": "default"}
+    assert init.spec.preset_obj().init == "default"
     assert s.is_readings and profiles.load_profile(s_path := tmp_path / "t.yaml").readings_sections() == ["s"]
     assert s_path.is_file()
 

@@ -5,7 +5,7 @@ import dataclasses
 import hashlib
 
 import pytest
-from data_fixtures import make_zip, serve_dir, write_coil  # noqa: F401
+from data_fixtures import make_zip, write_coil
 
 from piade_lib.data import (
     SOURCES,

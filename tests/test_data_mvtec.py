@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from data_fixtures import make_tar, serve_dir, tar_with_member, write_mvtec_category  # noqa: F401
+from data_fixtures import make_tar, tar_with_member, write_mvtec_category
 from PIL import Image
 
 from piade_lib.data import (

@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_fixtures import (  # noqa: F401
+from data_fixtures import (
     make_tar,
     patch_cifar_md5,
     patch_idx_official,
-    serve_dir,
     write_cifar10,
     write_idx_images,
     write_idx_labels,

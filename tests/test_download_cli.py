@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from data_fixtures import make_zip, serve_dir, write_coil, write_mnist  # noqa: F401
+from data_fixtures import make_zip, write_coil, write_mnist
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import calculate_md5
 

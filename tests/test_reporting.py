@@ -184,4 +184,5 @@ def test_run_facts_ignore_runs_moved_aside_by_overwrite(tmp_path):
     old = current.with_name("paper-v2.old-20240101-000000")
     files.write_json(old / "provenance.json", {"pretrained": False, "device_name": "cpu", "wall_seconds": 99})
     facts = readme._run_facts(tmp_path)
-    assert facts == {"n_runs": 1, "devices": ["gpu"], "pretrained": [True], "run_seconds": 10.0}
+    assert facts == {"n_runs": 1, "devices": ["gpu"], "pretrained": [True], "run_seconds": 10.0,
+                     "locks": [(None, None, None)]}  # no lock recorded: runs from before the lock file

@@ -11,18 +11,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 from torch.utils.data import Subset
 
 from piade_lib.engine import checkpoints, folders
 from piade_lib.engine.config import RunConfig
-from piade_lib.engine.scoring import evaluate_run
+from piade_lib.engine.lifecycle import evaluate_run, train_run
 from piade_lib.engine.splits import limit_dataset
-from piade_lib.engine.trainer import NonFiniteLossError, train_run
+from piade_lib.engine.trainer import NonFiniteLossError
 from piade_lib.metrics import METRICS_KEYS, TERMS
-
-TINY = dict(dataset="digits", normal_class="1", epochs=2, batch_size=2, limit_train=4, limit_test=4,
-            n_bootstrap=10, device="cpu", pretrained=False, checkpoint_every=1, keep_checkpoints=2)
-
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -36,9 +33,9 @@ def deterministic():
 
 
 @pytest.fixture(scope="module")
-def straight_run(tmp_path_factory, deterministic) -> Path:
-    """2 epochs in one go (the reference for the resume tests)."""
-    return train_run(RunConfig(**TINY), tmp_path_factory.mktemp("straight"), progress=False)
+def straight_run(tiny_run: Path) -> Path:
+    """2 epochs in one go (the reference for the resume tests): the session's shared tiny run."""
+    return tiny_run
 
 
 def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -51,7 +51,12 @@ def add_parsers(sub: Any) -> None:
                    help="ImageNet weights for the ResNet and the VGG11 (as in the paper); --no-pretrained for "
                    "random initialisation (needed offline when the weights are not cached)")
     t.add_argument("--data-root", default=None, help="data folder (default: $PIADE_DATA, else ./data)")
-    t.add_argument("--checkpoint-every", type=int, default=1, help="write a checkpoint every N epochs")
+    t.add_argument("--checkpoint-every", type=int, default=None, help="write a resume checkpoint every N epochs "
+                   "(default: by wall clock, see --checkpoint-minutes, and after the last epoch)")
+    t.add_argument("--checkpoint-minutes", type=float, default=5.0, help="write a resume checkpoint when this "
+                   "many minutes have passed since the last one (an interrupted run loses at most this much)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only; compile time "
+                   "is paid once per run)")
     t.add_argument("--keep-checkpoints", type=int, default=2, help="epoch checkpoints kept (0 = all)")
     t.add_argument("--limit-train", type=int, default=None, help="use at most N train images (smoke tests)")
     t.add_argument("--limit-test", type=int, default=None, help="use at most N test images, stratified (smoke tests)")
@@ -73,6 +78,8 @@ def add_parsers(sub: Any) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("run_dir", help="a run folder (holds config.json and checkpoints/final.pt)")
     e.add_argument("--n-bootstrap", type=int, default=None, help="bootstrap resamples (default: the run's)")
+    e.add_argument("--accept-changed-data", action="store_true", help="score the data as it is now even if it "
+                   "differs from the run's manifest.json (which is then rewritten); without it changed data is refused")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -105,12 +112,13 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from piade_lib.engine import files
     from piade_lib.engine.config import RunConfig
-    from piade_lib.engine.trainer import train_run
+    from piade_lib.engine.lifecycle import train_run
 
     cfg = RunConfig(dataset=args.dataset, normal_class=args.normal_class, protocol=args.protocol, preset=args.preset,
                     n_vectors=args.vectors, image_size=args.image_size, epochs=args.epochs,
                     batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                     pretrained=args.pretrained, device=args.device, checkpoint_every=args.checkpoint_every,
+                    checkpoint_minutes=args.checkpoint_minutes, compile=args.compile,
                     keep_checkpoints=args.keep_checkpoints, data_root=args.data_root,
                     protocol_params=dict(args.param), n_bootstrap=args.n_bootstrap, limit_train=args.limit_train,
                     limit_test=args.limit_test, variant=args.variant, steps=args.steps, eval_steps=args.eval_steps)
@@ -121,32 +129,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from piade_lib.engine import files, folders
-    from piade_lib.engine.scoring import evaluate_run, write_results
-    from piade_lib.metrics import compute_metrics
+    from piade_lib.engine.lifecycle import evaluate_run
 
     run_dir = Path(args.run_dir)
-    cfg = folders.load_config(run_dir)
-    if cfg.get("kind") == "baseline":
-        scores_path = run_dir / "scores.csv"
-        if not scores_path.is_file():
-            raise FileNotFoundError(f"{scores_path} not found: run the baseline first (piade_lib.baselines.run_baseline)")
-        scores = pd.read_csv(scores_path)
-        nb = int(cfg.get("n_bootstrap", 1000) if args.n_bootstrap is None else args.n_bootstrap)
-        old = files.read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
-        train_path = run_dir / "train_scores.csv"
-        metrics = compute_metrics(scores, n_bootstrap=nb, seed=int(cfg.get("seed", 0)), terms=("total",),
-                                  train_scores=pd.read_csv(train_path)["total"].to_numpy() if train_path.is_file() else None)
-        for k in ("fitted", "fit_seconds"):
-            if k in old:
-                metrics[k] = old[k]
-        write_results(run_dir, scores, metrics)
-    else:
-        metrics = evaluate_run(run_dir, n_bootstrap=args.n_bootstrap, device=args.device, progress=not args.quiet)
+    metrics = evaluate_run(run_dir, n_bootstrap=args.n_bootstrap, device=args.device, progress=not args.quiet,
+                           accept_changed_data=args.accept_changed_data)
     print(f"run folder: {run_dir}")
     _print_metrics(metrics)
     return 0
-
-

@@ -21,11 +21,9 @@ Convolutional autoencoders (Table 3's AE-L2 / AE-SSIM columns; Bergmann et al. 2
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
@@ -40,9 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from piade_lib.engine import checkpoints, files, folders, provenance
 from piade_lib.engine.scoring import resolve_device
-from piade_lib.metrics import compute_metrics
 
 PCA_VARIANCE = 0.95
 
@@ -301,99 +297,3 @@ def make_baseline(name: str, seed: int = 0, epochs: int = 100, device: str = "au
     if name.startswith("cae_"):
         return BASELINES[name](seed=seed, epochs=epochs, device=device, progress=progress, **params)
     return BASELINES[name](seed=seed, **params)
-
-
-# --------------------------------------------------------------------------------------------
-# run folders
-# --------------------------------------------------------------------------------------------
-def baseline_config(name: str, dataset: str, normal_class: str | int, protocol: str | None = None, seed: int = 0,
-                    image_size: int | None = None, epochs: int = 100, *, preset: str = "paper",
-                    data_root: str | None = None, limit_train: int | None = None, limit_test: int | None = None,
-                    n_bootstrap: int = 1000, device: str = "auto", params: dict[str, Any] | None = None,
-                    **task_params: Any) -> dict[str, Any]:
-    """The resolved config.json of a baseline run."""
-    from piade_lib.data import classes
-    from piade_lib.engine.config import canonical_class, dataset_defaults
-
-    if name not in BASELINES:
-        raise KeyError(f"unknown baseline {name!r}; valid baselines: {sorted(BASELINES)}")
-    default_protocol, default_size = dataset_defaults(dataset)
-    p = dict(params or {})
-    if name.startswith("cae_"):
-        p["epochs"] = int(epochs)
-    return files.to_jsonable({
-        "kind": "baseline", "baseline": name, "dataset": dataset,
-        "normal_class": canonical_class(normal_class, [] if dataset == "folder" else [str(c) for c in classes(dataset)],
-                                        dataset),
-        "protocol": protocol or default_protocol, "seed": int(seed), "image_size": int(image_size or default_size),
-        "preset": preset, "protocol_params": dict(task_params), "limit_train": limit_train, "limit_test": limit_test,
-        "params": p, "n_bootstrap": int(n_bootstrap), "device": device, "data_root": data_root,
-    })
-
-
-def run_baseline(name: str, dataset: str, normal_class: str | int, results_root: str | Path,
-                 protocol: str | None = None, seed: int = 0, image_size: int | None = None, epochs: int = 100, *,
-                 preset: str = "paper", data_root: str | None = None, limit_train: int | None = None,
-                 limit_test: int | None = None, n_bootstrap: int = 1000, device: str = "auto",
-                 params: dict[str, Any] | None = None, overwrite: bool = False, progress: bool = True,
-                 **task_params: Any) -> Path:
-    """Fit baseline ``name`` on the normal train images of the task and score its test images, in
-    ``<results_root>/runs/<dataset>-<protocol>/<class>/baseline-<name>/`` (config.json, manifest.json,
-    scores.csv ``id,label,total``, train_scores.csv, metrics.json, provenance.json). A finished
-    run with the same config returns at once; a different config raises RunConfigMismatchError
-    (``overwrite=True`` moves the old folder aside). ``task_params`` go to ``one_class_task``."""
-    from piade_lib.engine.splits import _manifest, task_from_config
-
-    config = baseline_config(name, dataset, normal_class, protocol, seed, image_size, epochs, preset=preset,
-                             data_root=data_root, limit_train=limit_train, limit_test=limit_test,
-                             n_bootstrap=n_bootstrap, device=device, params=params, **task_params)
-    run_dir = folders.run_dir_for(results_root, dataset, config["protocol"], config["normal_class"],
-                               folders.baseline_variant(name, seed))
-    exists = folders.check_run_dir(run_dir, config, overwrite=overwrite)
-    if exists and folders.is_finished(run_dir, ("scores.csv", "metrics.json")):
-        metrics = files.read_json(run_dir / "metrics.json")
-        if metrics.get("auc") is not None and int(metrics.get("n_bootstrap", -1)) != int(n_bootstrap):
-            _write_metrics(run_dir, pd.read_csv(run_dir / "scores.csv"), n_bootstrap, seed, metrics)
-        return run_dir
-    dev = resolve_device(device)
-    session = provenance.new_session(device=str(dev), status="running")
-    t0 = time.time()
-    checkpoints.seed_everything(seed)
-    task, train_ds, test_ds = task_from_config(config)  # before writing: a missing dataset leaves no folder
-    folders.prepare_run_dir(run_dir, config)
-    files.write_json(run_dir / "manifest.json", _manifest(task, train_ds, test_ds))
-    provenance.update_provenance(run_dir, session, **provenance.provenance(seed, dev, False))
-    train_x, _, train_ids = dataset_arrays(train_ds)
-    test_x, test_y, test_ids = dataset_arrays(test_ds)
-    model = make_baseline(name, seed=seed, epochs=epochs, device=str(dev), progress=progress, **(params or {}))
-    t_fit = time.time()
-    model.fit(train_x)
-    fit_seconds = time.time() - t_fit
-    scores = pd.DataFrame({"id": test_ids, "label": test_y.astype(int), "total": model.score(test_x)})
-    train_scores = pd.DataFrame({"id": train_ids, "label": 0, "total": model.score(train_x)})
-    if isinstance(model, CAEBaseline) and model.model is not None:
-        files.atomic_torch_save({"model": model.model.state_dict(), "image_size": int(train_x.shape[-1]),
-                                "latent_dim": model.latent_dim, "history": model.history},
-                               run_dir / "checkpoints" / checkpoints.FINAL)
-        files.write_csv(run_dir / "history.csv", pd.DataFrame(model.history))
-    files.write_csv(run_dir / "train_scores.csv", train_scores)
-    metrics = _write_metrics(run_dir, scores, n_bootstrap, seed, {"fitted": model.describe(),
-                                                                   "fit_seconds": round(fit_seconds, 3)},
-                             train_scores=train_scores["total"].to_numpy())
-    session.update(ended=provenance.now_iso(), wall_seconds=round(time.time() - t0, 3), status="finished")
-    provenance.update_provenance(run_dir, session, auc=metrics.get("auc"))
-    return run_dir
-
-
-def _write_metrics(run_dir: Path, scores: pd.DataFrame, n_bootstrap: int, seed: int, extra: dict[str, Any],
-                   train_scores: np.ndarray | None = None) -> dict[str, Any]:
-    if train_scores is None and (run_dir / "train_scores.csv").is_file():
-        train_scores = pd.read_csv(run_dir / "train_scores.csv")["total"].to_numpy()
-    metrics = compute_metrics(scores, n_bootstrap=n_bootstrap, seed=seed, terms=("total",), train_scores=train_scores)
-    for key in ("fitted", "fit_seconds"):
-        if key in extra:
-            metrics[key] = extra[key]
-    from piade_lib.engine.scoring import write_results
-
-    write_results(run_dir, scores[["id", "label", "total"]], metrics)
-    return metrics

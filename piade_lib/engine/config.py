@@ -17,7 +17,9 @@ from piade_lib.presets import Preset, get_preset
 
 @dataclass
 class RunConfig:
-    """Everything that defines one PIADE training run (None = take the preset's / dataset's value)."""
+    """What a user asks for: one PIADE training run (None = take the preset's / dataset's value).
+
+    :meth:`resolved` turns it into a :class:`PiadeSpec`, the typed run spec the engine executes."""
 
     dataset: str = "digits"
     normal_class: str | int = "0"
@@ -33,7 +35,8 @@ class RunConfig:
     seed: int = 0
     pretrained: bool = False
     device: str = "auto"
-    checkpoint_every: int = 1
+    checkpoint_every: int | None = None  # epochs between checkpoints; None: by wall clock (checkpoint_minutes)
+    checkpoint_minutes: float = 5.0
     keep_checkpoints: int = 2
     data_root: str | None = None
     protocol_params: dict[str, Any] = field(default_factory=dict)
@@ -47,62 +50,182 @@ class RunConfig:
     # optimiser steps at which the model is scored on the test split during training
     # (convergence.csv); an execution setting: it does not change what is trained
     eval_steps: list[int] = field(default_factory=list)
+    compile: bool = False  # torch.compile the model (an execution setting; CUDA only)
 
-    # ------------------------------------------------------------------------------------------
     def preset_obj(self) -> Preset:
         """The Preset object (with ``preset_overrides`` applied)."""
         return get_preset(self.preset, **self.preset_overrides)
 
-    def resolved(self) -> "RunConfig":
-        """A copy with every None filled: optimisation values from the preset, protocol and image
-        size from the dataset's defaults, the class as its canonical name, the variant name."""
+    def resolved(self) -> PiadeSpec:
+        """The run spec: every None filled (optimisation values from the preset, protocol and image size
+        from the dataset's defaults, the class as its canonical name, the variant name), values checked."""
         from piade_lib.data import classes
 
         p = self.preset_obj()
         protocol, size = dataset_defaults(self.dataset)
         names = [] if self.dataset == "folder" else [str(c) for c in classes(self.dataset)]
         cls = canonical_class(self.normal_class, names, self.dataset)
-        for name, value in (("checkpoint_every", self.checkpoint_every), ("n_vectors", self.n_vectors),
-                            ("steps", 1 if self.steps is None else self.steps)):
+        for name, value in (("checkpoint_every", 1 if self.checkpoint_every is None else self.checkpoint_every),
+                            ("n_vectors", self.n_vectors), ("steps", 1 if self.steps is None else self.steps)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if not self.checkpoint_minutes > 0:
+            raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         if any(int(s) < 1 for s in self.eval_steps or []):
             raise ValueError(f"eval_steps must be optimiser steps >= 1, got {list(self.eval_steps)}")
         # a step budget replaces epochs: the epoch count then follows from the training set's size
         epochs = None if self.steps is not None else int(self.epochs if self.epochs is not None else p.epochs)
-        return dataclasses.replace(
-            self,
-            normal_class=cls,
-            protocol=self.protocol or protocol,
-            image_size=int(self.image_size or size),
-            epochs=epochs,
+        return PiadeSpec(
+            dataset=self.dataset, normal_class=cls, protocol=self.protocol or protocol, preset=self.preset,
+            n_vectors=int(self.n_vectors), image_size=int(self.image_size or size), epochs=epochs,
             steps=None if self.steps is None else int(self.steps),
-            eval_steps=sorted({int(s) for s in self.eval_steps or []}),
             batch_size=int(self.batch_size or p.batch_size),
             lr=float(self.lr if self.lr is not None else p.lr),
             weight_decay=float(self.weight_decay if self.weight_decay is not None else p.weight_decay),
-            protocol_params=dict(self.protocol_params or {}),
-            preset_overrides=dict(self.preset_overrides or {}),
+            seed=int(self.seed), pretrained=bool(self.pretrained), device=str(self.device),
+            checkpoint_every=None if self.checkpoint_every is None else int(self.checkpoint_every),
+            checkpoint_minutes=float(self.checkpoint_minutes), keep_checkpoints=int(self.keep_checkpoints),
+            data_root=self.data_root, protocol_params=dict(self.protocol_params or {}),
+            n_bootstrap=int(self.n_bootstrap), limit_train=self.limit_train, limit_test=self.limit_test,
+            num_workers=int(self.num_workers), amp=bool(self.amp), preset_overrides=dict(self.preset_overrides or {}),
             variant=self.variant or folders.piade_variant(self.preset, int(self.n_vectors), int(self.seed)),
-        )
+            eval_steps=tuple(sorted({int(s) for s in self.eval_steps or []})), compile=bool(self.compile))
+
+    def run_dir(self, results_root: str | Path) -> Path:
+        """The run folder of this config under ``results_root``."""
+        return self.resolved().run_dir(results_root)
+
+    def to_dict(self) -> dict[str, Any]:
+        """config.json of this run (resolved)."""
+        return self.resolved().to_dict()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """A RunConfig from a dict (e.g. config.json), ignoring keys that are not fields."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class PiadeSpec:
+    """A resolved PIADE run: every value concrete (see :meth:`RunConfig.resolved`). ``epochs`` is None
+    exactly when ``steps`` sets the budget. ``to_dict()`` is config.json."""
+
+    dataset: str
+    normal_class: str
+    protocol: str
+    preset: str
+    n_vectors: int
+    image_size: int
+    epochs: int | None
+    steps: int | None
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+    pretrained: bool
+    device: str
+    checkpoint_every: int | None
+    checkpoint_minutes: float
+    keep_checkpoints: int
+    data_root: str | None
+    protocol_params: dict[str, Any]
+    n_bootstrap: int
+    limit_train: int | None
+    limit_test: int | None
+    num_workers: int
+    amp: bool
+    preset_overrides: dict[str, Any]
+    variant: str
+    eval_steps: tuple[int, ...]
+    compile: bool
+
+    kind = "piade"
+
+    def preset_obj(self) -> Preset:
+        return get_preset(self.preset, **self.preset_overrides)
+
+    def resolved(self) -> PiadeSpec:
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """config.json content: the fields plus the resolved preset (``preset_resolved``)."""
         d = dataclasses.asdict(self)
         d["preset_resolved"] = self.preset_obj().to_dict()
-        d["kind"] = "piade"
+        d["kind"] = self.kind
         return files.to_jsonable(d)
 
     def run_dir(self, results_root: str | Path) -> Path:
-        """The run folder of this config under ``results_root``."""
-        r = self.resolved()
-        return folders.run_dir_for(results_root, r.dataset, str(r.protocol), r.normal_class, str(r.variant))
+        return folders.run_dir_for(results_root, self.dataset, self.protocol, self.normal_class, self.variant)
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """A resolved baseline run (OC-SVM, KDE, convolutional autoencoders) on the same one-class task as
+    the PIADE runs of its section. ``params`` are the model's parameters (``epochs`` for the CAEs)."""
+
+    baseline: str
+    dataset: str
+    normal_class: str
+    protocol: str
+    seed: int
+    image_size: int
+    preset: str
+    protocol_params: dict[str, Any]
+    limit_train: int | None
+    limit_test: int | None
+    params: dict[str, Any]
+    n_bootstrap: int
+    device: str
+    data_root: str | None
+
+    kind = "baseline"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        """A RunConfig from a dict (e.g. config.json), ignoring keys that are not fields."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def build(cls, name: str, dataset: str, normal_class: str | int, protocol: str | None = None, seed: int = 0,
+              image_size: int | None = None, epochs: int = 100, *, preset: str = "paper",
+              data_root: str | None = None, limit_train: int | None = None, limit_test: int | None = None,
+              n_bootstrap: int = 1000, device: str = "auto", params: dict[str, Any] | None = None,
+              **task_params: Any) -> BaselineSpec:
+        """The spec of baseline ``name`` with the dataset's defaults filled (``task_params`` go to
+        ``one_class_task``; ``epochs`` only matters for the autoencoders)."""
+        from piade_lib.data import classes
+        from piade_lib.engine.baselines import BASELINES
+
+        if name not in BASELINES:
+            raise KeyError(f"unknown baseline {name!r}; valid baselines: {sorted(BASELINES)}")
+        default_protocol, default_size = dataset_defaults(dataset)
+        p = dict(params or {})
+        if name.startswith("cae_"):
+            p["epochs"] = int(epochs)
+        names = [] if dataset == "folder" else [str(c) for c in classes(dataset)]
+        return cls(baseline=name, dataset=dataset, normal_class=canonical_class(normal_class, names, dataset),
+                   protocol=protocol or default_protocol, seed=int(seed), image_size=int(image_size or default_size),
+                   preset=preset, protocol_params=dict(task_params), limit_train=limit_train, limit_test=limit_test,
+                   params=p, n_bootstrap=int(n_bootstrap), device=device, data_root=data_root)
+
+    @property
+    def variant(self) -> str:
+        return folders.baseline_variant(self.baseline, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """config.json content."""
+        d = dataclasses.asdict(self)
+        return files.to_jsonable({"kind": self.kind, **d})
+
+    def run_dir(self, results_root: str | Path) -> Path:
+        return folders.run_dir_for(results_root, self.dataset, self.protocol, self.normal_class, self.variant)
+
+
+RunSpec = PiadeSpec | BaselineSpec
+
+
+def spec_from_config(config: dict[str, Any]) -> RunSpec:
+    """The run spec of a config.json (PIADE or baseline)."""
+    if config.get("kind") == "baseline":
+        names = {f.name for f in dataclasses.fields(BaselineSpec)}
+        return BaselineSpec(**{k: v for k, v in config.items() if k in names})
+    return RunConfig.from_dict(config).resolved()
 
 
 # --------------------------------------------------------------------------------------------

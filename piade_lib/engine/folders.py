@@ -7,14 +7,18 @@ interval...); a folder holding another configuration is refused, or moved aside 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
+import platform
 import re
+import sys
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from piade_lib.engine.checkpoints import FINAL
 from piade_lib.engine.files import read_json, to_jsonable, write_json
@@ -23,7 +27,8 @@ from piade_lib.engine.files import read_json, to_jsonable, write_json
 # recorded in config.json but left out of the config hash, so a run started on one device (or
 # with another checkpoint interval, or a moved data folder) can be resumed or skipped on another.
 EXECUTION_KEYS = frozenset(
-    {"device", "num_workers", "checkpoint_every", "keep_checkpoints", "n_bootstrap", "data_root", "eval_steps"}
+    {"device", "num_workers", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "n_bootstrap", "data_root",
+     "eval_steps", "compile"}
 )
 
 
@@ -125,7 +130,7 @@ def move_aside(run_dir: str | os.PathLike) -> Path:
 
 
 def check_run_dir(run_dir: str | os.PathLike, config: dict[str, Any], overwrite: bool = False) -> bool:
-    """Check an existing ``run_dir`` against ``config`` without writing anything.
+    """Check an existing ``run_dir`` against ``config``.
 
     Returns True when the folder holds this configuration (same hash), False when there is no
     (non-empty) folder. A folder holding a different configuration (or files but no config.json)
@@ -133,26 +138,11 @@ def check_run_dir(run_dir: str | os.PathLike, config: dict[str, Any], overwrite:
     then the old folder is moved aside to ``<folder>.old-<timestamp>`` (never deleted) and False is
     returned.
     """
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not (run_dir.exists() and any(run_dir.iterdir())):
-        return False
-    if cfg_path.is_file():
-        old = read_json(cfg_path)
-        old.pop("config_hash", None)
-        if config_hash(old) == config_hash(config):
-            return True
-        diff = config_diff(old, config)
-        detail = "\n".join(f"    {k}: {a!r} (in folder) vs {b!r} (requested)" for k, (a, b) in diff.items())
-        detail = detail or "    (hash differs)"
-    else:
-        detail = "    the folder has files but no config.json"
-    if not overwrite:
-        raise RunConfigMismatchError(
-            f"run folder {run_dir} holds a run with a different configuration:\n{detail}\n"
-            "Nothing was changed. To keep both, use another results root (--output) or variant; "
-            "to replace it, pass overwrite=True (--overwrite), which moves the old folder to "
-            f"{run_dir.name}.old-<timestamp> beside it (nothing is deleted).")
+    try:
+        return inspect_run_dir(run_dir, config) == "same"
+    except RunConfigMismatchError:
+        if not overwrite:
+            raise
     moved = move_aside(run_dir)
     warnings.warn(f"moved the previous run folder {run_dir} aside to {moved}", stacklevel=3)
     return False
@@ -182,3 +172,71 @@ def is_finished(run_dir: str | os.PathLike, required: Iterable[str] = ("checkpoi
     """Whether every file of ``required`` exists in ``run_dir`` (PIADE default: final.pt and metrics.json)."""
     run_dir = Path(run_dir)
     return all((run_dir / r).is_file() for r in required)
+
+
+def inspect_run_dir(run_dir: str | os.PathLike, config: dict[str, Any]) -> str:
+    """What ``run_dir`` holds, without writing anything: ``"absent"`` (no folder, or an empty one) or
+    ``"same"`` (this configuration). A folder of another configuration (or files without
+    config.json) raises :class:`RunConfigMismatchError` naming the differing keys."""
+    run_dir = Path(run_dir)
+    if not (run_dir.exists() and any(run_dir.iterdir())):
+        return "absent"
+    cfg_path = run_dir / "config.json"
+    if cfg_path.is_file():
+        old = read_json(cfg_path)
+        old.pop("config_hash", None)
+        if config_hash(old) == config_hash(config):
+            return "same"
+        diff = config_diff(old, config)
+        detail = "\n".join(f"    {k}: {a!r} (in folder) vs {b!r} (requested)" for k, (a, b) in diff.items())
+        detail = detail or "    (hash differs)"
+    else:
+        detail = "    the folder has files but no config.json"
+    raise RunConfigMismatchError(
+        f"run folder {run_dir} holds a run with a different configuration:\n{detail}\n"
+        "Nothing was changed. To keep both, use another results root (--output) or variant; "
+        "to replace it, pass overwrite=True (--overwrite), which moves the old folder to "
+        f"{run_dir.name}.old-<timestamp> beside it (nothing is deleted).")
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+def lock_path(run_dir: str | os.PathLike) -> Path:
+    """The lock file of a run folder: ``.<variant>.lock`` beside it (not inside it, so that moving the
+    folder aside with --overwrite never moves the lock)."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+@contextlib.contextmanager
+def locked(run_dir: str | os.PathLike, wait: float | None = None) -> Iterator[Path]:
+    """Hold the exclusive lock of ``run_dir`` (``filelock``; released when the process ends, also on
+    SIGKILL) for the whole train / evaluate / score-writing lifetime. ``wait``: seconds to wait for
+    another holder (default ``$PIADE_LOCK_WAIT`` or 0); after that, :class:`RunFolderBusyError`
+    names the holder (pid, host, since when). Yields the run folder."""
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    path = lock_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = path.with_name(path.name + ".holder.json")
+    if wait is None:
+        wait = float(os.environ.get("PIADE_LOCK_WAIT", "0") or 0)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=wait)
+    except Timeout:
+        who = read_json(holder) if holder.is_file() else {}
+        raise RunFolderBusyError(
+            f"{run_dir} is in use by another process (pid {who.get('pid', '?')} on {who.get('host', '?')}, "
+            f"{who.get('command', '?')}, since {who.get('since', '?')}); nothing was changed. Wait for it to "
+            "finish (or set PIADE_LOCK_WAIT=<seconds> to wait), or stop that process first.") from None
+    try:
+        write_json(holder, {"pid": os.getpid(), "host": platform.node(), "since": _dt.datetime.now().astimezone()
+                            .isoformat(timespec="seconds"), "command": " ".join(sys.argv[:3]) or "python"})
+        yield run_dir
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()

@@ -3,13 +3,16 @@
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +142,54 @@ def update_provenance(run_dir: str | os.PathLike, session: dict[str, Any], **fac
     prov["ended"] = session.get("ended")
     prov["wall_seconds"] = round(sum(float(s.get("wall_seconds") or 0.0) for s in sessions), 3)
     return write_json(path, prov)
+
+
+def mark_killed_sessions(run_dir: str | os.PathLike) -> int:
+    """Sessions still ``"running"`` in provenance.json whose process is gone are recorded as
+    ``"killed"``. Called by the holder of the run folder's lock: a running session's process would
+    hold that lock, so none of them can be alive. Returns how many were marked."""
+    path = Path(run_dir) / "provenance.json"
+    if not path.is_file():
+        return 0
+    prov = read_json(path)
+    n = 0
+    for s in prov.get("sessions", []):
+        if s.get("status") == "running":
+            s.update(status="killed", note=f"its process ended without recording an end (killed or crashed); "
+                     f"found at {now_iso()} by the next session")
+            n += 1
+    if n:
+        write_json(path, prov)
+    return n
+
+
+class Session:
+    """One provenance session of a run folder: written when it starts (status ``"running"``) and
+    when it ends (``"finished"``, ``"stopped: <Error>"``, or what the run sets in :attr:`status`)."""
+
+    def __init__(self, run_dir: Path, entry: dict[str, Any]) -> None:
+        self.run_dir, self.entry = run_dir, entry
+        self.status = "finished"
+        self.facts: dict[str, Any] = {}
+        self._t0 = time.time()
+
+    def end(self, status: str) -> None:
+        self.entry.update(ended=now_iso(), wall_seconds=round(time.time() - self._t0, 3), status=status)
+        update_provenance(self.run_dir, self.entry, **self.facts)
+
+
+@contextlib.contextmanager
+def session(run_dir: str | os.PathLike, *, device: Any, seed: int, pretrained: bool | None) -> Iterator[Session]:
+    """Open a provenance session in ``run_dir`` (after marking dead sessions as killed) and close it
+    with its status, also when the body raises (``"stopped: <Error>"``, then the error goes on)."""
+    run_dir = Path(run_dir)
+    mark_killed_sessions(run_dir)
+    s = Session(run_dir, new_session(device=str(device), device_name=device_name(device), status="running",
+                                     pid=os.getpid()))
+    update_provenance(run_dir, s.entry, **provenance(seed, device, pretrained))
+    try:
+        yield s
+    except BaseException as exc:
+        s.end(f"stopped: {type(exc).__name__}")
+        raise
+    s.end(s.status)

@@ -21,10 +21,6 @@ from tqdm.auto import tqdm
 
 from piade_lib.engine import checkpoints, files, folders
 from piade_lib.metrics import (
-    RECON_KEYS,
-    compute_metrics,
-    pixel_auroc,
-    reconstruction_summary,
     roc_curve_data,
 )
 from piade_lib.model.losses import TERMS
@@ -202,21 +198,34 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+def load_final(run_dir: str | os.PathLike, config_hash: str | None = None) -> dict[str, Any]:
+    """``checkpoints/final.pt`` of a run (``torch.load(weights_only=True)``), checked against the hash of
+    the run's config.json (or ``config_hash``): weights of another configuration are refused."""
+    run_dir = Path(run_dir)
+    final_path = run_dir / "checkpoints" / checkpoints.FINAL
+    if not final_path.is_file():
+        raise FileNotFoundError(
+            f"{final_path} not found: the run in {run_dir} has not finished training. "
+            "Run `piade train` with the same settings (it resumes) before evaluating or scoring.")
+    expected = config_hash or folders.config_hash(folders.load_config(run_dir))
+    final = checkpoints.load_torch(final_path)
+    if final.get("config_hash") != expected:
+        raise folders.RunConfigMismatchError(
+            f"{final_path} belongs to configuration {final.get('config_hash')}, but {run_dir / 'config.json'} "
+            f"is configuration {expected}: the folder mixes two runs. Move it aside and train again.")
+    return final
+
+
 def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu"
                  ) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, Any]]:
-    """(model, loss_fn, config) of a finished PIADE run, from ``checkpoints/final.pt``
-    (``torch.load(weights_only=True)``), in eval mode on ``device``."""
+    """(model, loss_fn, config) of a finished PIADE run, from ``checkpoints/final.pt`` (checked
+    against config.json's hash), in eval mode on ``device``."""
     from piade_lib.model.losses import PiadeLoss
     from piade_lib.model.network import model_from_config, preset_from_dict
 
     run_dir = Path(run_dir)
     cfg = folders.load_config(run_dir)
-    final_path = run_dir / "checkpoints" / checkpoints.FINAL
-    if not final_path.is_file():
-        raise FileNotFoundError(
-            f"{final_path} not found: the run in {run_dir} has not finished training. "
-            "Run `piade train` with the same settings (it resumes) before evaluating.")
-    final = checkpoints.load_torch(final_path)
+    final = load_final(run_dir, folders.config_hash(cfg))
     model = model_from_config(final["model_config"])
     model.load_state_dict(final["model"])
     preset = preset_from_dict(cfg["preset_resolved"])
@@ -225,44 +234,3 @@ def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu"
         loss_fn.load_state_dict(final["loss"])
     device = torch.device(device)
     return model.to(device).eval(), loss_fn.to(device).eval(), cfg
-
-
-def evaluate_run(run_dir: str | os.PathLike, n_bootstrap: int | None = None, *, device: str | torch.device | None = "auto",
-                 progress: bool = True, loaded: tuple[torch.nn.Module, torch.nn.Module] | None = None,
-                 splits: tuple[Any, Dataset, Dataset] | None = None) -> dict[str, Any]:
-    """Score the test (and train) images of a finished PIADE run and write scores.csv,
-    train_scores.csv, roc.csv and metrics.json. Returns the metrics.
-
-    The model and loss come from ``checkpoints/final.pt`` unless ``loaded=(model, loss_fn)`` passes the
-    ones just trained; the task is rebuilt from config.json unless ``splits=(task, train, test)`` is given.
-    """
-    from piade_lib.engine.splits import task_from_config
-
-    run_dir = Path(run_dir)
-    cfg = folders.load_config(run_dir)
-    dev = resolve_device(device)
-    if loaded is None:
-        model, loss_fn, cfg = load_trained(run_dir, dev)
-    else:
-        model, loss_fn = loaded
-    task, train_ds, test_ds = splits if splits is not None else task_from_config(cfg)
-    bs = int(cfg.get("batch_size") or 64)
-    with_maps = bool(getattr(task, "has_masks", False))
-    reference = mean_image(train_ds)
-    out = score_dataset(model, loss_fn, test_ds, bs, dev, progress=progress, with_maps=with_maps, desc="test",
-                        reference=reference)
-    if with_maps:
-        scores, maps, masks = out  # type: ignore[misc]
-        pix = pixel_auroc(maps, masks, seed=int(cfg.get("seed", 0)))
-    else:
-        scores, pix = out, None  # type: ignore[assignment]
-    train_scores = score_dataset(model, loss_fn, train_ds, bs, dev, progress=progress, desc="train")
-    nb = int(cfg.get("n_bootstrap", 1000) if n_bootstrap is None else n_bootstrap)
-    metrics = compute_metrics(scores, n_bootstrap=nb, seed=int(cfg.get("seed", 0)), pixel=pix,
-                              train_scores=train_scores["total"].to_numpy())
-    recon = reconstruction_summary(scores)
-    metrics.update({k: recon[k] for k in RECON_KEYS})
-    if with_maps and pix is None:
-        metrics["pixel_note"] = "masks hold a single class (no anomalous pixels in the test set)"
-    write_results(run_dir, scores, metrics, train_scores)
-    return metrics

@@ -4,6 +4,7 @@ records which images the run used.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,8 @@ def task_from_config(config: dict[str, Any]) -> tuple[Any, Dataset, Dataset]:
     return task, train, test
 
 
-def _manifest(task: Any, train: Dataset, test: Dataset) -> dict[str, Any]:
+def split_manifest(task: Any, train: Dataset, test: Dataset) -> dict[str, Any]:
+    """The task's manifest, plus the subset positions when the splits are limited."""
     m = dict(getattr(task, "manifest", {}) or {})
     if isinstance(train, Subset) or isinstance(test, Subset):
         m["subset"] = {
@@ -68,3 +70,40 @@ def _manifest(task: Any, train: Dataset, test: Dataset) -> dict[str, Any]:
             "test_positions": list(map(int, test.indices)) if isinstance(test, Subset) else None,
         }
     return m
+
+
+@dataclass
+class Splits:
+    """The data of one run: the task, its (limited) train and test splits, and the manifest that records
+    which images they hold (``manifest.json``)."""
+
+    task: Any
+    train: Dataset
+    test: Dataset
+    manifest: dict[str, Any]
+
+    @property
+    def has_masks(self) -> bool:
+        return bool(getattr(self.task, "has_masks", False))
+
+    def same_data_as(self, recorded: dict[str, Any]) -> bool:
+        """Whether a recorded manifest names the same images (checksum and subset positions)."""
+        return (recorded.get("checksum") == self.manifest.get("checksum")
+                and recorded.get("subset") == self.manifest.get("subset"))
+
+
+def load_splits(config: dict[str, Any], *, validate: bool = True, progress: bool = False) -> Splits:
+    """The splits of a run config. With ``validate`` every train and test image is decoded once
+    (filling the in-memory cache training uses anyway) and checked (shape, range, finiteness, masks),
+    so a corrupt image or a mask of the wrong size stops the run before anything is written or trained
+    (:func:`piade_lib.data.validate_split` names every bad file)."""
+    from piade_lib.data import validate_split
+
+    task, train, test = task_from_config(config)
+    if len(train) < 2:  # type: ignore[arg-type]
+        raise ValueError(f"{config['dataset']} class {config['normal_class']}: {len(train)} training image(s); "  # type: ignore[arg-type]
+                         "need at least 2")
+    if validate:
+        validate_split(train, "train", progress=progress)
+        validate_split(test, "test", progress=progress)
+    return Splits(task, train, test, split_manifest(task, train, test))

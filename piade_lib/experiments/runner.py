@@ -12,26 +12,21 @@ import time
 from pathlib import Path
 
 from piade_lib.engine import checkpoints, folders
-from piade_lib.experiments.plan import PlannedRun, _finished_files, planned_runs
+from piade_lib.experiments.plan import PlannedRun, planned_runs
 from piade_lib.experiments.profiles import Profile, Section
 
 
 def execute_planned(p: PlannedRun, results_root: str | Path, *, progress: bool = False, prune: bool = True) -> Path:
-    """Execute one planned run (PIADE or baseline) through the engine: skip it when finished, resume it
-    when interrupted, else train and evaluate it. Returns its run folder. This is the unit of work an
-    executor sends anywhere (this process, a Ray worker): it needs only ``p`` and the results root."""
-    from piade_lib.engine.baselines import run_baseline
-    from piade_lib.engine.config import RunConfig
-    from piade_lib.engine.trainer import train_run
+    """Execute one planned run (PIADE or baseline) through the engine's lifecycle: skip it when
+    finished, resume it when interrupted, else train and evaluate it. Returns its run folder. This is
+    the unit of work an executor sends anywhere (this process, a Ray worker): it needs only ``p`` and
+    the results root."""
+    from piade_lib.engine.lifecycle import execute
 
-    if p.kind == "piade":
-        run_dir = train_run(RunConfig(**p.kwargs), results_root, progress=progress)
-        if prune:
-            prune_resume_checkpoints(run_dir)
-        return run_dir
-    kw = dict(p.kwargs)
-    task_params = kw.pop("protocol_params", {})
-    return run_baseline(results_root=results_root, progress=progress, **kw, **task_params)
+    run_dir = execute(p.spec, results_root, progress=progress)
+    if prune and p.kind == "piade":
+        prune_resume_checkpoints(run_dir)
+    return run_dir
 
 
 def run_section(section: Section, results_root: str | Path, *, progress: bool = False, verbose: bool = True,
@@ -51,7 +46,7 @@ def run_section(section: Section, results_root: str | Path, *, progress: bool = 
     counter = tqdm(total=len(plan), desc=f"{section.name}: runs", unit="run", disable=not bar)
     for i, p in enumerate(plan, 1):
         t0 = time.time()
-        status = "done" if folders.is_finished(p.run_dir, _finished_files(p)) else "running"
+        status = "done" if p.is_finished() else "running"
         run_dir = execute_planned(p, results_root, progress=progress, prune=prune)
         if verbose:
             note = "skipped (finished before)" if status == "done" else f"{time.time() - t0:.0f} s"

@@ -19,6 +19,7 @@ resampled test images score both models). The paper's values are not available (
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -77,6 +78,68 @@ def _over_seeds(dirs: Sequence[Path], nb: int, seed: int) -> dict[str, Any]:
     return {"auc": float(np.mean(aucs)), "low": lo, "high": hi, "sd": _seed_sd(aucs), "first": ms[0]}
 
 
+@dataclass
+class _TableRuns:
+    """The runs of a section table, looked up by (class, preset or baseline, seed)."""
+
+    section: Section
+    by: dict[tuple[str, str], PlannedRun]
+    n_vectors: int
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.section.seed_list()
+
+    def piade(self, cls: str, preset: str) -> list[Path]:
+        return _seed_runs(self.by, cls, lambda s: folders.piade_variant(preset, self.n_vectors, s), self.seeds)
+
+    def baseline(self, cls: str, name: str) -> list[Path]:
+        return _seed_runs(self.by, cls, lambda s: folders.baseline_variant(name, s), self.seeds)
+
+
+def _class_row(runs: _TableRuns, cls: str, presets: list[str], paper_table: str | None, nb: int,
+               boot_seed: int) -> dict[str, Any]:
+    """One class's row: our AUC per preset (mean over seeds, interval, seed sd), the baselines, the paper."""
+    section, multi = runs.section, len(runs.seeds) > 1
+    row: dict[str, Any] = {"dataset": section.dataset, "class": cls}
+    first: dict[str, Any] = {}
+    for i, pr in enumerate(presets):
+        prefix = "ours" if i == 0 else pr
+        m = _over_seeds(runs.piade(cls, pr), nb, boot_seed)
+        row.update({f"{prefix}_auc": m["auc"], f"{prefix}_ci_low": m["low"], f"{prefix}_ci_high": m["high"]})
+        if i == 0:
+            row["paper_auc"] = paper_results.paper_ours_auc(paper_table, cls) if paper_table else None
+            first = m["first"]
+        if multi:
+            row[f"{prefix}_seed_sd"] = m["sd"]
+    for bl in section.baselines:
+        row[f"{bl}_auc"] = float(np.mean([read_metrics(d).get("auc") for d in runs.baseline(cls, bl)]))
+    row["n_normal"], row["n_anomalous"] = first.get("n_normal"), first.get("n_anomalous")
+    if first.get("pixel_auroc") is not None:
+        row["ours_pixel_auroc"] = first.get("pixel_auroc")
+    return row
+
+
+def _mean_row(df: pd.DataFrame, runs: _TableRuns, presets: list[str], paper_table: str | None, nb: int,
+              boot_seed: int) -> dict[str, Any]:
+    """The mean row: plain means (sums of image counts), bootstrap intervals of the mean for the PIADE
+    columns, and with several seeds the spread over seeds of the mean over classes."""
+    classes = runs.section.class_names()
+    mean: dict[str, Any] = {"dataset": runs.section.dataset, "class": MEAN}
+    for col in df.columns:
+        if col not in ("dataset", "class") and pd.api.types.is_numeric_dtype(df[col]) and df[col].notna().any():
+            mean[col] = float(df[col].mean()) if col not in ("n_normal", "n_anomalous") else int(df[col].sum())
+    for i, pr in enumerate(presets):
+        prefix = "ours" if i == 0 else pr
+        dirs = [d for c in classes for d in runs.piade(c, pr)]
+        _, mean[f"{prefix}_ci_low"], mean[f"{prefix}_ci_high"] = mean_auc_ci(dirs, n_bootstrap=nb, seed=boot_seed)
+        if len(runs.seeds) > 1:
+            per_class = [[read_metrics(d).get("auc") for d in runs.piade(c, pr)] for c in classes]
+            mean[f"{prefix}_seed_sd"] = _seed_sd(np.mean(np.array(per_class, dtype=float), axis=0))
+    mean["paper_auc"] = paper_results.paper_ours_auc(paper_table, MEAN) if paper_table else None
+    return mean
+
+
 def section_table(section: Section, results_root: str | Path) -> pd.DataFrame:
     """The table of a section (see the module docstring for the columns), built from its runs.
 
@@ -85,57 +148,13 @@ def section_table(section: Section, results_root: str | Path) -> pd.DataFrame:
     standard deviation beside it; the mean row's ``*_seed_sd`` is the spread over seeds of the mean
     over classes."""
     plan = section_plan(section, results_root)
-    preset0, nv = ours_key(section)
-    classes = section.class_names()
-    seeds = section.seed_list()
+    _, nv = ours_key(section)
+    runs = _TableRuns(section, {(p.normal_class, p.variant): p for p in plan}, nv)
     paper_table = None if section.is_standin else section.paper_table
-    by = {(p.normal_class, p.variant): p for p in plan}
-    extra_presets = list(section.presets[1:])
+    presets = list(section.presets)
     nb, boot_seed = _n_bootstrap(section), int(section.run.get("seed", 0))
-    multi = len(seeds) > 1
-
-    def piade(pr: str):
-        return lambda s: folders.piade_variant(pr, nv, s)
-
-    rows = []
-    for cls in classes:
-        ours = _over_seeds(_seed_runs(by, cls, piade(preset0), seeds), nb, boot_seed)
-        paper = paper_results.paper_ours_auc(paper_table, cls) if paper_table else None
-        row: dict[str, Any] = {"dataset": section.dataset, "class": cls, "ours_auc": ours["auc"],
-                               "ours_ci_low": ours["low"], "ours_ci_high": ours["high"], "paper_auc": paper}
-        if multi:
-            row["ours_seed_sd"] = ours["sd"]
-        for pr in extra_presets:
-            m = _over_seeds(_seed_runs(by, cls, piade(pr), seeds), nb, boot_seed)
-            row.update({f"{pr}_auc": m["auc"], f"{pr}_ci_low": m["low"], f"{pr}_ci_high": m["high"]})
-            if multi:
-                row[f"{pr}_seed_sd"] = m["sd"]
-        for bl in section.baselines:
-            aucs = [read_metrics(d).get("auc")
-                    for d in _seed_runs(by, cls, lambda s, bl=bl: folders.baseline_variant(bl, s), seeds)]
-            row[f"{bl}_auc"] = float(np.mean(aucs))
-        first = ours["first"]
-        row["n_normal"], row["n_anomalous"] = first.get("n_normal"), first.get("n_anomalous")
-        if first.get("pixel_auroc") is not None:
-            row["ours_pixel_auroc"] = first.get("pixel_auroc")
-        rows.append(row)
-    df = pd.DataFrame(rows)
-
-    # the mean row: plain means, bootstrap intervals of the mean for the PIADE columns
-    mean: dict[str, Any] = {"dataset": section.dataset, "class": MEAN}
-    for col in df.columns:
-        if col not in ("dataset", "class") and pd.api.types.is_numeric_dtype(df[col]) and df[col].notna().any():
-            mean[col] = float(df[col].mean()) if col not in ("n_normal", "n_anomalous") else int(df[col].sum())
-    for pr, prefix in [(preset0, "ours")] + [(p, p) for p in extra_presets]:
-        dirs = [d for c in classes for d in _seed_runs(by, c, piade(pr), seeds)]
-        _, mean[f"{prefix}_ci_low"], mean[f"{prefix}_ci_high"] = mean_auc_ci(dirs, n_bootstrap=nb, seed=boot_seed)
-        if multi:
-            per_seed = [np.mean([read_metrics(by[(c, piade(pr)(s))].run_dir).get("auc") for c in classes])
-                        for s in seeds]
-            mean[f"{prefix}_seed_sd"] = _seed_sd(per_seed)
-    mean["paper_auc"] = paper_results.paper_ours_auc(paper_table, MEAN) if paper_table else None
-    df = pd.concat([df, pd.DataFrame([mean])], ignore_index=True)
-
+    df = pd.DataFrame([_class_row(runs, cls, presets, paper_table, nb, boot_seed) for cls in section.class_names()])
+    df = pd.concat([df, pd.DataFrame([_mean_row(df, runs, presets, paper_table, nb, boot_seed)])], ignore_index=True)
     if paper_table:  # the paper's baseline columns, where the dataset is the paper's
         pb = paper_results.paper_baseline_columns(paper_table)
         if not pb.empty:

@@ -194,7 +194,7 @@ def build_folder(root: Path | None, params: dict[str, Any]) -> dict[str, Any]:
         raise DatasetNotFoundError(f"folder {cat_dir} does not exist. Expected layout: {LAYOUT}.")
     scan = scan_category(cat_dir, masks_required=False, require_test=False)
     for w in scan["warnings"]:
-        warnings.warn(w, UserWarning, stacklevel=3)
+        warnings.warn(w, UserWarning, stacklevel=4)  # build_folder <- _build_records <- one_class_task
     return _records(cat_dir, scan, params, has_masks=scan["has_masks"],
                     info={"layout": f"<root> = the category folder {cat_dir.name!r}"})
 

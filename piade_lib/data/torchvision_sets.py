@@ -224,7 +224,7 @@ def check_idx_files(dataset: str, root: Path, verify_checksums: bool = True) -> 
         warnings.warn(
             f"{dataset}: {', '.join(str(raw / f.name) for f in mismatches)} "
             f"{'is' if len(mismatches) == 1 else 'are'} not the official {cls.__name__} release (verify_checksums=False): "
-            f"numbers on this data are not comparable with published results.", UnverifiedDataWarning, stacklevel=6)
+            f"numbers on this data are not comparable with published results.", UnverifiedDataWarning, stacklevel=7)
     elif all(h == "official md5" for h in how.values()):
         verification = "official: the item counts and md5s of the four unpacked files match the official release"
     else:

@@ -289,20 +289,9 @@ def _diagnose_cifar(root: Path) -> Exception:
     return CorruptImageError(folder, "torchvision could not read the batch files")
 
 
-def load_arrays(dataset: str, root: Path, download: bool = False, verify_checksums: bool = True) -> dict[str, Any]:
-    """Train/test uint8 arrays and targets of a torchvision dataset, with the checksum record.
-
-    For the MNIST family the raw files are checked first (:func:`check_idx_files`), so a damaged file
-    is refused with its name instead of failing inside torchvision's parser.
-    """
+def _open_torchvision(dataset: str, root: Path, download: bool) -> tuple[Any, Any]:
+    """torchvision's train and test datasets, its failures turned into this package's errors."""
     cls = TV_CLASS[dataset]
-    if download:
-        _download(dataset, Path(root))
-    idx_check = None
-    if dataset != "cifar10":
-        raw = Path(root) / cls.__name__ / "raw"
-        if all((raw / f.name).is_file() for f in official_idx_files(dataset)):  # missing files: reported below
-            idx_check = check_idx_files(dataset, Path(root), verify_checksums=verify_checksums)
     try:
         train = cls(str(root), train=True, download=False)
         test = cls(str(root), train=False, download=False)
@@ -324,7 +313,13 @@ def load_arrays(dataset: str, root: Path, download: bool = False, verify_checksu
     except (ValueError, TypeError, IndexError, EOFError, pickle.UnpicklingError) as e:  # malformed idx / pickles
         folder = Path(root) / (CIFAR10.base_folder if dataset == "cifar10" else f"{cls.__name__}/raw")
         raise CorruptImageError(folder, f"{type(e).__name__}: {e}") from e
+    return train, test
 
+
+def _images_and_checksum(
+    dataset: str, train: Any, test: Any, idx_check: dict[str, Any] | None
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Train and test images as uint8 (N, C, H, W) tensors, and the checksum record of the files they came from."""
     if dataset == "cifar10":
         entries = CIFAR10.train_list + CIFAR10.test_list + [[CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
         checksum = {
@@ -334,16 +329,34 @@ def load_arrays(dataset: str, root: Path, download: bool = False, verify_checksu
         }
         tr = torch.from_numpy(np.asarray(train.data)).permute(0, 3, 1, 2)
         te = torch.from_numpy(np.asarray(test.data)).permute(0, 3, 1, 2)
-    else:
-        assert idx_check is not None  # torchvision found the four files, so they were checked above
-        # unchanged record (resuming a run compares it with the run's manifest); the verification
-        # itself is recorded in the manifest's "source"
-        checksum = {
-            "algorithm": "md5",
-            "files": idx_check["files"],
-            "verified": "computed here; torchvision checks md5s only of the downloaded .gz files",
-        }
-        tr, te = train.data.unsqueeze(1), test.data.unsqueeze(1)
+        return tr, te, checksum
+    assert idx_check is not None  # torchvision found the four files, so they were checked above
+    # unchanged record (resuming a run compares it with the run's manifest); the verification
+    # itself is recorded in the manifest's "source"
+    checksum = {
+        "algorithm": "md5",
+        "files": idx_check["files"],
+        "verified": "computed here; torchvision checks md5s only of the downloaded .gz files",
+    }
+    return train.data.unsqueeze(1), test.data.unsqueeze(1), checksum
+
+
+def load_arrays(dataset: str, root: Path, download: bool = False, verify_checksums: bool = True) -> dict[str, Any]:
+    """Train/test uint8 arrays and targets of a torchvision dataset, with the checksum record.
+
+    For the MNIST family the raw files are checked first (:func:`check_idx_files`), so a damaged file
+    is refused with its name instead of failing inside torchvision's parser.
+    """
+    cls = TV_CLASS[dataset]
+    if download:
+        _download(dataset, Path(root))
+    idx_check = None
+    if dataset != "cifar10":
+        raw = Path(root) / cls.__name__ / "raw"
+        if all((raw / f.name).is_file() for f in official_idx_files(dataset)):  # missing files: reported below
+            idx_check = check_idx_files(dataset, Path(root), verify_checksums=verify_checksums)
+    train, test = _open_torchvision(dataset, root, download)
+    tr, te, checksum = _images_and_checksum(dataset, train, test, idx_check)
     return {
         "train": ArraySource(tr, name=f"{dataset} train"),
         "test": ArraySource(te, name=f"{dataset} test"),

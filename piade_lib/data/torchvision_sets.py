@@ -248,6 +248,7 @@ def check_idx_files(dataset: str, root: Path, verify_checksums: bool = True) -> 
         f = mismatches[0]
         raise _not_official(cls.__name__, raw, f, counts[f.name], md5s[f.name], _idx_fix(dataset, root))
     if mismatches:
+        # stacklevel: check_idx_files <- load_arrays <- build_lsa <- lambda <- _build_records <- one_class_task
         warnings.warn(
             f"{dataset}: {', '.join(str(raw / f.name) for f in mismatches)} "
             f"{'is' if len(mismatches) == 1 else 'are'} not the official {cls.__name__} release (verify_checksums=False): "

@@ -91,7 +91,8 @@ def build_gpnd(normal: str, root: Path, params: dict[str, Any], seed: int) -> di
     warns = []
     if len(objs) != len(CLASSES) or any(len(v) != N_VIEWS for v in objs.values()):
         warns.append(incomplete_message(folder, root, objs, normal))
-        warnings.warn(warns[0], IncompleteDatasetWarning, stacklevel=4)  # build_gpnd <- lambda <- one_class_task
+        # stacklevel: build_gpnd <- lambda <- _build_records <- one_class_task <- its caller
+        warnings.warn(warns[0], IncompleteDatasetWarning, stacklevel=5)
     return {
         "source": FileSource(folder),
         "train": [rec(f, 0) for _, f in train_v],

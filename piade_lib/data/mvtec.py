@@ -53,20 +53,83 @@ def _subdirs(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan_category(cat_dir: Path, masks_required: bool, require_test: bool) -> dict[str, Any]:
-    """Parse a category folder in the MVTec layout into records (keys: (image relpath, mask relpath or None))."""
+def _train_records(cat_dir: Path) -> list[Record]:
+    """Records of the normal training images in ``train/good`` (at least one is required)."""
     train_dir = cat_dir / "train" / "good"
     if not train_dir.is_dir() or not _images(train_dir):
         raise DatasetNotFoundError(
             f"no training images in {train_dir}: a category folder needs train/good/ with at least one image "
             f"({', '.join(IMAGE_EXTENSIONS)}). Expected layout: {LAYOUT}."
         )
-    train = [Record(f"train/good/{n}", 0, (f"train/good/{n}", None)) for n in _images(train_dir)]
+    return [Record(f"train/good/{n}", 0, (f"train/good/{n}", None)) for n in _images(train_dir)]
 
-    warn: list[str] = []
+
+def _mask_files(gt_dir: Path) -> dict[str, dict[str, str]]:
+    """The masks on disk, by defect: ``{defect: {image stem: mask file name}}``."""
+    gt: dict[str, dict[str, str]] = {}
+    for defect in _subdirs(gt_dir):
+        gt[defect] = {}
+        for n in _images(gt_dir / defect):
+            stem = Path(n).stem
+            if not stem.endswith("_mask"):
+                raise MaskPairingError(
+                    f"unexpected file {gt_dir / defect / n}: masks must be named <image stem>_mask.<ext>"
+                )
+            gt[defect][stem[: -len("_mask")]] = n
+    return gt
+
+
+def _defect_records(
+    test_dir: Path, gt_dir: Path, defect: str, masks: dict[str, str], need_masks: bool
+) -> list[Record]:
+    """Records of one ``test/<defect>`` folder, each paired with its mask from ``masks`` (which it empties)."""
+    label = 0 if defect == "good" else 1
+    records: list[Record] = []
+    for n in _images(test_dir / defect):
+        stem = Path(n).stem
+        m = masks.pop(stem, None)
+        if m is None and label == 1 and need_masks:
+            raise MaskPairingError(
+                f"missing mask for {test_dir / defect / n}: expected {gt_dir / defect / (stem + '_mask.png')}. "
+                f"Every anomalous test image needs its mask when a ground_truth folder exists "
+                f"(remove ground_truth/ entirely to run without masks)."
+            )
+        rel_m = None if m is None else f"ground_truth/{defect}/{m}"
+        records.append(Record(f"test/{defect}/{n}", label, (f"test/{defect}/{n}", rel_m)))
+    if masks:
+        extra = [str(gt_dir / defect / v) for v in masks.values()]
+        raise MaskPairingError(
+            f"mask(s) without a test image: {extra[:5]}{' ...' if len(extra) > 5 else ''}: "
+            f"no matching file in {test_dir / defect}. Remove the extra masks or add their images."
+        )
+    return records
+
+
+def _test_records(cat_dir: Path, has_masks: bool, masks_required: bool) -> list[Record]:
+    """Records of every ``test/<defect>`` folder (good: label 0, others: 1), masks paired from ``ground_truth``."""
     test_dir, gt_dir = cat_dir / "test", cat_dir / "ground_truth"
+    gt = _mask_files(gt_dir) if has_masks else {}
     test: list[Record] = []
-    has_masks = gt_dir.is_dir()
+    for defect in _subdirs(test_dir):
+        test += _defect_records(test_dir, gt_dir, defect, gt.pop(defect, {}), masks_required or has_masks)
+    if gt:
+        extra_dirs = [str(gt_dir / d) for d in gt]
+        raise MaskPairingError(
+            f"ground-truth folder(s) without a test folder: {extra_dirs}. Every ground_truth/<defect>/ needs "
+            f"test/<defect>/."
+        )
+    if masks_required and not has_masks and any(r.label for r in test):
+        raise MaskPairingError(f"no ground_truth folder in {cat_dir}; MVTec AD needs one. Expected layout: {LAYOUT}.")
+    return test
+
+
+def scan_category(cat_dir: Path, masks_required: bool, require_test: bool) -> dict[str, Any]:
+    """Parse a category folder in the MVTec layout into records (keys: (image relpath, mask relpath or None))."""
+    train = _train_records(cat_dir)
+    warn: list[str] = []
+    test_dir = cat_dir / "test"
+    test: list[Record] = []
+    has_masks = (cat_dir / "ground_truth").is_dir()
     if not test_dir.is_dir():
         if require_test:
             raise DatasetNotFoundError(f"no test folder {test_dir}. Expected layout: {LAYOUT}.")
@@ -75,46 +138,7 @@ def scan_category(cat_dir: Path, masks_required: bool, require_test: bool) -> di
             f"Add test/good/ and test/<defect>/ to evaluate."
         )
     else:
-        # masks on disk, by defect: {stem_without_mask_suffix: filename}
-        gt: dict[str, dict[str, str]] = {}
-        if has_masks:
-            for defect in _subdirs(gt_dir):
-                gt[defect] = {}
-                for n in _images(gt_dir / defect):
-                    stem = Path(n).stem
-                    if not stem.endswith("_mask"):
-                        raise MaskPairingError(
-                            f"unexpected file {gt_dir / defect / n}: masks must be named <image stem>_mask.<ext>"
-                        )
-                    gt[defect][stem[: -len("_mask")]] = n
-        for defect in _subdirs(test_dir):
-            label = 0 if defect == "good" else 1
-            masks = gt.pop(defect, {})
-            for n in _images(test_dir / defect):
-                stem = Path(n).stem
-                m = masks.pop(stem, None)
-                if m is None and label == 1 and (masks_required or has_masks):
-                    raise MaskPairingError(
-                        f"missing mask for {test_dir / defect / n}: expected {gt_dir / defect / (stem + '_mask.png')}. "
-                        f"Every anomalous test image needs its mask when a ground_truth folder exists "
-                        f"(remove ground_truth/ entirely to run without masks)."
-                    )
-                rel_m = None if m is None else f"ground_truth/{defect}/{m}"
-                test.append(Record(f"test/{defect}/{n}", label, (f"test/{defect}/{n}", rel_m)))
-            if masks:
-                extra = [str(gt_dir / defect / v) for v in masks.values()]
-                raise MaskPairingError(
-                    f"mask(s) without a test image: {extra[:5]}{' ...' if len(extra) > 5 else ''}: "
-                    f"no matching file in {test_dir / defect}. Remove the extra masks or add their images."
-                )
-        if gt:
-            extra_dirs = [str(gt_dir / d) for d in gt]
-            raise MaskPairingError(
-                f"ground-truth folder(s) without a test folder: {extra_dirs}. Every ground_truth/<defect>/ needs "
-                f"test/<defect>/."
-            )
-        if masks_required and not has_masks and any(r.label for r in test):
-            raise MaskPairingError(f"no ground_truth folder in {cat_dir}; MVTec AD needs one. Expected layout: {LAYOUT}.")
+        test = _test_records(cat_dir, has_masks, masks_required)
         if not test:
             warn.append(f"the test folder {test_dir} holds no images: the test set is empty.")
         elif not any(r.label for r in test) or all(r.label for r in test):
@@ -194,7 +218,7 @@ def build_folder(root: Path | None, params: dict[str, Any]) -> dict[str, Any]:
         raise DatasetNotFoundError(f"folder {cat_dir} does not exist. Expected layout: {LAYOUT}.")
     scan = scan_category(cat_dir, masks_required=False, require_test=False)
     for w in scan["warnings"]:
-        warnings.warn(w, UserWarning, stacklevel=3)
+        warnings.warn(w, UserWarning, stacklevel=4)  # build_folder <- _build_records <- one_class_task
     return _records(cat_dir, scan, params, has_masks=scan["has_masks"],
                     info={"layout": f"<root> = the category folder {cat_dir.name!r}"})
 

@@ -127,6 +127,70 @@ def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x))
 
 
+def _build_records(
+    dataset: str,
+    spec: DatasetSpec,
+    normal_class: str | int | None,
+    protocol: str,
+    root: str | os.PathLike[str] | None,
+    params: dict[str, Any],
+    seed: int,
+) -> tuple[str, int, dict[str, Any]]:
+    """Resolve the normal class and run the dataset's builder: (class name, class index, what it built)."""
+    if dataset == "folder":
+        name = str(normal_class) if normal_class not in (None, "") else (Path(root).name if root is not None else "folder")
+        return name, 0, mvtec.build_folder(None if root is None else Path(root), params)
+    name, index = resolve_class(dataset, normal_class, spec.classes)
+    droot = data_root(root)
+    builders: dict[str, Callable[[], dict[str, Any]]] = {
+        "cifar10": lambda: torchvision_sets.build_lsa(dataset, index, droot, params, seed),
+        "mnist": lambda: torchvision_sets.build_lsa(dataset, index, droot, params, seed),
+        "fashion_mnist": lambda: torchvision_sets.build_lsa(dataset, index, droot, params, seed),
+        "mvtec": lambda: mvtec.build_mvtec(name, droot, params),
+        "coil100": lambda: coil100.build_gpnd(name, droot, params, seed),
+        "digits": lambda: digits.build(protocol, index, params, seed),
+        "textures": lambda: textures.build(index, params, seed),
+    }
+    return name, index, builders[dataset]()
+
+
+def _splits(
+    dataset: str, built: dict[str, Any], size: int, preset: Preset
+) -> tuple[ImageDataset, ImageDataset, ImageDataset | None]:
+    """The train, test and (optional) val splits over the built records, with the dataset's preprocessing."""
+    itf, mtf = image_transform(dataset, size, preset), mask_transform(dataset, size, preset)
+
+    def split(records: list | None) -> ImageDataset | None:
+        return None if records is None else ImageDataset(records, built["source"], itf, mtf, size,
+                                                         has_masks=bool(built["has_masks"]))
+
+    return split(built["train"]), split(built["test"]), split(built["val"])
+
+
+def _note(spec: DatasetSpec, protocol: str, params: dict[str, Any]) -> str:
+    """The manifest's note: the protocol's sentence, plus the authors'-subset caveat where it applies."""
+    note = spec.notes[protocol]
+    if params.get("authors_subset"):
+        note += (" Authors' subset: only the first 15 normal and 15 anomalous test images (sorted order) are scored, "
+                 "like the released code; not the paper's full test set.")
+    return note
+
+
+def _split_summary(train: ImageDataset, test: ImageDataset, val: ImageDataset | None) -> dict[str, Any]:
+    """The manifest's entries on the splits: their sizes, item ids and test labels."""
+    return {
+        "n_train": len(train),
+        "n_val": 0 if val is None else len(val),
+        "n_test": len(test),
+        "n_test_normal": sum(1 for lab in test.labels if lab == 0),
+        "n_test_anomalous": sum(1 for lab in test.labels if lab == 1),
+        "train_ids": train.ids,
+        "val_ids": [] if val is None else val.ids,
+        "test_ids": test.ids,
+        "test_labels": test.labels,
+    }
+
+
 def one_class_task(
     dataset: str,
     normal_class: str | int | None,
@@ -157,35 +221,9 @@ def one_class_task(
     preset_obj = get_preset(preset)
     seed = int(seed)
 
-    if dataset == "folder":
-        name = str(normal_class) if normal_class not in (None, "") else (Path(root).name if root is not None else "folder")
-        index = 0
-        built = mvtec.build_folder(None if root is None else Path(root), params)
-    else:
-        name, index = resolve_class(dataset, normal_class, spec.classes)
-        droot = data_root(root)
-        builders: dict[str, Callable[[], dict[str, Any]]] = {
-            "cifar10": lambda: torchvision_sets.build_lsa(dataset, index, droot, params, seed),
-            "mnist": lambda: torchvision_sets.build_lsa(dataset, index, droot, params, seed),
-            "fashion_mnist": lambda: torchvision_sets.build_lsa(dataset, index, droot, params, seed),
-            "mvtec": lambda: mvtec.build_mvtec(name, droot, params),
-            "coil100": lambda: coil100.build_gpnd(name, droot, params, seed),
-            "digits": lambda: digits.build(protocol, index, params, seed),
-            "textures": lambda: textures.build(index, params, seed),
-        }
-        built = builders[dataset]()
-
-    itf, mtf = image_transform(dataset, size, preset_obj), mask_transform(dataset, size, preset_obj)
-
-    def split(records: list | None) -> ImageDataset | None:
-        return None if records is None else ImageDataset(records, built["source"], itf, mtf, size,
-                                                         has_masks=bool(built["has_masks"]))
-
-    train, test, val = split(built["train"]), split(built["test"]), split(built["val"])
-    note = spec.notes[protocol]
-    if params.get("authors_subset"):
-        note += (" Authors' subset: only the first 15 normal and 15 anomalous test images (sorted order) are scored, "
-                 "like the released code; not the paper's full test set.")
+    name, index, built = _build_records(dataset, spec, normal_class, protocol, root, params, seed)
+    train, test, val = _splits(dataset, built, size, preset_obj)
+    note = _note(spec, protocol, params)
     warns = list(built.get("warnings", []))
     manifest: dict[str, Any] = {
         "dataset": dataset,
@@ -198,15 +236,7 @@ def one_class_task(
         "preset": preset_obj.name,
         "preprocessing": preprocessing_summary(dataset, size, preset_obj),
         "has_masks": bool(built["has_masks"]),
-        "n_train": len(train),
-        "n_val": 0 if val is None else len(val),
-        "n_test": len(test),
-        "n_test_normal": sum(1 for lab in test.labels if lab == 0),
-        "n_test_anomalous": sum(1 for lab in test.labels if lab == 1),
-        "train_ids": train.ids,
-        "val_ids": [] if val is None else val.ids,
-        "test_ids": test.ids,
-        "test_labels": test.labels,
+        **_split_summary(train, test, val),
         "checksum": _jsonable(built["checksum"]),
         "source": _jsonable(built.get("info", {})),
         "standin": spec.standin,

@@ -164,22 +164,9 @@ def _read_idx_count(path: Path, kind: str, dataset: str, root: Path) -> int:
     return count
 
 
-def check_idx_files(dataset: str, root: Path, verify_checksums: bool = True) -> dict[str, Any]:
-    """Check the four raw IDX files of ``mnist`` / ``fashion_mnist`` under ``root`` before they are parsed.
-
-    Always: each file's IDX header (magic number, 28x28 images), that its size is what its header
-    announces (a truncated file is refused with the expected and the found count), as many labels as
-    images, labels 0-9. With ``verify_checksums`` (the default) each file must also be the official one:
-    the official item count (60,000 train / 10,000 test) and md5, or the exact content of a ``.gz``
-    beside it whose md5 is torchvision's. md5s are cached per path, size and modification time, so a
-    process computes the md5 of the 47 MB training images once. Raises :class:`CorruptImageError` or
-    :class:`ChecksumMismatchError`, one line naming the file, the expected and the found value, and the fix.
-    Returns ``{"files": {relpath: md5}, "official": bool, "verification": str}``.
-    """
-    cls = TV_CLASS[dataset]
-    raw = Path(root) / cls.__name__ / "raw"
+def _check_idx_structure(dataset: str, root: Path, raw: Path, official: list[IdxFile]) -> dict[str, int]:
+    """Items per raw file, after checking each file's IDX structure, one label per image and labels 0-9."""
     fix = _idx_fix(dataset, root)
-    official = official_idx_files(dataset)
     counts: dict[str, int] = {}
     for f in official:
         counts[f.name] = _read_idx_count(raw / f.name, f.kind, dataset, root)
@@ -194,7 +181,13 @@ def check_idx_files(dataset: str, root: Path, verify_checksums: bool = True) -> 
         if labels.size and int(labels.max()) > 9:
             bad = int(np.flatnonzero(labels > 9)[0])
             raise CorruptImageError(raw / lab, f"label {int(labels[bad])} at position {bad:,}; labels are 0-9", fix=fix)
-    md5s = {f.name: file_digest(raw / f.name, "md5") for f in official}
+    return counts
+
+
+def _match_official(
+    raw: Path, official: list[IdxFile], counts: dict[str, int], md5s: dict[str, str]
+) -> tuple[dict[str, str], list[IdxFile]]:
+    """How each official raw file was recognised (by name), and the files that are not the official ones."""
     how: dict[str, str] = {}
     mismatches: list[IdxFile] = []
     for f in official:
@@ -205,32 +198,63 @@ def check_idx_files(dataset: str, root: Path, verify_checksums: bool = True) -> 
             how[f.name] = f"unpacked from {f.gz}, md5 as torchvision's table"
         else:
             mismatches.append(f)
+    return how, mismatches
+
+
+def _not_official(cls_name: str, raw: Path, f: IdxFile, count: int, md5: str, fix: str) -> ChecksumMismatchError:
+    """The error for a raw file that is not the official one (noting a ``.gz`` beside it that does not match)."""
+    path = raw / f.name
+    gz_note = ""
+    if (raw / f.gz).is_file():
+        gz_note = (f"{raw / f.gz} is there too but "
+                   + ("its md5 is not torchvision's. " if file_digest(raw / f.gz, "md5") != f.gz_md5
+                      else "unpacks to other bytes. "))
+    return ChecksumMismatchError(
+        path, f"{f.md5} (the official file: {f.count:,} {f.kind}, {f.size:,} bytes)",
+        f"{md5} ({count:,} {f.kind}, {path.stat().st_size:,} bytes)", algorithm="md5",
+        fix=f"It is not the official {cls_name} file (another version, or damaged). {gz_note}{fix} "
+            f"To use IDX files of your own, pass verify_checksums=False (their structure is still checked).")
+
+
+def _verification_text(how: dict[str, str], mismatches: list[IdxFile]) -> str:
+    """The recorded sentence on how the raw files were verified."""
+    if mismatches:
+        return (f"skipped (verify_checksums=False): {', '.join(f.name for f in mismatches)} "
+                f"{'is' if len(mismatches) == 1 else 'are'} not the official file(s); the IDX structure was checked")
+    if all(h == "official md5" for h in how.values()):
+        return "official: the item counts and md5s of the four unpacked files match the official release"
+    return "official: " + "; ".join(f"{n}: {h}" for n, h in how.items())
+
+
+def check_idx_files(dataset: str, root: Path, verify_checksums: bool = True) -> dict[str, Any]:
+    """Check the four raw IDX files of ``mnist`` / ``fashion_mnist`` under ``root`` before they are parsed.
+
+    Always: each file's IDX header (magic number, 28x28 images), that its size is what its header
+    announces (a truncated file is refused with the expected and the found count), as many labels as
+    images, labels 0-9. With ``verify_checksums`` (the default) each file must also be the official one:
+    the official item count (60,000 train / 10,000 test) and md5, or the exact content of a ``.gz``
+    beside it whose md5 is torchvision's. md5s are cached per path, size and modification time, so a
+    process computes the md5 of the 47 MB training images once. Raises :class:`CorruptImageError` or
+    :class:`ChecksumMismatchError`, one line naming the file, the expected and the found value, and the fix.
+    Returns ``{"files": {relpath: md5}, "official": bool, "verification": str}``.
+    """
+    cls = TV_CLASS[dataset]
+    raw = Path(root) / cls.__name__ / "raw"
+    official = official_idx_files(dataset)
+    counts = _check_idx_structure(dataset, root, raw, official)
+    md5s = {f.name: file_digest(raw / f.name, "md5") for f in official}
+    how, mismatches = _match_official(raw, official, counts, md5s)
     if mismatches and verify_checksums:
         f = mismatches[0]
-        path = raw / f.name
-        gz_note = ""
-        if (raw / f.gz).is_file():
-            gz_note = (f"{raw / f.gz} is there too but "
-                       + ("its md5 is not torchvision's. " if file_digest(raw / f.gz, "md5") != f.gz_md5
-                          else "unpacks to other bytes. "))
-        raise ChecksumMismatchError(
-            path, f"{f.md5} (the official file: {f.count:,} {f.kind}, {f.size:,} bytes)",
-            f"{md5s[f.name]} ({counts[f.name]:,} {f.kind}, {path.stat().st_size:,} bytes)", algorithm="md5",
-            fix=f"It is not the official {cls.__name__} file (another version, or damaged). {gz_note}{fix} "
-                f"To use IDX files of your own, pass verify_checksums=False (their structure is still checked).")
+        raise _not_official(cls.__name__, raw, f, counts[f.name], md5s[f.name], _idx_fix(dataset, root))
     if mismatches:
-        verification = (f"skipped (verify_checksums=False): {', '.join(f.name for f in mismatches)} "
-                        f"{'is' if len(mismatches) == 1 else 'are'} not the official file(s); the IDX structure was checked")
+        # stacklevel: check_idx_files <- load_arrays <- build_lsa <- lambda <- _build_records <- one_class_task
         warnings.warn(
             f"{dataset}: {', '.join(str(raw / f.name) for f in mismatches)} "
             f"{'is' if len(mismatches) == 1 else 'are'} not the official {cls.__name__} release (verify_checksums=False): "
-            f"numbers on this data are not comparable with published results.", UnverifiedDataWarning, stacklevel=6)
-    elif all(h == "official md5" for h in how.values()):
-        verification = "official: the item counts and md5s of the four unpacked files match the official release"
-    else:
-        verification = "official: " + "; ".join(f"{n}: {h}" for n, h in how.items())
+            f"numbers on this data are not comparable with published results.", UnverifiedDataWarning, stacklevel=7)
     return {"files": {f"{cls.__name__}/raw/{n}": m for n, m in md5s.items()}, "official": not mismatches,
-            "verification": verification, "counts": counts}
+            "verification": _verification_text(how, mismatches), "counts": counts}
 
 
 def _layout(dataset: str) -> str:
@@ -266,20 +290,9 @@ def _diagnose_cifar(root: Path) -> Exception:
     return CorruptImageError(folder, "torchvision could not read the batch files")
 
 
-def load_arrays(dataset: str, root: Path, download: bool = False, verify_checksums: bool = True) -> dict[str, Any]:
-    """Train/test uint8 arrays and targets of a torchvision dataset, with the checksum record.
-
-    For the MNIST family the raw files are checked first (:func:`check_idx_files`), so a damaged file
-    is refused with its name instead of failing inside torchvision's parser.
-    """
+def _open_torchvision(dataset: str, root: Path, download: bool) -> tuple[Any, Any]:
+    """torchvision's train and test datasets, its failures turned into this package's errors."""
     cls = TV_CLASS[dataset]
-    if download:
-        _download(dataset, Path(root))
-    idx_check = None
-    if dataset != "cifar10":
-        raw = Path(root) / cls.__name__ / "raw"
-        if all((raw / f.name).is_file() for f in official_idx_files(dataset)):  # missing files: reported below
-            idx_check = check_idx_files(dataset, Path(root), verify_checksums=verify_checksums)
     try:
         train = cls(str(root), train=True, download=False)
         test = cls(str(root), train=False, download=False)
@@ -301,7 +314,13 @@ def load_arrays(dataset: str, root: Path, download: bool = False, verify_checksu
     except (ValueError, TypeError, IndexError, EOFError, pickle.UnpicklingError) as e:  # malformed idx / pickles
         folder = Path(root) / (CIFAR10.base_folder if dataset == "cifar10" else f"{cls.__name__}/raw")
         raise CorruptImageError(folder, f"{type(e).__name__}: {e}") from e
+    return train, test
 
+
+def _images_and_checksum(
+    dataset: str, train: Any, test: Any, idx_check: dict[str, Any] | None
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Train and test images as uint8 (N, C, H, W) tensors, and the checksum record of the files they came from."""
     if dataset == "cifar10":
         entries = CIFAR10.train_list + CIFAR10.test_list + [[CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
         checksum = {
@@ -311,16 +330,34 @@ def load_arrays(dataset: str, root: Path, download: bool = False, verify_checksu
         }
         tr = torch.from_numpy(np.asarray(train.data)).permute(0, 3, 1, 2)
         te = torch.from_numpy(np.asarray(test.data)).permute(0, 3, 1, 2)
-    else:
-        assert idx_check is not None  # torchvision found the four files, so they were checked above
-        # unchanged record (resuming a run compares it with the run's manifest); the verification
-        # itself is recorded in the manifest's "source"
-        checksum = {
-            "algorithm": "md5",
-            "files": idx_check["files"],
-            "verified": "computed here; torchvision checks md5s only of the downloaded .gz files",
-        }
-        tr, te = train.data.unsqueeze(1), test.data.unsqueeze(1)
+        return tr, te, checksum
+    assert idx_check is not None  # torchvision found the four files, so they were checked above
+    # unchanged record (resuming a run compares it with the run's manifest); the verification
+    # itself is recorded in the manifest's "source"
+    checksum = {
+        "algorithm": "md5",
+        "files": idx_check["files"],
+        "verified": "computed here; torchvision checks md5s only of the downloaded .gz files",
+    }
+    return train.data.unsqueeze(1), test.data.unsqueeze(1), checksum
+
+
+def load_arrays(dataset: str, root: Path, download: bool = False, verify_checksums: bool = True) -> dict[str, Any]:
+    """Train/test uint8 arrays and targets of a torchvision dataset, with the checksum record.
+
+    For the MNIST family the raw files are checked first (:func:`check_idx_files`), so a damaged file
+    is refused with its name instead of failing inside torchvision's parser.
+    """
+    cls = TV_CLASS[dataset]
+    if download:
+        _download(dataset, Path(root))
+    idx_check = None
+    if dataset != "cifar10":
+        raw = Path(root) / cls.__name__ / "raw"
+        if all((raw / f.name).is_file() for f in official_idx_files(dataset)):  # missing files: reported below
+            idx_check = check_idx_files(dataset, Path(root), verify_checksums=verify_checksums)
+    train, test = _open_torchvision(dataset, root, download)
+    tr, te, checksum = _images_and_checksum(dataset, train, test, idx_check)
     return {
         "train": ArraySource(tr, name=f"{dataset} train"),
         "test": ArraySource(te, name=f"{dataset} test"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -137,6 +138,94 @@ def _workers(num_threads: int | None, n: int, decodes_files: bool) -> int:
     return max(1, min(8, cpus))
 
 
+_Result = tuple[int, list[str], int, bool]  # position, problems, label, has a non-empty mask
+_Check = Callable[[int], _Result]
+_Locate = Callable[[int], tuple[str, str]]
+
+
+def _image_dataset_checks(base: ImageDataset, indices: list[int], has_masks: bool) -> tuple[_Check, _Locate]:
+    """Per-position check and locate for an ``ImageDataset``, decoding through its own cache."""
+    size = base.image_size
+
+    def check(pos: int) -> _Result:
+        i = indices[pos]
+        label = int(base.records[i].label)
+        try:
+            image, mask = base.load_cached(i)
+        except Exception as exc:  # any failure to decode is this item's failure
+            return pos, [_exception_reason(exc)], label, False
+        problems = check_item(image, mask, label, size, has_masks)
+        return pos, problems, label, mask is not None and not problems and bool(mask.any())
+
+    def locate(pos: int) -> tuple[str, str]:
+        i = indices[pos]
+        return base.records[i].id, base.describe(i)
+
+    return check, locate
+
+
+def _generic_checks(dataset: Dataset, has_masks: bool) -> tuple[_Check, _Locate]:
+    """Per-position check and locate for any other dataset, read through ``dataset[pos]``."""
+
+    def check(pos: int) -> _Result:
+        try:
+            item = dataset[pos]
+        except Exception as exc:
+            return pos, [_exception_reason(exc)], 0, False
+        if isinstance(item, dict):
+            image, mask, label = item.get("image"), item.get("mask"), item.get("label", 0)
+        else:
+            image, mask, label = item[0], None, item[1] if len(item) > 1 else 0
+        s = int(image.shape[-1]) if isinstance(image, torch.Tensor) and image.ndim else 0
+        problems = check_item(image, mask, label, s, has_masks)
+        lab = int(label) if not problems else 0
+        return pos, problems, lab, isinstance(mask, torch.Tensor) and not problems and bool(mask.any())
+
+    def locate(pos: int) -> tuple[str, str]:
+        return str(pos), f"item {pos}"
+
+    return check, locate
+
+
+def _run_checks(check: _Check, n: int, todo: list[int], workers: int, bar: Any) -> list[_Result]:
+    """Check every position: the cached ones here in order, then ``todo`` (in threads when ``workers`` > 1)."""
+    results: list[_Result] = []
+    todo_set = set(todo)
+    for pos in range(n):  # already decoded (cached): checked here, in order
+        if pos not in todo_set:
+            results.append(check(pos))
+            bar.update(1)
+    if workers <= 1:
+        for pos in todo:
+            results.append(check(pos))
+            bar.update(1)
+    else:
+        def run(chunk: list[int]) -> list[_Result]:
+            return [check(pos) for pos in chunk]
+
+        chunks = [todo[k: k + _CHUNK] for k in range(0, len(todo), _CHUNK)]
+        with ThreadPoolExecutor(workers) as pool:
+            for part in pool.map(run, chunks):
+                results.extend(part)
+                bar.update(len(part))
+    results.sort(key=lambda r: r[0])
+    return results
+
+
+def _tally(results: list[_Result], locate: _Locate) -> tuple[list[ItemFailure], int, int]:
+    """The failures, in order, and the anomalous items and non-empty masks among the items that passed."""
+    failures: list[ItemFailure] = []
+    n_anomalous = n_masks = 0
+    for pos, problems, label, has_mask in results:
+        if problems:
+            item_id, where = locate(pos)
+            failures.append(ItemFailure(pos, item_id, where, "; ".join(problems)))
+        else:
+            n_anomalous += int(label == 1)
+            n_masks += int(has_mask)
+    return failures, n_anomalous, n_masks
+
+
 def validate_split(
     dataset: Dataset,
     split_name: str = "split",
@@ -164,81 +253,24 @@ def validate_split(
     has_masks = bool(getattr(base, "has_masks", False))
 
     if isinstance(base, ImageDataset):
-        size = base.image_size
+        check, locate = _image_dataset_checks(base, indices, has_masks)
         decodes_files = isinstance(base.source, FileSource)
         todo = [pos for pos in range(n) if indices[pos] not in base._cache]  # the rest is only checked
-
-        def check(pos: int) -> tuple[int, list[str], int, bool]:
-            i = indices[pos]
-            label = int(base.records[i].label)
-            try:
-                image, mask = base.load_cached(i)
-            except Exception as exc:  # any failure to decode is this item's failure
-                return pos, [_exception_reason(exc)], label, False
-            problems = check_item(image, mask, label, size, has_masks)
-            return pos, problems, label, mask is not None and not problems and bool(mask.any())
-
-        def locate(pos: int) -> tuple[str, str]:
-            i = indices[pos]
-            return base.records[i].id, base.describe(i)
     else:
-        def check(pos: int) -> tuple[int, list[str], int, bool]:
-            try:
-                item = dataset[pos]
-            except Exception as exc:
-                return pos, [_exception_reason(exc)], 0, False
-            if isinstance(item, dict):
-                image, mask, label = item.get("image"), item.get("mask"), item.get("label", 0)
-            else:
-                image, mask, label = item[0], None, item[1] if len(item) > 1 else 0
-            s = int(image.shape[-1]) if isinstance(image, torch.Tensor) and image.ndim else 0
-            problems = check_item(image, mask, label, s, has_masks)
-            lab = int(label) if not problems else 0
-            return pos, problems, lab, isinstance(mask, torch.Tensor) and not problems and bool(mask.any())
-
-        def locate(pos: int) -> tuple[str, str]:
-            return str(pos), f"item {pos}"
-
+        check, locate = _generic_checks(dataset, has_masks)
         decodes_files, todo = False, list(range(n))
 
     show = (n > PROGRESS_MIN_ITEMS) if progress is None else bool(progress)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=n, desc=f"checking {split_name}", unit="img", leave=False, disable=not show)
-    results: list[tuple[int, list[str], int, bool]] = []
     workers = _workers(num_threads, len(todo), decodes_files)
-    todo_set = set(todo)
     try:
-        for pos in range(n):  # already decoded (cached): checked here, in order
-            if pos not in todo_set:
-                results.append(check(pos))
-                bar.update(1)
-        if workers <= 1:
-            for pos in todo:
-                results.append(check(pos))
-                bar.update(1)
-        else:
-            def run(chunk: list[int]) -> list[tuple[int, list[str], int, bool]]:
-                return [check(pos) for pos in chunk]
-
-            chunks = [todo[k: k + _CHUNK] for k in range(0, len(todo), _CHUNK)]
-            with ThreadPoolExecutor(workers) as pool:
-                for part in pool.map(run, chunks):
-                    results.extend(part)
-                    bar.update(len(part))
+        results = _run_checks(check, n, todo, workers, bar)
     finally:
         bar.close()
-    results.sort(key=lambda r: r[0])
 
-    failures: list[ItemFailure] = []
-    n_anomalous = n_masks = 0
-    for pos, problems, label, has_mask in results:
-        if problems:
-            item_id, where = locate(pos)
-            failures.append(ItemFailure(pos, item_id, where, "; ".join(problems)))
-        else:
-            n_anomalous += int(label == 1)
-            n_masks += int(has_mask)
+    failures, n_anomalous, n_masks = _tally(results, locate)
     if failures:
         raise InvalidSplitError(split_name, n, failures, shown=max_listed)
     return SplitCheck(split_name, n, n_anomalous, n_masks, time.perf_counter() - t0)

@@ -38,6 +38,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "init": INITS,
     "routing_weight_init": ROUTING_WEIGHT_INITS,
 }
+# Adam's first step is lr / (1 - beta1) = 10 lr, which must be a float32 (largest 3.4028235e38): above this
+# the optimiser itself overflows before any loss could be seen to diverge.
+LR_MAX = 3.4028234663852886e38 / 10
 # The SE block after the stem sees the stem's 64 channels (both backbones): it reduces them to 64 / r.
 SE_MIN_CHANNELS = 64
 # Fields that existed in earlier versions and were never read. Stored configs (config.json of older
@@ -90,7 +93,7 @@ def _number_check(lo: float | None, lo_open: bool, hi: float | None = None, hi_o
     """A checker of a number in a range; returns the problem or None."""
     kind = "an integer" if integer else "a finite number"
     if lo is not None and hi is not None:
-        rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:.3g}{')' if hi_open else ']'}"
     elif lo is not None:
         rng = f"{'>' if lo_open else '>='} {lo:g}"
     else:
@@ -149,7 +152,7 @@ FIELD_CHECKS: dict[str, Any] = {
     "lambda_ssim": _number_check(0, False),
     "vgg_input_normalize": _bool_check,
     "ssim_data_range": _number_check(0, True),
-    "lr": _number_check(0, True),
+    "lr": _number_check(0, True, LR_MAX, False),
     "weight_decay": _number_check(0, False),
     "batch_size": _number_check(2, False, integer=True),  # BatchNorm needs 2 images per batch
     "epochs": _number_check(1, False, integer=True),

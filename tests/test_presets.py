@@ -20,8 +20,9 @@ def test_the_two_presets_are_valid_and_every_field_has_a_check():
     ({"output_activation": "sigmoid"}, "output_activation='sigmoid' is not one of tanh01, tanh"),
     ({"routing_weight_init": "zeros"}, "routing_weight_init='zeros' is not one of orthogonal_fanin, orthogonal, randn0.01"),
     ({"backbone": "resnet34"}, "backbone='resnet34' is not one of resnet18, resnet50"),
-    ({"lr": 0.0}, "lr=0.0 is not a finite number > 0"),
-    ({"lr": float("inf")}, "lr=inf is not a finite number > 0"),
+    ({"lr": 0.0}, "lr=0.0 is not a finite number in (0, 3.4e+37]"),
+    ({"lr": float("inf")}, "lr=inf is not a finite number in (0, 3.4e+37]"),
+    ({"lr": 1e38}, "lr=1e+38 is not a finite number in (0, 3.4e+37]"),  # Adam would overflow float32
     ({"lr": "1e-3"}, "write 1.0e-3"),
     ({"weight_decay": -1e-4}, "weight_decay=-0.0001 is not a finite number >= 0"),
     ({"epochs": 0}, "epochs=0 is not an integer >= 1"),

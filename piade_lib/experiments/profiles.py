@@ -382,7 +382,13 @@ def validate_presets(s: Section, w: str) -> None:
     so that a bad value is refused now, naming the section, the field and the valid values, rather
     than after the earlier sections have trained."""
     from piade_lib.engine.config import RunConfig
-    from piade_lib.presets import RETIRED_FIELDS, RUN_LEVEL_FIELDS, PresetError, field_problem, unknown_fields_message
+    from piade_lib.presets import (
+        RETIRED_FIELDS,
+        RUN_LEVEL_FIELDS,
+        PresetError,
+        field_problem,
+        unknown_fields_message,
+    )
 
     overrides = s.run.get("preset_overrides") or {}
     if not isinstance(overrides, dict):
@@ -408,7 +414,10 @@ def validate_presets(s: Section, w: str) -> None:
             RunConfig(**kw).resolved()
         except PresetError as exc:
             named = "; ".join(exc.problems)
-            source = "preset_overrides" if any(f"{k}=" in named or f"'{k}'" in named for k in overrides) else (f"flip {flip}" if flip else f"preset {preset}")
+            if any(f"{k}=" in named or f"'{k}'" in named for k in overrides):
+                source = "preset_overrides"
+            else:
+                source = f"flip {flip}" if flip else f"preset {preset}"
             raise ProfileError(f"{w}: {source}: {named} (preset {preset})") from exc
         except (KeyError, ValueError, TypeError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

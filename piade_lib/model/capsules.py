@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from piade_lib.presets import ROUTING_WEIGHT_INITS  # the valid values, declared once with the preset fields
-
+from piade_lib.presets import ROUTING_WEIGHT_INITS  # declared once, in presets
 
 
 def squash(s: torch.Tensor, a: float = 1.0, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from piade_lib.presets import OUTPUT_ACTIVATIONS  # the valid values, declared once with the preset fields
+from piade_lib.presets import OUTPUT_ACTIVATIONS  # declared once, in presets
 
 DECODER_INPUT_SIZE = 8  # both decoders of Table 6 start from an 8x8 map
 

@@ -192,7 +192,8 @@ class Preset:
     upsampling_final_relu: bool  # ReLU after the last Linear of the upsampling layer (Table 5: none; code: yes)
     output_activation: OutputActivation  # "tanh01": (tanh+1)/2 so reconstructions are in [0,1]; "tanh": raw [-1,1]
     init: Init  # "orthogonal" (paper, new layers) | "default" (code: PyTorch defaults)
-    routing_weight_init: RoutingWeightInit  # "orthogonal_fanin" (paper: orthogonal, scaled 1/sqrt(n_caps)) | "orthogonal" | "randn0.01" (code)
+    # "orthogonal_fanin" (paper: orthogonal, scaled 1/sqrt(n_caps)) | "orthogonal" | "randn0.01" (code)
+    routing_weight_init: RoutingWeightInit
     # --- losses ---------------------------------------------------------------------------
     lambda_perceptual: float  # >= 0
     lambda_ssim: float  # >= 0
@@ -233,7 +234,7 @@ class Preset:
                 d[k] = list(v)
         return d
 
-    def with_overrides(self, **overrides: Any) -> "Preset":
+    def with_overrides(self, **overrides: Any) -> Preset:
         """A copy with some fields replaced, checked like any preset. Unknown fields are refused
         (naming the valid ones); retired fields (:data:`RETIRED_FIELDS`) are ignored, so that the
         config.json of older run folders still loads."""

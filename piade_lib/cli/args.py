@@ -1,6 +1,7 @@
 """Argument types of the ``piade`` command: each checks its value when the command line is parsed, so
 that a bad value is refused at once (exit 2, argparse's one-line ``error: argument --X: ...``) naming
 the valid range, before anything is loaded or written."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,13 +30,20 @@ def int_at_least(low: int, note: str = "") -> Callable[[str], int]:
     return parse
 
 
-def finite_float(low: float | None = None, *, strict: bool = False, high: float | None = None,
-                 note: str = "") -> Callable[[str], float]:
+def finite_float(
+    low: float | None = None,
+    *,
+    strict: bool = False,
+    high: float | None = None,
+    note: str = "",
+) -> Callable[[str], float]:
     """A finite number, optionally > ``low`` (``strict``) or >= ``low``, and <= ``high``."""
     if high is not None:
         want = f"a finite number in {'(' if strict else '['}{low:g}, {high:.3g}]"
     else:
-        want = "a finite number" + ("" if low is None else f" {'>' if strict else '>='} {low:g}")
+        want = "a finite number" + (
+            "" if low is None else f" {'>' if strict else '>='} {low:g}"
+        )
     want += f" ({note})" if note else ""
 
     def parse(text: str) -> float:
@@ -43,8 +51,11 @@ def finite_float(low: float | None = None, *, strict: bool = False, high: float 
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
-        if (not math.isfinite(value) or (low is not None and (value <= low if strict else value < low))
-                or (high is not None and value > high)):
+        if (
+            not math.isfinite(value)
+            or (low is not None and (value <= low if strict else value < low))
+            or (high is not None and value > high)
+        ):
             raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
         return value
 
@@ -78,7 +89,8 @@ def device(text: str) -> str:
         why = "is not available on this machine" if known else "is not a device"
         raise argparse.ArgumentTypeError(
             f"{text!r} {why}; devices that exist here: {', '.join(valid)} (torch {torch.__version__}"
-            f"{'' if torch.cuda.is_available() else ', no CUDA device'})")
+            f"{'' if torch.cuda.is_available() else ', no CUDA device'})"
+        )
     return text
 
 
@@ -93,11 +105,15 @@ def _check_parent_chain(path: Path, what: str) -> None:
     """The nearest existing ancestor of ``path`` must be a folder we may write into."""
     base = _first_existing(path.parent if path.parent != path else path)
     if not base.is_dir():
-        raise argparse.ArgumentTypeError(f"{str(path)!r} cannot be created: {str(base)!r} is a file, not a folder; "
-                                         f"give {what} under a folder")
+        raise argparse.ArgumentTypeError(
+            f"{str(path)!r} cannot be created: {str(base)!r} is a file, not a folder; "
+            f"give {what} under a folder"
+        )
     if not os.access(base, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{str(path)!r} cannot be written: the folder {str(base)!r} is not writable; "
-                                         f"give {what} under a folder you may write to")
+        raise argparse.ArgumentTypeError(
+            f"{str(path)!r} cannot be written: the folder {str(base)!r} is not writable; "
+            f"give {what} under a folder you may write to"
+        )
 
 
 def output_folder(what: str) -> Callable[[str], str]:
@@ -106,10 +122,14 @@ def output_folder(what: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         path = Path(text)
         if path.exists() and not path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; give {what}")
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is a file, not a folder; give {what}"
+            )
         if path.is_dir():
             if not os.access(path, os.W_OK | os.X_OK):
-                raise argparse.ArgumentTypeError(f"the folder {text!r} is not writable; give {what} you may write to")
+                raise argparse.ArgumentTypeError(
+                    f"the folder {text!r} is not writable; give {what} you may write to"
+                )
         else:
             _check_parent_chain(path, what)
         return text
@@ -124,8 +144,10 @@ def output_file(what: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         path = Path(text)
         if path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text!r} is a folder; give the path of {what}, e.g. "
-                                             f"{str(path / 'scores.csv')!r}")
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is a folder; give the path of {what}, e.g. "
+                f"{str(path / 'scores.csv')!r}"
+            )
         _check_parent_chain(path, what)
         return text
 
@@ -140,7 +162,12 @@ TRAIN_BATCH = int_at_least(2, "BatchNorm needs 2 images per training batch")
 SCORE_BATCH = int_at_least(1)
 N_BOOTSTRAP = int_at_least(0, "0 = no interval")
 SEED = int_at_least(0)
-LR = finite_float(0.0, strict=True, high=LR_MAX, note="above it Adam's first step, 10 x lr, overflows float32")
+LR = finite_float(
+    0.0,
+    strict=True,
+    high=LR_MAX,
+    note="above it Adam's first step, 10 x lr, overflows float32",
+)
 WEIGHT_DECAY = finite_float(0.0)
 CHECKPOINT_EVERY = int_at_least(1)
 KEEP_CHECKPOINTS = int_at_least(0, "0 = keep all")

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from piade_lib.cli import args as A
 
@@ -183,7 +184,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     files.write_csv(out, frame)
     n_bad = int((frame["status"] != "ok").sum())
     n_ok = len(frame) - n_bad
-    n_above = int((frame["above_threshold"] == True).sum())
+    n_above = int(frame["above_threshold"].eq(True).sum())  # NA for unreadable images
     print(f"scored {n_ok} of {len(frame)} image(s) with {run_dir}; threshold {threshold:.6g} ({rule}); "
           f"{n_above} above it" + (f"; {n_bad} could not be read (see the status column)" if n_bad else ""))
     print(f"scores: {out}" + (f"; maps: {maps_dir}" if maps_dir else ""))

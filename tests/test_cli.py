@@ -1,8 +1,14 @@
-"""The `piade` command, in-process: train -> evaluate -> score on digits with tiny settings, --help, errors."""
+"""The `piade` command, in-process: train -> evaluate -> score on digits with tiny settings, --help, errors
+(each bad command answers with one line and the right exit status, never a traceback unless --debug)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -78,8 +84,8 @@ def test_score_new_images_writes_csv_and_maps(trained: Path, tmp_path: Path, cap
     assert cli.main(["score", str(trained), str(folder), "--output", str(out), "--maps", str(maps),
                      "--device", "cpu"]) == 0
     frame = pd.read_csv(out)
-    assert list(frame.columns) == ["path", "mse", "perceptual", "ssim_loss", "total", "above_threshold"]
-    assert len(frame) == 3 and frame["path"].str.endswith(".png").all()
+    assert list(frame.columns) == ["path", "mse", "perceptual", "ssim_loss", "total", "above_threshold", "status"]
+    assert len(frame) == 3 and frame["path"].str.endswith(".png").all() and (frame["status"] == "ok").all()
     threshold = json.loads((trained / "metrics.json").read_text())["thresholds"]["train"]
     assert (frame["above_threshold"] == (frame["total"] > threshold)).all()
     assert len(list(maps.glob("*.png"))) == 3
@@ -105,3 +111,232 @@ def test_train_with_a_step_budget_and_milestones(tmp_path: Path, capsys) -> None
     with pytest.raises(SystemExit) as exc:  # a budget is either epochs or steps
         cli.main([*TRAIN, "--steps", "3", "--output", str(tmp_path)])
     assert exc.value.code == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# bad commands: one line naming the problem and the valid values, exit 2 (bad input) or 1 (run time)
+# ------------------------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+BASE = ["train", "--dataset", "digits", "--class", "2"]
+
+
+def _one_error_line(err: str, command: str) -> str:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("usage:", " "))]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"piade {command}: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([*BASE, "--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
+    ([*BASE, "--epochs", "two"], "argument --epochs: expected an integer >= 1, got 'two'"),
+    ([*BASE, "--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+    ([*BASE, "--batch-size", "1"], ("argument --batch-size: expected an integer >= 2 (BatchNorm needs 2 images per "
+                                    "training batch), got 1")),
+    ([*BASE, "--n-bootstrap", "-1"], "argument --n-bootstrap: expected an integer >= 0 (0 = no interval), got -1"),
+    ([*BASE, "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+    ([*BASE, "--lr", "0"], "argument --lr: expected a finite number in (0, 3.4e+37]"),
+    ([*BASE, "--lr", "nan"], "argument --lr: expected a finite number in (0, 3.4e+37]"),
+    ([*BASE, "--lr", "1e38"], "argument --lr: expected a finite number in (0, 3.4e+37] (above it Adam's first step"),
+    ([*BASE, "--weight-decay=-1e-4"], "argument --weight-decay: expected a finite number >= 0, got '-1e-4'"),
+    ([*BASE, "--weight-decay", "inf"], "argument --weight-decay: expected a finite number >= 0, got 'inf'"),
+    ([*BASE, "--checkpoint-every", "0"], "argument --checkpoint-every: expected an integer >= 1, got 0"),
+    ([*BASE, "--keep-checkpoints", "-1"], ("argument --keep-checkpoints: expected an integer >= 0 (0 = keep all), "
+                                           "got -1")),
+    ([*BASE, "--limit-train", "1"], "argument --limit-train: expected an integer >= 2, got 1"),
+    ([*BASE, "--limit-test", "0"], "argument --limit-test: expected an integer >= 1, got 0"),
+    ([*BASE, "--eval-steps", "5", "0"], "argument --eval-steps: expected an integer >= 1, got 0"),
+    ([*BASE, "--device", "tpu"], "argument --device: 'tpu' is not a device; devices that exist here: auto, cpu"),
+    ([*BASE, "--device", "cuda:99"], ("argument --device: 'cuda:99' is not available on this machine; devices that "
+                                      "exist here: auto, cpu")),
+    (["evaluate", "somewhere", "--n-bootstrap", "-5"], "argument --n-bootstrap: expected an integer >= 0"),
+    (["evaluate", "somewhere", "--device", "gpu"], "argument --device: 'gpu' is not a device"),
+    (["score", "run", "img.png", "--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got 0"),
+    (["score", "run", "img.png", "--threshold", "inf"], "argument --threshold: expected a finite number, got 'inf'"),
+    (["score", "run", "img.png", "--device", "cuda:7"], "argument --device: 'cuda:7' is not available"),
+])
+def test_the_parser_refuses_values_out_of_range_naming_the_valid_range(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    line = _one_error_line(capsys.readouterr().err, argv[0])
+    assert message in line, line
+
+
+def test_an_unavailable_cuda_device_is_refused_before_anything_is_written(tmp_path: Path, capsys) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*TRAIN, "--device", "cuda", "--output", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert "'cuda' is not available on this machine; devices that exist here: auto, cpu" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_paths_of_the_wrong_kind_are_refused_before_anything_runs(tmp_path: Path, capsys, monkeypatch) -> None:
+    from piade_lib.engine import scoring, trainer
+
+    def never(*a, **k):
+        raise AssertionError("nothing may be trained or scored")
+
+    monkeypatch.setattr(trainer, "train_run", never)
+    monkeypatch.setattr(scoring, "load_trained", never)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for argv, message in [
+        ([*TRAIN, "--output", str(a_file)], f"argument --output: '{a_file}' is a file, not a folder"),
+        ([*TRAIN, "--output", str(a_file / "sub")], f"'{a_file / 'sub'}' cannot be created: '{a_file}' is a file"),
+        (["score", "run", "img.png", "--output", str(tmp_path)],
+         f"argument --output: '{tmp_path}' is a folder; give the path of the CSV file to write"),
+        (["score", "run", "img.png", "--maps", str(a_file)], f"argument --maps: '{a_file}' is a file, not a folder"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2
+        assert message in _one_error_line(capsys.readouterr().err, argv[0])
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write into read-only folders")
+def test_a_read_only_output_folder_is_refused(tmp_path: Path, capsys) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            cli.main([*TRAIN, "--output", str(ro / "results")])
+        assert exc.value.code == 2
+        assert "is not writable" in _one_error_line(capsys.readouterr().err, "train")
+    finally:
+        ro.chmod(0o700)
+
+
+@pytest.mark.parametrize("error", [
+    PermissionError(errno.EACCES, "Permission denied", "/somewhere/runs"),
+    OSError(errno.ENOSPC, "No space left on device"),
+    IsADirectoryError(errno.EISDIR, "Is a directory", "/somewhere/config.json"),
+    NotADirectoryError(errno.ENOTDIR, "Not a directory", "/somewhere/file/runs"),
+])
+def test_os_errors_at_run_time_are_one_line_with_exit_1(error, tmp_path: Path, capsys, monkeypatch) -> None:
+    from piade_lib.engine import trainer
+
+    def fail(*a, **k):
+        raise error
+
+    monkeypatch.setattr(trainer, "train_run", fail)
+    assert cli.main([*TRAIN, "--output", str(tmp_path)]) == 1
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert f"{type(error).__name__}: [Errno {error.errno}]" in line and "run the same command again" in line
+    with pytest.raises(type(error)):  # --debug: the exception itself, with its traceback
+        cli.main(["--debug", *TRAIN, "--output", str(tmp_path)])
+    monkeypatch.setenv("PIADE_DEBUG", "1")
+    with pytest.raises(type(error)):
+        cli.main([*TRAIN, "--output", str(tmp_path)])
+
+
+def test_a_full_disk_while_writing_the_scores_is_one_line_with_exit_1(trained: Path, tmp_path: Path, capsys,
+                                                                      monkeypatch) -> None:
+    from piade_lib.engine import files
+
+    img = tmp_path / "one.png"
+    Image.new("L", (8, 8), 128).save(img)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "write_csv", full)
+    assert cli.main(["score", str(trained), str(img), "--output", str(tmp_path / "s.csv"), "--device", "cpu"]) == 1
+    assert "OSError: [Errno 28] No space left on device" in _one_error_line(capsys.readouterr().err, "score")
+
+
+def _unfinished_copy(trained: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "res" / "runs" / "digits-lsa" / "2" / "paper-v2"
+    run.mkdir(parents=True)
+    shutil.copy(trained / "config.json", run / "config.json")
+    return run
+
+
+def test_score_and_evaluate_on_an_unfinished_run_say_how_to_finish_it(trained: Path, tmp_path: Path, capsys) -> None:
+    run = _unfinished_copy(trained, tmp_path)
+    img = tmp_path / "one.png"
+    Image.new("L", (8, 8), 128).save(img)
+    for argv in (["score", str(run), str(img), "--output", str(tmp_path / "s.csv")], ["evaluate", str(run)]):
+        assert cli.main(argv) == 2
+        line = _one_error_line(capsys.readouterr().err, argv[0])
+        text = line.split(": error: ", 1)[1]
+        assert text.startswith(f"the run in {run} has not finished training") and "piade evaluate" not in text
+        assert "piade train --dataset digits --class 2 --protocol lsa --preset paper --vectors 2 --epochs 1" in line
+        assert f"--no-pretrained --output {tmp_path / 'res'}" in line
+    assert not (tmp_path / "s.csv").exists()
+
+
+def _images_with_a_bad_one(folder: Path) -> list[Path]:
+    folder.mkdir()
+    good = []
+    for i in range(2):
+        Image.new("L", (8, 8), 60 * (i + 1)).save(folder / f"a{i}.png")
+        good.append(folder / f"a{i}.png")
+    (folder / "b_broken.png").write_bytes(b"this is not a PNG")
+    return good
+
+
+def test_score_reports_unreadable_images_in_a_status_column_and_scores_the_others(trained: Path, tmp_path: Path,
+                                                                                 capsys) -> None:
+    _images_with_a_bad_one(tmp_path / "imgs")
+    out = tmp_path / "scores.csv"
+    assert cli.main(["score", str(trained), str(tmp_path / "imgs"), "--output", str(out), "--device", "cpu",
+                     "--batch-size", "2", "--maps", str(tmp_path / "maps")]) == 0
+    captured = capsys.readouterr()
+    frame = pd.read_csv(out)
+    assert frame["path"].map(lambda p: Path(p).name).tolist() == ["a0.png", "a1.png", "b_broken.png"]
+    assert frame["status"].tolist()[:2] == ["ok", "ok"]
+    assert frame["status"][2].startswith("unreadable: UnidentifiedImageError")
+    terms = frame[["mse", "perceptual", "ssim_loss", "total"]]
+    assert terms.iloc[:2].notna().all().all() and terms.iloc[2].isna().all()
+    assert pd.isna(frame["above_threshold"][2])
+    assert len(list((tmp_path / "maps").glob("*.png"))) == 2
+    bad_lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(bad_lines) == 1
+    assert bad_lines[0].startswith(f"piade score: cannot read {tmp_path / 'imgs' / 'b_broken.png'}: ")
+    assert "scored 2 of 3 image(s)" in captured.out and "1 could not be read" in captured.out
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_score_strict_stops_at_the_first_unreadable_image_and_writes_nothing(trained: Path, tmp_path: Path,
+                                                                           capsys) -> None:
+    _images_with_a_bad_one(tmp_path / "imgs")
+    out = tmp_path / "scores.csv"
+    assert cli.main(["score", str(trained), str(tmp_path / "imgs"), "--output", str(out), "--device", "cpu",
+                     "--strict", "--maps", str(tmp_path / "maps")]) == 2
+    line = _one_error_line(capsys.readouterr().err, "score")
+    assert f"cannot read image {tmp_path / 'imgs' / 'b_broken.png'}" in line and "--strict: nothing was scored" in line
+    assert not out.exists() and not (tmp_path / "maps").exists()
+
+
+def test_a_diverging_training_is_one_line_with_exit_1_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    """End to end, as a user runs it: the largest learning rate the parser accepts makes the loss NaN."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("PIADE_DEBUG", None)
+    argv = [sys.executable, "-m", "piade_lib.cli", "train", "--dataset", "digits", "--class", "2", "--steps", "2",
+            "--batch-size", "2", "--limit-train", "4", "--limit-test", "4", "--n-bootstrap", "0", "--device", "cpu",
+            "--no-pretrained", "--quiet", "--image-size", "32", "--lr", "3e37", "--output", str(tmp_path / "out")]
+    r = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                       check=False)
+    assert r.returncode == 1, r.stderr
+    line = _one_error_line(r.stderr, "train")
+    assert "non-finite training loss" in line and "--lr" in line and r.stdout == ""
+    r = subprocess.run([*argv[:3], "--debug", *argv[3:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "NonFiniteLossError" in r.stderr
+
+
+def test_a_bad_argument_as_a_subprocess_is_argparse_usage_and_one_error_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "piade_lib.cli", "score", "run", "x.png", "--output", str(tmp_path)],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr
+    assert r.stderr.splitlines()[-1] == (f"piade score: error: argument --output: '{tmp_path}' is a folder; give the "
+                                         f"path of the CSV file to write, e.g. '{tmp_path / 'scores.csv'}'")

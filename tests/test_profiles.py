@@ -74,6 +74,18 @@ def test_unknown_profile_lists_the_valid_ones():
     ({"classes": ["0"]}, "'dataset' is required"),
     ({"dataset": "digits", "preset_overrides": {"se_reductoin": 4}}, r"unknown preset field\(s\) \['se_reductoin'\]"),
     ({"dataset": "digits", "checkpoint_every": 0}, "checkpoint_every must be >= 1"),
+    ({"dataset": "digits", "preset_overrides": {"decode_vector": "longst"}},
+     (r"sections.table2: preset_overrides: decode_vector='longst' is not one of first_train_longest_eval, longest, "
+      r"first \(preset paper\)")),
+    ({"dataset": "digits", "flips": ["decode_vector"], "preset_overrides": {"lambda_ssim": -1.0}},
+     r"preset_overrides: lambda_ssim=-1.0 is not a finite number >= 0"),
+    ({"dataset": "digits", "presets": ["authors_code"], "preset_overrides": {"pyramid_channels": [64, 64]}},
+     r"preset_overrides: pyramid_channels=\[64, 64\] must have one entry per pyramid scale"),
+    ({"dataset": "digits", "preset_overrides": {"pyramid_mode": "global"}}, "pyramid_mode was removed"),
+    ({"dataset": "digits", "preset_overrides": ["init"]}, "preset_overrides must be a mapping"),
+    ({"dataset": "digits", "lr": -1.0}, r"sections.table2: lr=-1.0 is not a finite number in \(0, 3.4e\+37\]"),
+    ({"dataset": "digits", "batch_size": 1}, r"batch_size=1 is not an integer >= 2"),
+    ({"dataset": "digits", "limit_train": 1}, r"limit_train=1 is not an integer >= 2"),
 ])
 def test_malformed_profiles_are_refused_with_the_reason(tmp_path, section, message):
     with pytest.raises(profiles.ProfileError, match=message):

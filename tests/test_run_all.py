@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -66,5 +67,24 @@ def test_a_profile_file_with_missing_data_is_refused(tmp_path):
     assert r.returncode == 1, out
     assert "mvtec" in out and "bottle" in out and str(tmp_path / "empty_data") in out
     assert "ImageNet" not in out  # pretrained: false asks for no weights
+    assert not (tmp_path / "results").exists()
+    assert not list(tmp_path.rglob("runs"))
+
+
+def test_a_bad_preset_override_is_refused_within_a_minute_before_anything_trains(tmp_path):
+    profile = tmp_path / "bad_override.yaml"
+    profile.write_text(yaml.safe_dump({"name": "bad_override", "defaults": {"pretrained": False, "steps": 2},
+                                       "sections": {"table2": {"dataset": "digits", "classes": ["0"]},
+                                                    "extra": {"dataset": "digits", "classes": ["1"],
+                                                              "preset_overrides": {"decode_vector": "longst"}}}}))
+    start = time.monotonic()
+    r = _run([str(profile)], tmp_path)
+    elapsed = time.monotonic() - start
+    out = r.stdout + r.stderr
+    assert r.returncode == 2, out
+    assert elapsed < 60, f"took {elapsed:.0f} s"
+    assert ("sections.extra: preset_overrides: decode_vector='longst' is not one of first_train_longest_eval, "
+            "longest, first") in r.stderr
+    assert "Traceback" not in out
     assert not (tmp_path / "results").exists()
     assert not list(tmp_path.rglob("runs"))

@@ -11,14 +11,19 @@ resumes from the last checkpoint when it was interrupted. ``score`` preprocesses
 like the run's training images (the data package's ``load_image_for_scoring``) and flags the ones
 whose total score is above a threshold recorded in the run's metrics.json: by default the 95th
 percentile of the total score on the normal *training* images (``--threshold-from test_normal``: on
-the normal test images; ``--threshold``: a value of your own).
+the normal test images; ``--threshold``: a value of your own); an image that cannot be read gets
+empty scores and its reason in the CSV's ``status`` column (``--strict``: stop instead).
+
+Every option is range-checked by the parser (:mod:`piade_lib.cli.args`). Errors are one line
+``piade <command>: error: ...``, exit status 2 for bad input and 1 for a failure at run time;
+``piade --debug ...`` (or ``PIADE_DEBUG=1``) shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 DEFAULT_OUTPUT = os.path.join("results", "cli")
 
@@ -28,7 +33,13 @@ SUBCOMMANDS = ("train", "evaluate", "score", "download", "profile", "report")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="piade", description="PIADE image anomaly detection: train, evaluate, score; "
-                                     "download the paper's datasets.")
+                                     "download the paper's datasets.",
+                                     epilog="Errors are reported as one line `piade <command>: error: ...`: exit "
+                                     "status 2 for bad input (an argument, a file or folder it names, a profile), "
+                                     "1 for a failure while running (a diverged training, a damaged checkpoint, "
+                                     "a disk that is full or read-only, ...).")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback instead of one "
+                        "line (also: environment variable PIADE_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
 
     from piade_lib.cli import download, profile, report, score, train
@@ -38,26 +49,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``piade`` console script. Returns the exit status."""
+def one_line(message: object) -> str:
+    """A (possibly multi-line) error message as one line: indented detail lines are joined with '; '."""
+    out = ""
+    for line in str(message).splitlines():
+        line = " ".join(line.split())
+        if not line:
+            continue
+        out = line if not out else out + (" " if out.endswith((":", ".", ";", ",")) else "; ") + line
+    return out
+
+
+def exit_status(exc: BaseException) -> int | None:
+    """2 for bad input, 1 for a failure at run time, None for an error that is not the library's own
+    or the operating system's (a bug: its traceback is shown)."""
     from piade_lib.data.errors import PiadeDataError
     from piade_lib.engine.checkpoints import CheckpointError
     from piade_lib.engine.folders import RunConfigMismatchError
     from piade_lib.model.weights import PretrainedWeightsUnavailable
+    from piade_lib.reporting.results import MissingRunsError
 
+    if isinstance(exc, (PiadeDataError, RunConfigMismatchError, PretrainedWeightsUnavailable, FileNotFoundError,
+                        FileExistsError, ValueError, KeyError)):
+        return 2  # an argument, or a file, folder, dataset or profile it names, is wrong or missing
+    if isinstance(exc, (FloatingPointError, CheckpointError, MissingRunsError, OSError)):
+        return 1  # diverged training, damaged checkpoint, permission, disk full, not a directory, ...
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``piade`` console script. Returns the exit status."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("PIADE_DEBUG", "") not in ("", "0")
     try:
         return args.handler(args)
     except KeyboardInterrupt:
         print("\ninterrupted; nothing half-written was kept. Re-run the same command to resume.", file=sys.stderr)
         return 130
-    except (RunConfigMismatchError, CheckpointError, PretrainedWeightsUnavailable, PiadeDataError,
-            FileNotFoundError, FileExistsError, FloatingPointError, ValueError, KeyError) as exc:
-        if os.environ.get("PIADE_DEBUG"):
+    except Exception as exc:
+        status = exit_status(exc)
+        if debug or status is None:
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"piade {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        msg = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+        text = one_line(msg)
+        if isinstance(exc, OSError) and text.startswith("[Errno"):  # the operating system's own message
+            text = (f"{type(exc).__name__}: {text} (fix this and run the same command again: files are written "
+                    "atomically, so nothing half-written was kept)")
+        print(f"piade {args.command}: error: {text or type(exc).__name__}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -2,29 +2,38 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+from piade_lib.cli import args as A
 
 
 def add_parsers(sub: Any) -> None:
     s = sub.add_parser("score", help="score new images with a trained run",
                        description="Score images (files or folders, searched recursively) with a trained run. "
                        "Images are preprocessed exactly like the run's training images. Writes a CSV with the "
-                       "loss terms, the total anomaly score and whether it is above the threshold.",
+                       "loss terms, the total anomaly score, whether it is above the threshold and a status "
+                       "('ok', or why the image could not be read: such images get empty scores, are listed on "
+                       "the console and the others are still scored; --strict stops instead).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("run_dir", help="a finished PIADE run folder")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
-    s.add_argument("--output", default="scores.csv", help="CSV to write (path, mse, perceptual, ssim_loss, total, "
-                   "above_threshold)")
-    s.add_argument("--maps", default=None, metavar="MAPS_DIR", help="also write a heat map (1 - SSIM between the "
-                   "image and its reconstruction) over each image as PNG into this folder")
+    s.add_argument("--output", type=A.output_file("the CSV file to write"), default="scores.csv",
+                   help="CSV to write (path, mse, perceptual, ssim_loss, total, above_threshold, status)")
+    s.add_argument("--maps", type=A.output_folder("a folder for the heat maps"), default=None, metavar="MAPS_DIR",
+                   help="also write a heat map (1 - SSIM between the image and its reconstruction) over each "
+                   "image as PNG into this folder")
     s.add_argument("--threshold-from", default="train", choices=["train", "test_normal"],
                    help="which 95th percentile recorded in metrics.json decides above_threshold: of the normal "
                    "train images, or of the normal test images")
-    s.add_argument("--threshold", type=float, default=None, help="explicit threshold on the total score (overrides "
-                   "--threshold-from)")
-    s.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--threshold", type=A.THRESHOLD, default=None, help="explicit threshold on the total score, a "
+                   "finite number (overrides --threshold-from)")
+    s.add_argument("--batch-size", type=A.SCORE_BATCH, default=32, help="images per forward pass (>= 1)")
+    s.add_argument("--device", type=A.device, default="auto", help="auto, cpu, cuda, cuda:N or mps, if this "
+                   "machine has it")
+    s.add_argument("--strict", action="store_true", help="stop at the first image that cannot be read (exit 2, "
+                   "nothing scored or written) instead of reporting it in the status column and scoring the others")
     s.add_argument("--force", action="store_true", help="replace an existing --output file / map files")
 
     s.set_defaults(handler=cmd_score)
@@ -73,18 +82,38 @@ def save_map_png(image: Any, amap: Any, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+SCORE_COLUMNS = ("path", "mse", "perceptual", "ssim_loss", "total", "above_threshold", "status")
+TERM_COLUMNS = ("mse", "perceptual", "ssim_loss", "total")
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """Why an image could not be read, in one line (the decoder's own error when there is one)."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    text = " ".join(str(cause).split())
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
 def cmd_score(args: argparse.Namespace) -> int:
+    import math
+    import sys
+
     import pandas as pd
     import torch
 
+    from piade_lib.cli.train import unfinished_run_message
     from piade_lib.data.transforms import load_image_for_scoring
     from piade_lib.engine import files, folders
+    from piade_lib.engine.checkpoints import FINAL
     from piade_lib.engine.scoring import anomaly_map, load_trained, resolve_device
+    from piade_lib.model.network import preset_from_dict
 
+    # ---- everything that can be refused is refused before an image is scored or a file written ----
     run_dir = Path(args.run_dir)
     cfg = folders.load_config(run_dir)
     if cfg.get("kind") == "baseline":
         raise ValueError(f"{run_dir} is a baseline run; `piade score` scores with PIADE runs only")
+    if not (run_dir / "checkpoints" / FINAL).is_file():
+        raise FileNotFoundError(unfinished_run_message(run_dir, cfg))
     out = Path(args.output)
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; choose another --output or pass --force to replace it")
@@ -93,44 +122,74 @@ def cmd_score(args: argparse.Namespace) -> int:
     if threshold is None:
         mpath = run_dir / "metrics.json"
         if not mpath.is_file():
-            raise FileNotFoundError(f"{mpath} not found: run `piade evaluate {run_dir}` first, or pass --threshold")
+            raise FileNotFoundError(f"{mpath} not found: the run is trained but not evaluated; run `piade evaluate "
+                                    f"{run_dir}` first, or pass --threshold")
         thresholds = files.read_json(mpath).get("thresholds") or {}
         threshold = thresholds.get(args.threshold_from)
         rule = f"95th percentile of the normal {args.threshold_from.replace('_', ' ')} scores"
         if threshold is None:
             raise ValueError(f"{mpath} records no '{args.threshold_from}' threshold; re-run `piade evaluate "
                              f"{run_dir}` or pass --threshold")
-    device = resolve_device(args.device)
-    model, loss_fn, cfg = load_trained(run_dir, device)
-    from piade_lib.model.network import preset_from_dict
-
-    preset = preset_from_dict(cfg["preset_resolved"])
     paths = collect_images(args.inputs)
     maps_dir = Path(args.maps) if args.maps else None
+    targets = [maps_dir / f"{i:05d}_{p.stem}.png" for i, p in enumerate(paths)] if maps_dir is not None else []
+    if not args.force:
+        clash = next((t for t in targets if t.exists()), None)
+        if clash is not None:
+            raise FileExistsError(f"{clash} exists; choose another --maps folder or pass --force")
+    preset = preset_from_dict(cfg["preset_resolved"])
+
+    def load(p: Path) -> torch.Tensor:
+        return load_image_for_scoring(p, dataset=cfg["dataset"], image_size=int(cfg["image_size"]), preset=preset)
+
+    if args.strict:  # read every image first: the first unreadable one stops before anything is written
+        for p in paths:
+            try:
+                load(p)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"cannot read image {p} ({unreadable_reason(exc)}); --strict: nothing was scored "
+                                 "or written (without --strict the other images are scored and this one is "
+                                 "reported in the CSV's status column)") from exc
+
+    device = resolve_device(args.device)
+    model, loss_fn, cfg = load_trained(run_dir, device)
     rows: list[dict[str, Any]] = []
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start:start + args.batch_size]
-        x = torch.stack([load_image_for_scoring(p, dataset=cfg["dataset"], image_size=int(cfg["image_size"]),
-                                                preset=preset) for p in chunk]).to(device)
+        images: list[torch.Tensor] = []
+        good: list[int] = []  # positions in rows of the images read
+        for i, p in enumerate(chunk):
+            row: dict[str, Any] = {"path": str(p), **{k: math.nan for k in TERM_COLUMNS}, "above_threshold": pd.NA,
+                                   "status": "ok"}
+            try:
+                images.append(load(p))
+                good.append(start + i)
+            except (OSError, ValueError) as exc:
+                row["status"] = f"unreadable: {unreadable_reason(exc)}"
+                print(f"piade score: cannot read {p}: {unreadable_reason(exc)}", file=sys.stderr)
+            rows.append(row)
+        if not images:
+            continue
+        x = torch.stack(images).to(device)
         with torch.no_grad():
             terms = loss_fn.per_image(model(x).reconstruction.float(), x)
-        for i, p in enumerate(chunk):
-            row = {"path": str(p), **{k: float(terms[k][i]) for k in ("mse", "perceptual", "ssim_loss", "total")}}
-            row["above_threshold"] = bool(row["total"] > threshold)
-            rows.append(row)
+        for j, r in enumerate(good):
+            rows[r].update({k: float(terms[k][j]) for k in TERM_COLUMNS})
+            rows[r]["above_threshold"] = bool(rows[r]["total"] > threshold)
         if maps_dir is not None:
             maps = anomaly_map(model, x)
-            for i, p in enumerate(chunk):
-                target = maps_dir / f"{start + i:05d}_{p.stem}.png"
-                if target.exists() and not args.force:
-                    raise FileExistsError(f"{target} exists; choose another --maps folder or pass --force")
-                save_map_png(x[i].cpu(), maps[i, 0], target, f"{p.name}: total {rows[start + i]['total']:.4f}")
-    frame = pd.DataFrame(rows)
+            for j, r in enumerate(good):
+                save_map_png(x[j].cpu(), maps[j, 0], targets[r], f"{paths[r].name}: total {rows[r]['total']:.4f}")
+    frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
     files.write_csv(out, frame)
-    n_above = int(frame["above_threshold"].sum())
-    print(f"scored {len(frame)} image(s) with {run_dir}; threshold {threshold:.6g} ({rule}); "
-          f"{n_above} above it")
+    n_bad = int((frame["status"] != "ok").sum())
+    n_ok = len(frame) - n_bad
+    n_above = int(frame["above_threshold"].eq(True).sum())  # NA for unreadable images
+    print(f"scored {n_ok} of {len(frame)} image(s) with {run_dir}; threshold {threshold:.6g} ({rule}); "
+          f"{n_above} above it" + (f"; {n_bad} could not be read (see the status column)" if n_bad else ""))
     print(f"scores: {out}" + (f"; maps: {maps_dir}" if maps_dir else ""))
+    if n_ok == 0:
+        print(f"piade score: error: none of the {len(frame)} image(s) could be read; the reasons are in {out}",
+              file=sys.stderr)
+        return 1
     return 0
-
-

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from piade_lib.cli import args as A
+
 DEFAULT_OUTPUT = str(Path("results") / "cli")
 
 
@@ -36,33 +38,41 @@ def add_parsers(sub: Any) -> None:
                    help="paper = the IJNS 2020 paper as written; authors_code = the released code's choices")
     t.add_argument("--vectors", type=int, default=2, choices=[1, 2], help="number of instantiation vectors")
     budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int, default=None, help="training epochs (preset: 400)")
-    budget.add_argument("--steps", type=int, default=None, help="a budget of optimiser steps instead of epochs (on "
-                        "a CPU a budget buys steps: a small batch with many steps learns more per minute)")
-    t.add_argument("--batch-size", type=int, default=None, help="batch size (paper 120, authors_code 60)")
-    t.add_argument("--lr", type=float, default=None, help="Adam learning rate (preset: 1e-3)")
-    t.add_argument("--weight-decay", type=float, default=None, help="Adam weight decay (paper 1e-4, authors_code 1e-3)")
+    budget.add_argument("--epochs", type=A.EPOCHS, default=None, help="training epochs, >= 1 (preset: 400)")
+    budget.add_argument("--steps", type=A.STEPS, default=None, help="a budget of optimiser steps (>= 1) instead of "
+                        "epochs (on a CPU a budget buys steps: a small batch with many steps learns more per minute)")
+    t.add_argument("--batch-size", type=A.TRAIN_BATCH, default=None, help="batch size, >= 2 (paper 120, "
+                   "authors_code 60)")
+    t.add_argument("--lr", type=A.LR, default=None, help="Adam learning rate, > 0 (preset: 1e-3)")
+    t.add_argument("--weight-decay", type=A.WEIGHT_DECAY, default=None, help="Adam weight decay, >= 0 (paper 1e-4, "
+                   "authors_code 1e-3)")
     t.add_argument("--image-size", type=int, default=None, choices=[32, 120], help="image size (dataset default)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the shuffling")
-    t.add_argument("--output", default=DEFAULT_OUTPUT, help="results root; the run folder is "
+    t.add_argument("--seed", type=A.SEED, default=0, help="seed (>= 0) of the split, the initialisation and the "
+                   "shuffling")
+    t.add_argument("--output", type=A.output_folder("a folder for the results"), default=DEFAULT_OUTPUT,
+                   help="results root (a folder); the run folder is "
                    "<output>/runs/<dataset>-<protocol>/<class>/<preset>-v<vectors>")
-    t.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
+    t.add_argument("--device", type=A.device, default="auto", help="auto (cuda if available, else cpu), cpu, cuda, "
+                   "cuda:N or mps, if this machine has it")
     t.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                    help="ImageNet weights for the ResNet and the VGG11 (as in the paper); --no-pretrained for "
                    "random initialisation (needed offline when the weights are not cached)")
     t.add_argument("--data-root", default=None, help="data folder (default: $PIADE_DATA, else ./data)")
-    t.add_argument("--checkpoint-every", type=int, default=None, help="write a resume checkpoint every N epochs "
-                   "(default: by wall clock, see --checkpoint-minutes, and after the last epoch)")
-    t.add_argument("--checkpoint-minutes", type=float, default=5.0, help="write a resume checkpoint when this "
-                   "many minutes have passed since the last one (an interrupted run loses at most this much)")
+    t.add_argument("--checkpoint-every", type=A.CHECKPOINT_EVERY, default=None, help="write a resume checkpoint "
+                   "every N (>= 1) epochs (default: by wall clock, see --checkpoint-minutes, and after the last epoch)")
+    t.add_argument("--checkpoint-minutes", type=A.CHECKPOINT_MINUTES, default=5.0, help="write a resume checkpoint "
+                   "when this many minutes (> 0) have passed since the last one (an interrupted run loses at most this)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only; compile time "
                    "is paid once per run)")
-    t.add_argument("--keep-checkpoints", type=int, default=2, help="epoch checkpoints kept (0 = all)")
-    t.add_argument("--limit-train", type=int, default=None, help="use at most N train images (smoke tests)")
-    t.add_argument("--limit-test", type=int, default=None, help="use at most N test images, stratified (smoke tests)")
-    t.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples of the AUROC interval")
-    t.add_argument("--eval-steps", type=int, nargs="+", default=[], metavar="STEP",
-                   help="score the test set at these optimiser steps too (convergence.csv in the run folder)")
+    t.add_argument("--keep-checkpoints", type=A.KEEP_CHECKPOINTS, default=2, help="epoch checkpoints kept (0 = all)")
+    t.add_argument("--limit-train", type=A.LIMIT_TRAIN, default=None, help="use at most N (>= 2) train images (smoke "
+                   "tests)")
+    t.add_argument("--limit-test", type=A.LIMIT_TEST, default=None, help="use at most N (>= 1) test images, stratified "
+                   "(smoke tests)")
+    t.add_argument("--n-bootstrap", type=A.N_BOOTSTRAP, default=1000, help="bootstrap resamples of the AUROC interval "
+                   "(0 = no interval)")
+    t.add_argument("--eval-steps", type=A.EVAL_STEP, nargs="+", default=[], metavar="STEP",
+                   help="score the test set at these optimiser steps (>= 1) too (convergence.csv in the run folder)")
     t.add_argument("--param", action="append", type=_kv, default=[], metavar="KEY=VALUE",
                    help="protocol parameter passed to one_class_task (repeatable; VALUE parsed as JSON if possible)")
     t.add_argument("--variant", default=None, help="run folder name (default <preset>-v<vectors>)")
@@ -77,10 +87,12 @@ def add_parsers(sub: Any) -> None:
                        "checkpoint and write scores.csv, roc.csv and metrics.json (AUROC with a bootstrap interval).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("run_dir", help="a run folder (holds config.json and checkpoints/final.pt)")
-    e.add_argument("--n-bootstrap", type=int, default=None, help="bootstrap resamples (default: the run's)")
+    e.add_argument("--n-bootstrap", type=A.N_BOOTSTRAP, default=None, help="bootstrap resamples (0 = no interval; "
+                   "default: the run's)")
     e.add_argument("--accept-changed-data", action="store_true", help="score the data as it is now even if it "
                    "differs from the run's manifest.json (which is then rewritten); without it changed data is refused")
-    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    e.add_argument("--device", type=A.device, default="auto", help="auto, cpu, cuda, cuda:N or mps, if this machine "
+                   "has it")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
 
     e.set_defaults(handler=cmd_evaluate)
@@ -109,6 +121,46 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
               + ("" if ratio < 1 else "; train longer") + ")")
 
 
+def train_command(cfg: dict[str, Any], run_dir: Path) -> str | None:
+    """The ``piade train`` command that trains (or resumes) the run of ``config.json`` ``cfg`` in
+    ``run_dir``; None when the run was started with settings the command line does not take
+    (preset overrides, as the readings profile's flips use)."""
+    import shlex
+
+    from piade_lib.engine.folders import piade_variant
+
+    if cfg.get("preset_overrides") or cfg.get("amp") is False or cfg.get("num_workers"):
+        return None
+    words = ["piade", "train", "--dataset", cfg["dataset"], "--class", str(cfg["normal_class"])]
+    opt = {"--protocol": cfg.get("protocol"), "--preset": cfg.get("preset"), "--vectors": cfg.get("n_vectors"),
+           "--steps": cfg.get("steps"), "--epochs": None if cfg.get("steps") is not None else cfg.get("epochs"),
+           "--batch-size": cfg.get("batch_size"), "--lr": cfg.get("lr"), "--weight-decay": cfg.get("weight_decay"),
+           "--image-size": cfg.get("image_size"), "--seed": cfg.get("seed"), "--limit-train": cfg.get("limit_train"),
+           "--limit-test": cfg.get("limit_test"), "--data-root": cfg.get("data_root")}
+    for flag, value in opt.items():
+        if value is not None:
+            words += [flag, str(value)]
+    words += [f"--param={k}={json.dumps(v)}" for k, v in (cfg.get("protocol_params") or {}).items()]
+    if not cfg.get("pretrained", False):
+        words.append("--no-pretrained")
+    if cfg.get("eval_steps"):
+        words += ["--eval-steps", *map(str, cfg["eval_steps"])]
+    variant = cfg.get("variant")
+    default = piade_variant(str(cfg.get("preset")), int(cfg.get("n_vectors", 2)), int(cfg.get("seed", 0)))
+    if variant and variant != default:
+        words += ["--variant", str(variant)]
+    words += ["--output", str(run_dir.parents[3]) if len(run_dir.parents) > 3 else "<results root>"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def unfinished_run_message(run_dir: Path, cfg: dict[str, Any]) -> str:
+    """One line: the run in ``run_dir`` has not finished training, and how to finish it."""
+    cmd = train_command(cfg, run_dir)
+    how = (f"finish it with the command that trains it, which resumes where it stopped: {cmd}" if cmd else
+           "finish it by running again the profile or notebook that started it (it resumes where it stopped)")
+    return f"the run in {run_dir} has not finished training (no checkpoints/final.pt yet); {how}"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from piade_lib.engine import files
     from piade_lib.engine.config import RunConfig
@@ -129,9 +181,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from piade_lib.engine import folders
+    from piade_lib.engine.checkpoints import FINAL
     from piade_lib.engine.lifecycle import evaluate_run
 
     run_dir = Path(args.run_dir)
+    cfg = folders.load_config(run_dir)
+    if cfg.get("kind") != "baseline" and not (run_dir / "checkpoints" / FINAL).is_file():
+        raise FileNotFoundError(unfinished_run_message(run_dir, cfg))
     metrics = evaluate_run(run_dir, n_bootstrap=args.n_bootstrap, device=args.device, progress=not args.quiet,
                            accept_changed_data=args.accept_changed_data)
     print(f"run folder: {run_dir}")

@@ -369,17 +369,59 @@ def _validate_against_library(prof: Profile) -> None:
         unknown = sorted(set(s.baseline_params) - set(s.baselines))
         if unknown:
             raise ProfileError(f"{w}: baseline_params for {unknown}, which are not in its baselines {s.baselines}")
-        # every (preset, n_vectors) as the engine will resolve it: catches e.g. a misspelt preset_overrides
-        # field or checkpoint_every: 0 now, not after the earlier sections have trained
-        from piade_lib.engine.config import RunConfig
+        validate_presets(s, w)
 
-        first = s.class_names()[0]
-        for kw in [k for k in s.run_configs() if k["normal_class"] == first]:
-            try:
-                RunConfig(**kw).resolved()
-            except (KeyError, ValueError, TypeError) as exc:
-                msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-                raise ProfileError(f"{w} (preset {kw['preset']}, {kw['n_vectors']} vector(s)): {msg}") from exc
+
+# RunConfig fields a profile may set whose range the engine does not check when it resolves a config
+# (the preset-level ones, lr / weight_decay / batch_size / epochs, use the preset's own checks).
+_RUN_RANGES = {"seed": 0, "n_bootstrap": 0, "keep_checkpoints": 0, "limit_train": 2, "limit_test": 1}
+
+
+def validate_presets(s: Section, w: str) -> None:
+    """Build every preset of the section as its runs will (with ``preset_overrides`` and each flip),
+    so that a bad value is refused now, naming the section, the field and the valid values, rather
+    than after the earlier sections have trained."""
+    from piade_lib.engine.config import RunConfig
+    from piade_lib.presets import (
+        RETIRED_FIELDS,
+        RUN_LEVEL_FIELDS,
+        PresetError,
+        field_problem,
+        unknown_fields_message,
+    )
+
+    overrides = s.run.get("preset_overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ProfileError(f"{w}: preset_overrides must be a mapping of preset field -> value, got {overrides!r}")
+    retired = sorted(set(overrides) & set(RETIRED_FIELDS))
+    if retired:
+        raise ProfileError(f"{w}: preset_overrides: {unknown_fields_message(retired)}")
+    problems = [p for f in RUN_LEVEL_FIELDS if s.run.get(f) is not None and (p := field_problem(f, s.run[f]))]
+    for f, low in _RUN_RANGES.items():
+        v = s.run.get(f)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+            problems.append(f"{f}={v!r} is not an integer >= {low}")
+    if problems:
+        raise ProfileError(f"{w}: " + "; ".join(problems))
+    # every (preset, n_vectors, flip) as the engine will resolve it: catches e.g. a misspelt
+    # preset_overrides field, decode_vector: longst or checkpoint_every: 0 now
+    first = s.class_names()[0]
+    for cls, preset, nv, seed, flip in s.run_keys():
+        if cls != first:
+            continue
+        kw = s.run_config(cls, preset, nv, seed, flip)
+        try:
+            RunConfig(**kw).resolved()
+        except PresetError as exc:
+            named = "; ".join(exc.problems)
+            if any(f"{k}=" in named or f"'{k}'" in named for k in overrides):
+                source = "preset_overrides"
+            else:
+                source = f"flip {flip}" if flip else f"preset {preset}"
+            raise ProfileError(f"{w}: {source}: {named} (preset {preset})") from exc
+        except (KeyError, ValueError, TypeError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise ProfileError(f"{w} (preset {preset}, {nv} vector(s)): {msg}") from exc
 
 
 def load_profile(profile: str | Path) -> Profile:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROUTING_WEIGHT_INITS = ("orthogonal_fanin", "orthogonal", "randn0.01")
+from piade_lib.presets import ROUTING_WEIGHT_INITS  # declared once, in presets
 
 
 def squash(s: torch.Tensor, a: float = 1.0, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-OUTPUT_ACTIVATIONS = ("tanh01", "tanh")
+from piade_lib.presets import OUTPUT_ACTIVATIONS  # declared once, in presets
+
 DECODER_INPUT_SIZE = 8  # both decoders of Table 6 start from an 8x8 map
 
 

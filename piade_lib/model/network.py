@@ -20,11 +20,16 @@ from piade_lib.model.decoder import (
 )
 from piade_lib.model.pyramid import PyramidPooling
 from piade_lib.model.se_resnet import ImageNetNormalize, SEResNetEncoder
-from piade_lib.presets import PRESETS, Preset, get_preset
+from piade_lib.presets import (  # the valid values are declared once, with the preset fields
+    DECODE_VECTOR_MODES,
+    INITS,
+    PRESETS,
+    RETIRED_FIELDS,
+    Preset,
+    get_preset,
+)
 
 IMAGE_SIZES = tuple(sorted(DECODERS))  # (32, 120)
-DECODE_VECTOR_MODES = ("first_train_longest_eval", "longest", "first")
-INITS = ("orthogonal", "default")
 UPSAMPLED_CHANNELS = 512  # Table 5: 512 x mf x mf
 
 
@@ -145,8 +150,9 @@ def build_model(preset: str | Preset = "paper", image_size: int = 120, n_vectors
 
 
 def preset_from_dict(d: dict[str, Any]) -> Preset:
-    """Inverse of :meth:`Preset.to_dict`; fields missing from ``d`` come from the preset of the same name."""
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    """Inverse of :meth:`Preset.to_dict`; fields missing from ``d`` come from the preset of the same name,
+    retired fields (an older run folder's ``pyramid_mode``) are ignored."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k not in RETIRED_FIELDS}
     base = PRESETS.get(fields.get("name", ""))
     if base is not None:
         return base.with_overrides(**fields)

@@ -15,8 +15,8 @@ import torchvision
 from torch import nn
 
 from piade_lib.model.weights import pretrained_state_dict
+from piade_lib.presets import BACKBONES  # declared once, in presets
 
-BACKBONES = ("resnet18", "resnet50")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -18,15 +18,16 @@ from piade_lib.experiments.profiles import (
 # ---------------------------------------------------------------------------------------------
 def check_profile(profile: str | Path | Profile) -> list[str]:
     """Return a list of problems (empty when the profile can run): missing or damaged datasets,
-    missing pretrained weights. Each problem says what is missing, where it is expected and how
-    to fix it. Datasets are checked by building the one-class task the runs will build (the data
-    package's own errors, e.g. DatasetNotFoundError, carry the layout, URL and checksum); for
-    MVTec-layout datasets, whose classes are separate folders, every class is checked.
+    missing pretrained weights, an unknown ``$PIADE_EXECUTOR``. Each problem says what is missing,
+    where it is expected and how to fix it. Datasets are checked by building the one-class task the
+    runs will build (the data package's own errors, e.g. DatasetNotFoundError, carry the layout, URL
+    and checksum); for MVTec-layout datasets, whose classes are separate folders, every class is checked.
     """
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     from piade_lib.data import DATASETS, DOWNLOADABLE, PiadeDataError, one_class_task
+    from piade_lib.experiments.executors import check_environment
 
-    problems: list[str] = []
+    problems: list[str] = check_environment()
     checked: set[tuple] = set()
     missing: set[tuple] = set()  # (dataset, data_root) already reported
     for s in prof.sections.values():

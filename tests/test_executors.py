@@ -219,3 +219,26 @@ def test_a_killed_run_is_reported_and_resumes_from_its_checkpoint(ray_runtime, t
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (piade.run_dir, straight))
     assert ma["auc"] == mb["auc"] and ma["term_auc"] == mb["term_auc"]
+
+
+def _killed_on_first_attempt(p, results_root, *, progress, prune):
+    """The worker dies after the first epoch's checkpoint on the first attempt only (a marker file
+    beside the results root remembers it); Ray's retry then runs the run normally."""
+    marker = Path(results_root).parent / "attempted"
+    if marker.exists():
+        return runner.execute_planned(p, results_root, progress=progress, prune=prune)
+    marker.touch()
+    train_run(RunConfig(**p.kwargs), results_root, progress=False, stop_after=1)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_ray_retries_a_run_whose_worker_died_and_the_retry_resumes(ray_runtime, tmp_path) -> None:
+    prof = _profile(tmp_path, {"t": {**TWO_DIGITS, "classes": ["3"], "steps": None, "epochs": 2, "baselines": []}})
+    root = tmp_path / "ray"
+    (piade,) = plan.planned_runs(prof.sections["t"], root)
+    assert executors.RayExecutor(max_retries=1).run([piade], root, _killed_on_first_attempt, bar=False) == [
+        piade.run_dir]
+    prov = json.loads((piade.run_dir / "provenance.json").read_text())
+    assert [s["resumed_from_epoch"] for s in prov["sessions"]] == [0, 1]
+    assert (piade.run_dir / "checkpoints" / "final.pt").is_file() and (piade.run_dir / "metrics.json").is_file()

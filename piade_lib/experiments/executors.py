@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -339,7 +340,7 @@ def _ray_failure(p: PlannedRun, exc: BaseException) -> RunFailure:
     if isinstance(exc, ray.exceptions.RayTaskError):
         cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
         error = _error_text(cause) if cause is not None else f"{exc.cause_cls.__name__}: (see traceback)"
-        return RunFailure(p, error, str(exc))
+        return RunFailure(p, error, re.sub(r"\x1b\[[0-9;]*m", "", str(exc)))  # without the terminal colours
     # the worker died (killed, out of memory, node lost) or the task was cancelled
     return RunFailure(p, _error_text(exc), "")
 

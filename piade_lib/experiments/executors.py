@@ -250,7 +250,14 @@ class RayExecutor(Executor):
         # they are in Ray's log folder
         quiet: dict[str, Any] = {"log_to_driver": self.log_to_driver, "logging_level": logging.ERROR}
         if address:
-            ray.init(address=address, **quiet)
+            try:
+                ray.init(address=address, **quiet)
+            except ConnectionError as exc:
+                raise ConnectionError(
+                    f"could not join the Ray cluster at {address} ($RAY_ADDRESS): {exc}. Is it running (`ray status`)? "
+                    "If it uses Ray's token authentication (on by default for `ray start` when ~/.ray/auth_token "
+                    "exists), set RAY_AUTH_MODE=token for this process too, or use RAY_ADDRESS=auto on a node of the "
+                    "cluster. Unset RAY_ADDRESS to start a local Ray runtime instead.") from exc
             return True, f"cluster at {address}"
         ray.init(address="local", include_dashboard=False, **quiet)
         return True, "local runtime started for these runs"

@@ -2,10 +2,17 @@
 
 ``profiles`` parses ``configs/<name>.yaml`` into :class:`Section` s; ``plan`` turns a section into typed run
 specs with their folders; ``runner`` executes them (skipping finished runs, resuming interrupted ones);
-``preflight`` checks a profile before anything trains.
+``executors`` say where they execute (this process, or Ray tasks); ``preflight`` checks a profile before
+anything trains.
 """
 from __future__ import annotations
 
+from piade_lib.experiments.executors import (  # noqa: F401
+    LocalExecutor,
+    RayExecutor,
+    RunsFailedError,
+    make_executor,
+)
 from piade_lib.experiments.plan import (  # noqa: F401
     PlannedRun,
     baseline_kwargs,

@@ -19,12 +19,13 @@ from piade_lib.experiments.profiles import (
 # ---------------------------------------------------------------------------------------------
 def check_profile(profile: str | Path | Profile) -> list[str]:
     """Return a list of problems (empty when the profile can run): missing or damaged datasets,
-    missing pretrained weights. An invalid profile (e.g. a preset value out of its valid set or range,
-    in ``preset_overrides`` or through a flip) raises :class:`ProfileError` first: every section's
-    presets are built as its runs will build them. Each problem says what is missing, where it is expected and how
-    to fix it. Datasets are checked by building the one-class task the runs will build (the data
-    package's own errors, e.g. DatasetNotFoundError, carry the layout, URL and checksum); for
-    MVTec-layout datasets, whose classes are separate folders, every class is checked.
+    missing pretrained weights, an unknown ``$PIADE_EXECUTOR``. An invalid profile (e.g. a preset value
+    out of its valid set or range, in ``preset_overrides`` or through a flip) raises
+    :class:`ProfileError` first: every section's presets are built as its runs will build them. Each
+    problem says what is missing, where it is expected and how to fix it. Datasets are checked by
+    building the one-class task the runs will build (the data package's own errors, e.g.
+    DatasetNotFoundError, carry the layout, URL and checksum); for MVTec-layout datasets, whose classes
+    are separate folders, every class is checked.
     """
     if isinstance(profile, Profile):  # load_profile checks the presets itself; a Profile built in code is checked here
         prof = profile
@@ -33,8 +34,9 @@ def check_profile(profile: str | Path | Profile) -> list[str]:
     else:
         prof = load_profile(profile)
     from piade_lib.data import DATASETS, DOWNLOADABLE, PiadeDataError, one_class_task
+    from piade_lib.experiments.executors import check_environment
 
-    problems: list[str] = []
+    problems: list[str] = check_environment()
     checked: set[tuple] = set()
     missing: set[tuple] = set()  # (dataset, data_root) already reported
     for s in prof.sections.values():

@@ -38,6 +38,12 @@ Profile schema (see ``configs/quick.yaml`` for a commented example)::
                                        #   or "mnist" for the published one-class MNIST results (LSA)
         <RunConfig fields>: ...        # epochs, batch_size, image_size, protocol_params, ...
     figure3: {n_images: 4}             # optional
+    executor:                          # optional; how the runs are executed (PIADE_EXECUTOR overrides kind)
+      kind: local                      #   local (default): one after another in this process; ray: one Ray
+                                       #   task per run, in parallel (RAY_ADDRESS joins a running cluster)
+      num_gpus_per_run: 0.25           #   ray: the GPU share a run asks for when the cluster has GPUs
+      num_cpus_per_run: 1              #   ray: the CPUs a run asks for (its intra-op threads)
+      max_retries: 3                   #   ray: re-runs of a run whose worker died (it resumes from its checkpoint)
 """
 from __future__ import annotations
 
@@ -75,7 +81,9 @@ def run_fields() -> tuple[str, ...]:
 
 SECTION_KEYS = ("title", "dataset", "classes", "presets", "n_vectors", "baselines", "paper_table", "baseline_params",
                 "seeds", "flips")
-TOP_FIELDS = ("name", "description", "defaults", "sections", "figure3", "results_root")
+TOP_FIELDS = ("name", "description", "defaults", "sections", "figure3", "results_root", "executor")
+EXECUTOR_KINDS = ("local", "ray")
+EXECUTOR_KEYS = ("kind", "num_gpus_per_run", "num_cpus_per_run", "max_retries")
 
 
 class ProfileError(ValueError):
@@ -84,6 +92,44 @@ class ProfileError(ValueError):
 
 class UnknownProfile(ProfileError):
     pass
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """The profile's ``executor`` key: which executor runs its planned runs and what each Ray task asks
+    for (see :mod:`piade_lib.experiments.executors`; ``PIADE_EXECUTOR`` overrides ``kind``)."""
+
+    kind: str = "local"  # "local" | "ray"
+    num_gpus_per_run: float = 0.25  # asked for only when the Ray cluster has GPUs (and the run's device is not cpu)
+    num_cpus_per_run: float = 1
+    max_retries: int = 3  # Ray's re-runs of a task whose worker died; an exception raised by a run is not retried
+
+
+def parse_executor(raw: Any, where: str = "executor") -> ExecutorSettings:
+    """Validate a profile's ``executor`` mapping (raises ProfileError naming the key and the valid values)."""
+    if raw is None:
+        return ExecutorSettings()
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{where} must be a mapping such as {{kind: ray, num_gpus_per_run: 0.25}}, got {raw!r}")
+    _check_keys(raw, EXECUTOR_KEYS, where)
+    kind = raw.get("kind", "local")
+    if kind not in EXECUTOR_KINDS:
+        raise ProfileError(f"{where}.kind: unknown executor {kind!r}; valid: {', '.join(EXECUTOR_KINDS)}")
+
+    def number(key: str, default: float, *, positive: bool) -> float:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
+            raise ProfileError(f"{where}.{key} must be a number {'> 0' if positive else '>= 0'}, got {value!r}")
+        return value
+
+    gpus = number("num_gpus_per_run", ExecutorSettings.num_gpus_per_run, positive=False)
+    if gpus > 1 and gpus != int(gpus):
+        raise ProfileError(f"{where}.num_gpus_per_run: a share of one GPU (<= 1) or a whole number of GPUs, got {gpus}")
+    cpus = number("num_cpus_per_run", ExecutorSettings.num_cpus_per_run, positive=True)
+    retries = raw.get("max_retries", ExecutorSettings.max_retries)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ProfileError(f"{where}.max_retries must be an integer >= 0, got {retries!r}")
+    return ExecutorSettings(kind=str(kind), num_gpus_per_run=gpus, num_cpus_per_run=cpus, max_retries=retries)
 
 
 def available_profiles() -> list[str]:
@@ -122,6 +168,7 @@ class Section:
     run: dict[str, Any] = field(default_factory=dict)  # RunConfig fields (defaults merged in)
     seeds: list[int] = field(default_factory=list)  # empty: the run's single seed
     flips: list[str] = field(default_factory=list)  # readings flipped one at a time (presets.READINGS)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)  # the profile's, for run_section
 
     @property
     def protocol(self) -> str | None:
@@ -202,6 +249,7 @@ class Profile:
     figure3: dict[str, Any]
     path: Path
     results_root: str
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
     @property
     def pretrained(self) -> bool:
@@ -269,6 +317,7 @@ def parse_profile(raw: dict[str, Any], path: Path) -> Profile:
 
     from piade_lib.presets import PRESETS
 
+    executor = parse_executor(raw.get("executor"), f"{where}: executor")
     sections: dict[str, Section] = {}
     for sname, sraw in sections_raw.items():
         w = f"{where}: sections.{sname}"
@@ -309,13 +358,13 @@ def parse_profile(raw: dict[str, Any], path: Path) -> Profile:
             presets=presets, n_vectors=n_vectors,
             baselines=[str(b) for b in _as_list(sraw.get("baselines", []), f"{w}.baselines")],
             baseline_params=dict(sraw.get("baseline_params") or {}), paper_table=paper_table, run=run,
-            seeds=seeds, flips=flips,
+            seeds=seeds, flips=flips, executor=executor,
         )
     figure3 = dict(raw.get("figure3") or {})
     _check_keys(figure3, ("n_images",), f"{where}: figure3")
     results_root = str(raw.get("results_root") or f"results/{name}")
     prof = Profile(name=name, description=str(raw.get("description", "")).strip(), sections=sections,
-                   figure3=figure3, path=path, results_root=results_root)
+                   figure3=figure3, path=path, results_root=results_root, executor=executor)
     _validate_against_library(prof)
     _check_shared_runs(prof)
     return prof

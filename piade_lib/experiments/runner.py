@@ -1,5 +1,7 @@
 """Execute a section's planned runs through the engine. Finished runs are skipped and interrupted
-ones resumed by the engine, so calling these again continues where a previous call stopped.
+ones resumed by the engine, so calling these again continues where a previous call stopped. Where
+they execute (this process, or Ray tasks across GPUs and machines) is the executor's business
+(:mod:`piade_lib.experiments.executors`).
 
 >>> from piade_lib import experiments
 >>> from piade_lib.experiments import profiles
@@ -8,10 +10,11 @@ ones resumed by the engine, so calling these again continues where a previous ca
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from piade_lib.engine import checkpoints, folders
+from piade_lib.experiments import executors
+from piade_lib.experiments.executors import Executor
 from piade_lib.experiments.plan import PlannedRun, planned_runs
 from piade_lib.experiments.profiles import Profile, Section
 
@@ -30,42 +33,40 @@ def execute_planned(p: PlannedRun, results_root: str | Path, *, progress: bool =
 
 
 def run_section(section: Section, results_root: str | Path, *, progress: bool = False, verbose: bool = True,
-                baselines: bool = True, prune: bool = True, bar: bool = True) -> list[Path]:
+                baselines: bool = True, prune: bool = True, bar: bool = True,
+                executor: Executor | str | None = None) -> list[Path]:
     """Train/evaluate (or skip when finished) every run of ``section``; returns the run folders.
 
     ``verbose`` prints one line per run (what, and how long it took); ``bar`` shows a progress bar
     counting the section's finished runs (a widget in Jupyter); ``progress`` shows the engine's
     per-epoch progress bars too; ``prune`` removes a finished run's resume checkpoints (see
-    :func:`prune_resume_checkpoints`)."""
-    from tqdm.auto import tqdm
-
+    :func:`prune_resume_checkpoints`). ``executor`` (an :class:`~piade_lib.experiments.executors.Executor`,
+    ``"local"`` or ``"ray"``; default: ``$PIADE_EXECUTOR``, else the profile's ``executor`` key, else
+    local) says where the runs execute. A failing run does not stop the others; when all are done,
+    :class:`~piade_lib.experiments.executors.RunsFailedError` names the failures."""
     plan = planned_runs(section, results_root)
     if not baselines:
         plan = [p for p in plan if p.kind == "piade"]
-    done: list[Path] = []
-    counter = tqdm(total=len(plan), desc=f"{section.name}: runs", unit="run", disable=not bar)
-    for i, p in enumerate(plan, 1):
-        t0 = time.time()
-        status = "done" if p.is_finished() else "running"
-        run_dir = execute_planned(p, results_root, progress=progress, prune=prune)
-        if verbose:
-            note = "skipped (finished before)" if status == "done" else f"{time.time() - t0:.0f} s"
-            print(f"[{section.name} {i}/{len(plan)}] {section.dataset}/{p.normal_class} {p.variant}: {note}",
-                  flush=True)
-        done.append(run_dir)
-        counter.update()
-    counter.close()
-    return done
+    ex = executors.make_executor(executor, section.executor)
+    return ex.run(plan, results_root, execute_planned, progress=progress, prune=prune, verbose=verbose, bar=bar,
+                  desc=section.name)
 
 
 def run_sections(profile: Profile, names: list[str], results_root: str | Path, *,
-                 progress: bool = False, verbose: bool = True) -> dict[str, list[Path]]:
-    """:func:`run_section` for several sections of a profile."""
-    out = {}
+                 progress: bool = False, verbose: bool = True,
+                 executor: Executor | str | None = None) -> dict[str, list[Path]]:
+    """:func:`run_section` for several sections of a profile, as one batch: a parallel executor runs
+    the sections' runs side by side, and a run two sections share (same folder) runs once."""
     for name in names:
         if name not in profile.sections:
             raise KeyError(f"profile {profile.name!r} has no section {name!r}; its sections: {list(profile.sections)}")
-        out[name] = run_section(profile.sections[name], results_root, progress=progress, verbose=verbose)
+    plans = {name: planned_runs(profile.sections[name], results_root) for name in names}
+    ex = executors.make_executor(executor, profile.executor)
+    dirs = ex.run([p for name in names for p in plans[name]], results_root, execute_planned, progress=progress,
+                  verbose=verbose, desc=", ".join(names) or "no sections")
+    out: dict[str, list[Path]] = {}
+    for name in names:
+        out[name], dirs = dirs[:len(plans[name])], dirs[len(plans[name]):]
     return out
 
 

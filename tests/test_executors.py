@@ -1,0 +1,243 @@
+"""Executors: the profile's ``executor`` key and ``PIADE_EXECUTOR``; the local and the Ray executor give
+the same runs; a failing or killed run is reported with its folder while the others finish; a killed
+run resumes from its checkpoint, bit for bit. The Ray tests share one real local Ray runtime (2 CPUs).
+Tiny settings: digits, 16 train images, batch 8, 32x32, CPU, random initialisation."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from piade_lib.engine import checkpoints
+from piade_lib.engine.lifecycle import train_run
+from piade_lib.experiments import executors, plan, preflight, profiles, runner
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY = {"pretrained": False, "device": "cpu", "seed": 0, "batch_size": 8, "limit_train": 16, "limit_test": 24,
+        "n_bootstrap": 50}
+
+
+def _profile(tmp_path: Path, sections: dict, **top) -> profiles.Profile:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"name": "tiny", "defaults": TINY, "sections": sections, **top}))
+    return profiles.load_profile(path)
+
+
+TWO_DIGITS = {"dataset": "digits", "protocol": "lsa", "classes": ["3", "8"], "steps": 2, "baselines": ["ocsvm"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# choosing the executor
+# ---------------------------------------------------------------------------------------------
+def test_profile_executor_key_defaults_to_local_and_reaches_every_section(tmp_path) -> None:
+    prof = _profile(tmp_path, {"t": TWO_DIGITS})
+    assert prof.executor == profiles.ExecutorSettings() and prof.executor.kind == "local"
+    prof = _profile(tmp_path, {"t": TWO_DIGITS}, executor={"kind": "ray", "num_gpus_per_run": 0.5,
+                                                             "num_cpus_per_run": 2, "max_retries": 0})
+    assert prof.sections["t"].executor == prof.executor == profiles.ExecutorSettings("ray", 0.5, 2, 0)
+    for name in profiles.available_profiles():  # the shipped profiles run locally unless told otherwise
+        assert profiles.load_profile(name).executor.kind == "local"
+
+
+@pytest.mark.parametrize("executor, message", [
+    ({"kind": "slurm"}, r"executor.kind: unknown executor 'slurm'; valid: local, ray"),
+    ({"kind": "ray", "gpus": 1}, r"executor: unknown key\(s\) \['gpus'\]; valid keys: \['kind', 'max_retries'"),
+    ({"num_gpus_per_run": -1}, r"executor.num_gpus_per_run must be a number >= 0, got -1"),
+    ({"num_gpus_per_run": 1.5}, r"a share of one GPU \(<= 1\) or a whole number of GPUs, got 1.5"),
+    ({"num_cpus_per_run": 0}, r"executor.num_cpus_per_run must be a number > 0, got 0"),
+    ({"num_cpus_per_run": "one"}, r"executor.num_cpus_per_run must be a number > 0, got 'one'"),
+    ({"max_retries": 1.5}, r"executor.max_retries must be an integer >= 0"),
+    ("ray", r"executor must be a mapping"),
+])
+def test_malformed_executor_key_is_refused_with_the_reason(tmp_path, executor, message) -> None:
+    with pytest.raises(profiles.ProfileError, match=message):
+        _profile(tmp_path, {"t": TWO_DIGITS}, executor=executor)
+
+
+def test_environment_overrides_the_profile_and_an_explicit_choice_overrides_both(monkeypatch) -> None:
+    ray_settings = profiles.ExecutorSettings("ray", num_gpus_per_run=0.5, num_cpus_per_run=2, max_retries=1)
+    monkeypatch.delenv(executors.ENV_VAR, raising=False)
+    assert isinstance(executors.make_executor(), executors.LocalExecutor)
+    ex = executors.make_executor(None, ray_settings)
+    assert isinstance(ex, executors.RayExecutor)
+    assert (ex.num_gpus_per_run, ex.num_cpus_per_run, ex.max_retries) == (0.5, 2, 1)
+    monkeypatch.setenv(executors.ENV_VAR, "local")
+    assert isinstance(executors.make_executor(None, ray_settings), executors.LocalExecutor)
+    monkeypatch.setenv(executors.ENV_VAR, "ray")
+    ex = executors.make_executor(None, profiles.ExecutorSettings(num_gpus_per_run=0.25))
+    assert isinstance(ex, executors.RayExecutor) and ex.num_gpus_per_run == 0.25
+    assert isinstance(executors.make_executor("local", ray_settings), executors.LocalExecutor)
+    mine = executors.LocalExecutor()
+    assert executors.make_executor(mine, ray_settings) is mine
+    monkeypatch.setenv(executors.ENV_VAR, "rayy")
+    with pytest.raises(executors.ExecutorError, match=r"\$PIADE_EXECUTOR: unknown executor 'rayy'; valid: local, ray"):
+        executors.make_executor()
+    assert any("PIADE_EXECUTOR='rayy'" in p for p in preflight.check_profile("smoke"))  # before anything trains
+
+
+# ---------------------------------------------------------------------------------------------
+# a failing run: reported with its folder, the others finish (both executors)
+# ---------------------------------------------------------------------------------------------
+def _failing_plan(tmp_path: Path) -> list[plan.PlannedRun]:
+    """An OC-SVM run that works, a PIADE run of MNIST (whose data root is empty) and a digits run of a
+    class that does not exist."""
+    prof = _profile(tmp_path, {
+        "ok": {"dataset": "digits", "protocol": "lsa", "classes": ["3"], "presets": [], "baselines": ["ocsvm"]},
+        "missing": {"dataset": "mnist", "classes": ["0"], "steps": 2},
+    })
+    root = tmp_path / "res"
+    ok = plan.planned_runs(prof.sections["ok"], root)
+    mnist = plan.planned_runs(prof.sections["missing"], root)
+    assert [p.kind for p in ok] == ["baseline"] and [p.kind for p in mnist] == ["piade"]
+    spec = dataclasses.replace(mnist[0].spec, dataset="digits", normal_class="42")
+    no_class = dataclasses.replace(mnist[0], spec=spec, run_dir=root / "runs" / "digits-lsa" / "42" / "paper-v2")
+    return [mnist[0], *ok, no_class]
+
+
+@pytest.mark.parametrize("kind", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_a_failing_run_is_reported_with_its_folder_and_the_others_finish(kind, tmp_path, monkeypatch, capsys,
+                                                                          request) -> None:
+    if kind == "ray":
+        request.getfixturevalue("ray_runtime")
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    monkeypatch.setenv("PIADE_DATA", str(empty))  # the Ray worker must see the same data root
+    runs = _failing_plan(tmp_path)
+    ex = executors.make_executor(kind)
+    with pytest.raises(executors.RunsFailedError) as caught:
+        ex.run(runs, tmp_path / "res", runner.execute_planned, bar=False)
+    failures = caught.value.failures
+    assert [f.run for f in failures] == [runs[0], runs[2]] and caught.value.n_runs == 3
+    assert str(runs[0].run_dir) in str(caught.value) and str(runs[2].run_dir) in str(caught.value)
+    assert str(empty) in failures[0].error  # the mnist run looked under $PIADE_DATA of this process
+    assert "unknown class" in failures[1].error and "42" in failures[1].error
+    assert (runs[1].run_dir / "metrics.json").is_file()  # the OC-SVM run between them finished
+    out = capsys.readouterr().out
+    assert "[missing 1/2] mnist/0 paper-v2: FAILED" in out and "[ok 1/1] digits/3 baseline-ocsvm:" in out
+    assert "2 of 3 run(s) FAILED" in out and "The first failure in full" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray: a real local runtime, shared by the tests below
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_runtime():
+    """A local Ray runtime with 2 CPUs; the executors find it running and leave it running."""
+    import logging
+    import sys
+
+    ray = pytest.importorskip("ray")
+    # the workers import piade_lib (this checkout: Ray puts the working directory on their path) but not
+    # this test module: its functions travel by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_workers_import_this_checkout(ray_runtime) -> None:
+    import piade_lib
+
+    @ray_runtime.remote(num_cpus=1)
+    def where() -> str:
+        import piade_lib as lib
+
+        return lib.__file__
+
+    assert ray_runtime.get(where.remote()) == piade_lib.__file__
+
+
+@pytest.mark.slow
+def test_ray_and_local_executors_give_the_same_runs(ray_runtime, tmp_path, monkeypatch, capsys) -> None:
+    prof = _profile(tmp_path, {"t": TWO_DIGITS})
+    section = prof.sections["t"]
+    local = runner.run_section(section, tmp_path / "local", executor="local", bar=False)
+    monkeypatch.chdir(tmp_path)  # a relative results root: the workers still write here
+    ray_dirs = runner.run_section(section, "ray", executor=executors.RayExecutor(num_cpus_per_run=1), bar=False)
+    out = capsys.readouterr().out
+    assert "executor: ray" in out and "[ray] the runtime this process joined before" in out
+    assert [d.relative_to(tmp_path / "local") for d in local] == [d.relative_to("ray") for d in ray_dirs]
+    assert [p.variant for p in plan.planned_runs(section, "ray")] == [
+        "paper-v2", "paper-v2", "baseline-ocsvm", "baseline-ocsvm"]
+    for a, b in zip(local, ray_dirs):
+        ma = json.loads((a / "metrics.json").read_text())
+        mb = json.loads((tmp_path / b / "metrics.json").read_text())
+        keys = ("auc", "auc_ci_low", "auc_ci_high", "term_auc", "normal_recon_mse")
+        assert {k: ma.get(k) for k in keys} == {k: mb.get(k) for k in keys}, a
+    # run again: every run is skipped, without a Ray task
+    again = runner.run_section(section, "ray", executor="ray", bar=False)
+    assert again == ray_dirs
+    out = capsys.readouterr().out
+    assert out.count("skipped (finished before)") == 4 and "[ray]" not in out
+
+
+def _killed_after_first_epoch(p, results_root, *, progress, prune):
+    """A PIADE run whose worker dies after its first epoch's checkpoint (as a preempted node would);
+    other runs execute normally."""
+    if p.kind != "piade":
+        return runner.execute_planned(p, results_root, progress=progress, prune=prune)
+    train_run(p.spec, results_root, progress=False, stop_after=1)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_reported_and_resumes_from_its_checkpoint(ray_runtime, tmp_path, capsys) -> None:
+    prof = _profile(tmp_path, {"t": {**TWO_DIGITS, "classes": ["3"], "steps": None, "epochs": 3}})
+    section = prof.sections["t"]
+    root = tmp_path / "ray"
+    piade, ocsvm = plan.planned_runs(section, root)
+    ex = executors.RayExecutor(max_retries=0)
+    with pytest.raises(executors.RunsFailedError) as caught:
+        ex.run([piade, ocsvm], root, _killed_after_first_epoch, bar=False)
+    (failure,) = caught.value.failures
+    assert failure.run == piade and "died" in failure.error.lower()
+    assert (ocsvm.run_dir / "metrics.json").is_file()  # the other run finished
+    ckpt = piade.run_dir / "checkpoints"
+    assert checkpoints.load_torch(ckpt / "last.pt")["epoch"] == 1 and not (ckpt / "final.pt").exists()
+    assert "FAILED" in capsys.readouterr().out
+
+    # submitted again: the run resumes from epoch 1, and ends where an uninterrupted run ends
+    assert ex.run([piade, ocsvm], root, runner.execute_planned, bar=False) == [piade.run_dir, ocsvm.run_dir]
+    prov = json.loads((piade.run_dir / "provenance.json").read_text())
+    assert [s["resumed_from_epoch"] for s in prov["sessions"]] == [0, 1]
+    straight = runner.run_section(section, tmp_path / "local", executor="local", baselines=False, bar=False)[0]
+    wa = checkpoints.load_torch(piade.run_dir / "checkpoints" / "final.pt")["model"]
+    wb = checkpoints.load_torch(straight / "checkpoints" / "final.pt")["model"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (piade.run_dir, straight))
+    assert ma["auc"] == mb["auc"] and ma["term_auc"] == mb["term_auc"]
+
+
+def _killed_on_first_attempt(p, results_root, *, progress, prune):
+    """The worker dies after the first epoch's checkpoint on the first attempt only (a marker file
+    beside the results root remembers it); Ray's retry then runs the run normally."""
+    marker = Path(results_root).parent / "attempted"
+    if marker.exists():
+        return runner.execute_planned(p, results_root, progress=progress, prune=prune)
+    marker.touch()
+    train_run(p.spec, results_root, progress=False, stop_after=1)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_ray_retries_a_run_whose_worker_died_and_the_retry_resumes(ray_runtime, tmp_path) -> None:
+    prof = _profile(tmp_path, {"t": {**TWO_DIGITS, "classes": ["3"], "steps": None, "epochs": 2, "baselines": []}})
+    root = tmp_path / "ray"
+    (piade,) = plan.planned_runs(prof.sections["t"], root)
+    assert executors.RayExecutor(max_retries=1).run([piade], root, _killed_on_first_attempt, bar=False) == [
+        piade.run_dir]
+    prov = json.loads((piade.run_dir / "provenance.json").read_text())
+    assert [s["resumed_from_epoch"] for s in prov["sessions"]] == [0, 1]
+    assert (piade.run_dir / "checkpoints" / "final.pt").is_file() and (piade.run_dir / "metrics.json").is_file()

@@ -9,7 +9,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from piade_lib.data import InvalidSplitError, ItemFailure, SplitCheck, one_class_task, validate_split
-from piade_lib.data.validation import check_item
+from piade_lib.data.validation import check_item, validate_task
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_clean_splits_pass_and_fill_the_cache_without_copies(bottle):
     image, _ = task.test._cache[0]
     assert task.test.load_cached(0)[0] is image  # training reads the cached tensor
     assert torch.equal(task.test[0]["image"], image)
-    checks = task.validate()
+    checks = validate_task(task)
     assert set(checks) == {"train", "test"} and checks["train"].n_items == 4 and checks["train"].n_masks == 0
 
 

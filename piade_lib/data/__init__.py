@@ -9,7 +9,7 @@ Datasets (default protocol): ``cifar10``, ``mnist``, ``fashion_mnist`` (lsa), ``
 stand-in for Table 3 and Figure 4), ``folder`` (your own images in the MVTec layout).
 Data root: ``root=``, else ``$PIADE_DATA``, else ``./data``. See docs/datasets.md.
 
-Before training, ``validate_split(split, "train")`` (or ``task.validate()``) decodes every item once,
+Before training, ``validate_split(split, "train")`` (or ``validate_task(task)``) decodes every item once,
 filling the split's cache, and raises one :class:`InvalidSplitError` listing every unreadable file,
 wrong mask or out-of-range image.
 """
@@ -52,7 +52,7 @@ from piade_lib.data.transforms import (
     mask_transform,
     preprocessing_summary,
 )
-from piade_lib.data.validation import ItemFailure, SplitCheck, validate_split
+from piade_lib.data.validation import ItemFailure, SplitCheck, validate_split, validate_task
 
 __all__ = [
     "DATASETS", "DEFAULT_IMAGE_SIZE", "DOWNLOADABLE", "ENV_VAR", "IMAGE_EXTENSIONS", "SOURCES",
@@ -63,5 +63,5 @@ __all__ = [
     "UnknownClassError", "UnknownDatasetError", "UnknownProtocolError", "UnsafeArchiveError",
     "UnsupportedImageSizeError", "UnverifiedDataWarning", "classes", "data_root", "download", "download_sources",
     "image_transform", "load_image", "load_image_for_scoring", "manual_download_help", "mask_transform",
-    "one_class_task", "preprocessing_summary", "safe_extract", "validate_split",
+    "one_class_task", "preprocessing_summary", "safe_extract", "validate_split", "validate_task",
 ]

@@ -226,16 +226,6 @@ class OneClassTask:
     val: ImageDataset | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def validate(self, progress: bool | None = None) -> dict[str, Any]:
-        """Decode and check every item of ``train``, ``val`` (if any) and ``test`` once (filling their caches);
-        see :func:`piade_lib.data.validate_split`. Returns ``{split name: SplitCheck}``; raises
-        :class:`~piade_lib.data.errors.InvalidSplitError` for the first split with failures."""
-        from piade_lib.data.validation import validate_split
-
-        splits = {"train": self.train, "val": self.val, "test": self.test}
-        return {name: validate_split(ds, f"{self.dataset} {self.normal_class} {name}", progress=progress)
-                for name, ds in splits.items() if ds is not None}
-
     def write_manifest(self, path: str | os.PathLike[str]) -> Path:
         """Write the manifest as JSON (atomically; parent folders created) and return the path."""
         path = Path(path)

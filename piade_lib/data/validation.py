@@ -274,3 +274,12 @@ def validate_split(
     if failures:
         raise InvalidSplitError(split_name, n, failures, shown=max_listed)
     return SplitCheck(split_name, n, n_anomalous, n_masks, time.perf_counter() - t0)
+
+
+def validate_task(task: Any, progress: bool | None = None) -> dict[str, Any]:
+    """Decode and check every item of a task's ``train``, ``val`` (if any) and ``test`` once (filling their
+    caches); see :func:`validate_split`. Returns ``{split name: SplitCheck}``; raises
+    :class:`~piade_lib.data.errors.InvalidSplitError` for the first split with failures."""
+    splits = {"train": task.train, "val": getattr(task, "val", None), "test": task.test}
+    return {name: validate_split(ds, f"{task.dataset} {task.normal_class} {name}", progress=progress)
+            for name, ds in splits.items() if ds is not None}

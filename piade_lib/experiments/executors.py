@@ -284,43 +284,56 @@ class RayExecutor(Executor):
             return
         started, where = self._connect()
         try:
-            resources = ray.cluster_resources()
-            gpus_in_cluster = float(resources.get("GPU", 0))
-            use_gpus = self.num_gpus_per_run if gpus_in_cluster > 0 else 0.0
-            if verbose:
-                print(f"[ray] {where}: {resources.get('CPU', 0):g} CPU, {gpus_in_cluster:g} GPU; each run asks for "
-                      f"{self.num_cpus_per_run:g} CPU" + (f" and {use_gpus:g} GPU" if use_gpus else ""), flush=True)
             root = results_root.expanduser().resolve()  # workers may start elsewhere: absolute paths
-            env = {"env_vars": self._env_vars()}
-            base = {"num_cpus": self.num_cpus_per_run, "max_retries": self.max_retries, "runtime_env": env}
-            on_cpu = ray.remote(**base)(_timed)
-            on_gpu = ray.remote(**base, num_gpus=use_gpus, max_calls=1)(_timed) if use_gpus else on_cpu
-            pending: dict[Any, int] = {}
-            for i in todo:
-                p = runs[i]
-                fn = on_gpu if use_gpus and str(p.spec.device) != "cpu" else on_cpu
-                pending[fn.remote(execute, _absolute_paths(p), str(root), progress, prune)] = i
-            try:
-                while pending:
-                    ready, _ = ray.wait(list(pending), num_returns=1)
-                    for ref in ready:
-                        i = pending.pop(ref)
-                        try:
-                            run_dir, seconds = ray.get(ref)
-                        except Exception as exc:  # noqa: BLE001 -- reported, the other runs go on
-                            report(i, None, None, _ray_failure(runs[i], exc))
-                        else:
-                            report(i, _as_given(run_dir, root, results_root), seconds, None)
-            except BaseException:  # interrupted (KeyboardInterrupt): do not leave runs going on a cluster
-                for ref in pending:
-                    try:
-                        ray.cancel(ref)
-                    except Exception:  # noqa: BLE001 -- best effort
-                        pass
-                raise
+            pending = self._submit(ray, runs, todo, root, execute, progress=progress, prune=prune, verbose=verbose,
+                                   where=where)
+            _collect(ray, pending, runs, root, results_root, report)
         finally:
             if started:
                 ray.shutdown()
+
+    def _submit(self, ray: Any, runs: list[PlannedRun], todo: list[int], root: Path, execute: Execute, *,
+                progress: bool, prune: bool, verbose: bool, where: str) -> dict[Any, int]:
+        """Start one Ray task for each run in ``todo``; return the task references -> run positions."""
+        resources = ray.cluster_resources()
+        gpus_in_cluster = float(resources.get("GPU", 0))
+        use_gpus = self.num_gpus_per_run if gpus_in_cluster > 0 else 0.0
+        if verbose:
+            print(f"[ray] {where}: {resources.get('CPU', 0):g} CPU, {gpus_in_cluster:g} GPU; each run asks for "
+                  f"{self.num_cpus_per_run:g} CPU" + (f" and {use_gpus:g} GPU" if use_gpus else ""), flush=True)
+        env = {"env_vars": self._env_vars()}
+        base = {"num_cpus": self.num_cpus_per_run, "max_retries": self.max_retries, "runtime_env": env}
+        on_cpu = ray.remote(**base)(_timed)
+        on_gpu = ray.remote(**base, num_gpus=use_gpus, max_calls=1)(_timed) if use_gpus else on_cpu
+        pending: dict[Any, int] = {}
+        for i in todo:
+            p = runs[i]
+            fn = on_gpu if use_gpus and str(p.spec.device) != "cpu" else on_cpu
+            pending[fn.remote(execute, _absolute_paths(p), str(root), progress, prune)] = i
+        return pending
+
+
+def _collect(ray: Any, pending: dict[Any, int], runs: list[PlannedRun], root: Path, results_root: Path,
+             report: Callable[[int, Path | None, float | None, RunFailure | None], None]) -> None:
+    """Report each of the ``pending`` Ray tasks as it finishes; cancel those left when interrupted."""
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                i = pending.pop(ref)
+                try:
+                    run_dir, seconds = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 -- reported, the other runs go on
+                    report(i, None, None, _ray_failure(runs[i], exc))
+                else:
+                    report(i, _as_given(run_dir, root, results_root), seconds, None)
+    except BaseException:  # interrupted (KeyboardInterrupt): do not leave runs going on a cluster
+        for ref in pending:
+            try:
+                ray.cancel(ref)
+            except Exception:  # noqa: BLE001 -- best effort
+                pass
+        raise
 
 
 def _absolute_paths(p: PlannedRun) -> PlannedRun:

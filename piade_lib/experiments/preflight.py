@@ -9,6 +9,7 @@ from pathlib import Path
 
 from piade_lib.experiments.profiles import (
     Profile,
+    Section,
     load_profile,
     validate_presets,
 )
@@ -33,10 +34,20 @@ def check_profile(profile: str | Path | Profile) -> list[str]:
             validate_presets(s, f"{prof.path}: sections.{s.name}")
     else:
         prof = load_profile(profile)
-    from piade_lib.data import DATASETS, DOWNLOADABLE, PiadeDataError, one_class_task
     from piade_lib.experiments.executors import check_environment
 
     problems: list[str] = check_environment()
+    problems += _dataset_problems(prof)
+    if prof.pretrained:
+        problems += _weights_problems(prof)
+    return problems
+
+
+def _dataset_problems(prof: Profile) -> list[str]:
+    """One problem for each (dataset, data root) of ``prof`` whose one-class task cannot be built."""
+    from piade_lib.data import DATASETS, DOWNLOADABLE
+
+    problems: list[str] = []
     checked: set[tuple] = set()
     missing: set[tuple] = set()  # (dataset, data_root) already reported
     for s in prof.sections.values():
@@ -44,18 +55,7 @@ def check_profile(profile: str | Path | Profile) -> list[str]:
             continue
         names = s.class_names()
         per_folder = DATASETS[s.dataset].default_protocol == "mvtec" and not DATASETS[s.dataset].standin
-        failed: list[tuple[str, Exception]] = []
-        for cls in names if per_folder else names[:1]:
-            key = (s.dataset, s.protocol, cls, s.run.get("data_root"), repr(s.run.get("protocol_params")))
-            if key in checked:
-                continue
-            checked.add(key)
-            try:
-                one_class_task(s.dataset, cls, protocol=s.protocol, seed=int(s.run.get("seed", 0)),
-                               root=s.run.get("data_root"), image_size=s.run.get("image_size"),
-                               **(s.run.get("protocol_params") or {}))
-            except PiadeDataError as exc:
-                failed.append((cls, exc))
+        failed = _failed_classes(s, names if per_folder else names[:1], checked)
         if failed:
             cls, exc = failed[0]
             msg = f"[section {s.name}] dataset {s.dataset!r}, class {cls!r}: {type(exc).__name__}:\n{_indent(str(exc))}"
@@ -65,22 +65,46 @@ def check_profile(profile: str | Path | Profile) -> list[str]:
                 msg += f"\n    Fetch it with: {download_command(s.dataset, s.run.get('data_root'))}"
             problems.append(msg)
             missing.add((s.dataset, s.run.get("data_root")))
-    if prof.pretrained:
-        from piade_lib.model.weights import is_cached, weights_file, weights_url
-        from piade_lib.presets import get_preset
+    return problems
 
-        archs = sorted({get_preset(p).backbone for s in prof.sections.values() if s.run.get("pretrained")
-                        for p in s.presets} | {"vgg11"})
-        for arch in archs:
-            if not is_cached(arch):
-                f = weights_file(arch)
-                problems.append(
-                    f"ImageNet weights for {arch} are not cached (the profile sets pretrained: true):\n"
-                    f"    expected file : {f.name}\n"
-                    f"    in folder     : {f.parent}  (torchvision's cache; set TORCH_HOME to use another)\n"
-                    f"    download from : {weights_url(arch)}\n"
-                    f"    copy the file there from a machine with network access (or run once with network)"
-                )
+
+def _failed_classes(s: Section, classes: list[str], checked: set[tuple]) -> list[tuple[str, Exception]]:
+    """Build section ``s``'s one-class task for each of ``classes`` not yet ``checked``; return those that fail."""
+    from piade_lib.data import PiadeDataError, one_class_task
+
+    failed: list[tuple[str, Exception]] = []
+    for cls in classes:
+        key = (s.dataset, s.protocol, cls, s.run.get("data_root"), repr(s.run.get("protocol_params")))
+        if key in checked:
+            continue
+        checked.add(key)
+        try:
+            one_class_task(s.dataset, cls, protocol=s.protocol, seed=int(s.run.get("seed", 0)),
+                           root=s.run.get("data_root"), image_size=s.run.get("image_size"),
+                           **(s.run.get("protocol_params") or {}))
+        except PiadeDataError as exc:
+            failed.append((cls, exc))
+    return failed
+
+
+def _weights_problems(prof: Profile) -> list[str]:
+    """One problem for each backbone's ImageNet weights ``prof`` needs that are not cached."""
+    from piade_lib.model.weights import is_cached, weights_file, weights_url
+    from piade_lib.presets import get_preset
+
+    problems: list[str] = []
+    archs = sorted({get_preset(p).backbone for s in prof.sections.values() if s.run.get("pretrained")
+                    for p in s.presets} | {"vgg11"})
+    for arch in archs:
+        if not is_cached(arch):
+            f = weights_file(arch)
+            problems.append(
+                f"ImageNet weights for {arch} are not cached (the profile sets pretrained: true):\n"
+                f"    expected file : {f.name}\n"
+                f"    in folder     : {f.parent}  (torchvision's cache; set TORCH_HOME to use another)\n"
+                f"    download from : {weights_url(arch)}\n"
+                f"    copy the file there from a machine with network access (or run once with network)"
+            )
     return problems
 
 

@@ -315,51 +315,10 @@ def parse_profile(raw: dict[str, Any], path: Path) -> Profile:
     if not sections_raw or not isinstance(sections_raw, dict):
         raise ProfileError(f"{where}: 'sections' must be a non-empty mapping of section name -> settings")
 
-    from piade_lib.presets import PRESETS
-
     executor = parse_executor(raw.get("executor"), f"{where}: executor")
     sections: dict[str, Section] = {}
     for sname, sraw in sections_raw.items():
-        w = f"{where}: sections.{sname}"
-        if not isinstance(sraw, dict):
-            raise ProfileError(f"{w} must be a mapping")
-        _check_keys(sraw, SECTION_KEYS + fields, w)
-        if "dataset" not in sraw:
-            raise ProfileError(f"{w}: 'dataset' is required")
-        run = copy.deepcopy(defaults)
-        run.update({k: copy.deepcopy(v) for k, v in sraw.items() if k in fields})
-        run.setdefault("protocol_params", {})
-        presets = [str(p) for p in _as_list(sraw.get("presets", ["paper"]), f"{w}.presets")]
-        for p in presets:
-            if p not in PRESETS:
-                raise ProfileError(f"{w}: unknown preset {p!r}; valid presets: {sorted(PRESETS)}")
-        n_vectors = [int(v) for v in _as_list(sraw.get("n_vectors", [2]), f"{w}.n_vectors")]
-        if any(v < 1 for v in n_vectors):
-            raise ProfileError(f"{w}: n_vectors must be >= 1, got {n_vectors}")
-        classes = sraw.get("classes", "all")
-        if classes != "all":
-            classes = [str(c) for c in _as_list(classes, f"{w}.classes")]
-            if not classes:
-                raise ProfileError(f"{w}: 'classes' is empty")
-        paper_table = sraw.get("paper_table", sname if sname in PAPER_SECTIONS else None)
-        if paper_table is not None and paper_table not in REFERENCE_TABLES:
-            raise ProfileError(f"{w}: paper_table must be one of {list(REFERENCE_TABLES)} or null, got {paper_table!r}")
-        seeds = [int(x) for x in _as_list(sraw.get("seeds", []), f"{w}.seeds")]
-        if any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
-            raise ProfileError(f"{w}: seeds must be distinct integers >= 0, got {seeds}")
-        from piade_lib.presets import READINGS
-
-        flips = [str(f) for f in _as_list(sraw.get("flips", []), f"{w}.flips")]
-        bad = [f for f in flips if f not in READINGS]
-        if bad:
-            raise ProfileError(f"{w}: unknown reading(s) {bad} in flips; valid readings: {sorted(READINGS)}")
-        sections[sname] = Section(
-            name=sname, dataset=str(sraw["dataset"]), title=str(sraw.get("title", sname)), classes=classes,
-            presets=presets, n_vectors=n_vectors,
-            baselines=[str(b) for b in _as_list(sraw.get("baselines", []), f"{w}.baselines")],
-            baseline_params=dict(sraw.get("baseline_params") or {}), paper_table=paper_table, run=run,
-            seeds=seeds, flips=flips, executor=executor,
-        )
+        sections[sname] = _parse_section(sname, sraw, f"{where}: sections.{sname}", defaults, fields, executor)
     figure3 = dict(raw.get("figure3") or {})
     _check_keys(figure3, ("n_images",), f"{where}: figure3")
     results_root = str(raw.get("results_root") or f"results/{name}")
@@ -368,6 +327,70 @@ def parse_profile(raw: dict[str, Any], path: Path) -> Profile:
     _validate_against_library(prof)
     _check_shared_runs(prof)
     return prof
+
+
+def _parse_section(sname: str, sraw: Any, w: str, defaults: dict[str, Any], fields: tuple[str, ...],
+                   executor: ExecutorSettings) -> Section:
+    """Validate one section's settings (``w`` names it in errors) and return its :class:`Section`."""
+    if not isinstance(sraw, dict):
+        raise ProfileError(f"{w} must be a mapping")
+    _check_keys(sraw, SECTION_KEYS + fields, w)
+    if "dataset" not in sraw:
+        raise ProfileError(f"{w}: 'dataset' is required")
+    run = copy.deepcopy(defaults)
+    run.update({k: copy.deepcopy(v) for k, v in sraw.items() if k in fields})
+    run.setdefault("protocol_params", {})
+    presets, n_vectors = _presets_and_vectors(sraw, w)
+    classes, paper_table = _classes_and_table(sname, sraw, w)
+    seeds, flips = _seeds_and_flips(sraw, w)
+    return Section(
+        name=sname, dataset=str(sraw["dataset"]), title=str(sraw.get("title", sname)), classes=classes,
+        presets=presets, n_vectors=n_vectors,
+        baselines=[str(b) for b in _as_list(sraw.get("baselines", []), f"{w}.baselines")],
+        baseline_params=dict(sraw.get("baseline_params") or {}), paper_table=paper_table, run=run,
+        seeds=seeds, flips=flips, executor=executor,
+    )
+
+
+def _presets_and_vectors(sraw: dict[str, Any], w: str) -> tuple[list[str], list[int]]:
+    """A section's ``presets`` and ``n_vectors``, validated."""
+    from piade_lib.presets import PRESETS
+
+    presets = [str(p) for p in _as_list(sraw.get("presets", ["paper"]), f"{w}.presets")]
+    for p in presets:
+        if p not in PRESETS:
+            raise ProfileError(f"{w}: unknown preset {p!r}; valid presets: {sorted(PRESETS)}")
+    n_vectors = [int(v) for v in _as_list(sraw.get("n_vectors", [2]), f"{w}.n_vectors")]
+    if any(v < 1 for v in n_vectors):
+        raise ProfileError(f"{w}: n_vectors must be >= 1, got {n_vectors}")
+    return presets, n_vectors
+
+
+def _classes_and_table(sname: str, sraw: dict[str, Any], w: str) -> tuple[Any, str | None]:
+    """A section's ``classes`` ("all" or a non-empty list) and ``paper_table``, validated."""
+    classes = sraw.get("classes", "all")
+    if classes != "all":
+        classes = [str(c) for c in _as_list(classes, f"{w}.classes")]
+        if not classes:
+            raise ProfileError(f"{w}: 'classes' is empty")
+    paper_table = sraw.get("paper_table", sname if sname in PAPER_SECTIONS else None)
+    if paper_table is not None and paper_table not in REFERENCE_TABLES:
+        raise ProfileError(f"{w}: paper_table must be one of {list(REFERENCE_TABLES)} or null, got {paper_table!r}")
+    return classes, paper_table
+
+
+def _seeds_and_flips(sraw: dict[str, Any], w: str) -> tuple[list[int], list[str]]:
+    """A section's ``seeds`` and ``flips``, validated."""
+    from piade_lib.presets import READINGS
+
+    seeds = [int(x) for x in _as_list(sraw.get("seeds", []), f"{w}.seeds")]
+    if any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
+        raise ProfileError(f"{w}: seeds must be distinct integers >= 0, got {seeds}")
+    flips = [str(f) for f in _as_list(sraw.get("flips", []), f"{w}.flips")]
+    bad = [f for f in flips if f not in READINGS]
+    if bad:
+        raise ProfileError(f"{w}: unknown reading(s) {bad} in flips; valid readings: {sorted(READINGS)}")
+    return seeds, flips
 
 
 def _check_shared_runs(prof: Profile) -> None:

@@ -29,6 +29,17 @@ def add_parsers(sub: Any) -> None:
                        "score its test set. Re-running the same command returns at once when finished and "
                        "resumes when interrupted. Unset values come from the preset (Table 1) and the dataset.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_task_options(t)
+    _add_training_options(t)
+    _add_run_options(t)
+    _add_checkpoint_options(t)
+    _add_evaluation_options(t)
+    t.set_defaults(handler=cmd_train)
+    _add_evaluate_parser(sub)
+
+
+def _add_task_options(t: argparse.ArgumentParser) -> None:
+    """``piade train``'s options that choose the task and the model: dataset, class, protocol, preset, vectors."""
     t.add_argument("--dataset", required=True, help="dataset name (cifar10, mnist, fashion_mnist, digits, mvtec, "
                    "coil100, textures, folder)")
     t.add_argument("--class", dest="normal_class", required=True, help="normal class: a name or an index into the "
@@ -37,6 +48,10 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--preset", default="paper", choices=["paper", "authors_code"],
                    help="paper = the IJNS 2020 paper as written; authors_code = the released code's choices")
     t.add_argument("--vectors", type=int, default=2, choices=[1, 2], help="number of instantiation vectors")
+
+
+def _add_training_options(t: argparse.ArgumentParser) -> None:
+    """``piade train``'s training settings: the budget, the optimiser, the image size and the seed."""
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=A.EPOCHS, default=None, help="training epochs, >= 1 (preset: 400)")
     budget.add_argument("--steps", type=A.STEPS, default=None, help="a budget of optimiser steps (>= 1) instead of "
@@ -49,6 +64,10 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--image-size", type=int, default=None, choices=[32, 120], help="image size (dataset default)")
     t.add_argument("--seed", type=A.SEED, default=0, help="seed (>= 0) of the split, the initialisation and the "
                    "shuffling")
+
+
+def _add_run_options(t: argparse.ArgumentParser) -> None:
+    """``piade train``'s options of where and how the run goes: output, device, pretrained weights, data."""
     t.add_argument("--output", type=A.output_folder("a folder for the results"), default=DEFAULT_OUTPUT,
                    help="results root (a folder); the run folder is "
                    "<output>/runs/<dataset>-<protocol>/<class>/<preset>-v<vectors>")
@@ -58,6 +77,10 @@ def add_parsers(sub: Any) -> None:
                    help="ImageNet weights for the ResNet and the VGG11 (as in the paper); --no-pretrained for "
                    "random initialisation (needed offline when the weights are not cached)")
     t.add_argument("--data-root", default=None, help="data folder (default: $PIADE_DATA, else ./data)")
+
+
+def _add_checkpoint_options(t: argparse.ArgumentParser) -> None:
+    """``piade train``'s checkpoint and compile options."""
     t.add_argument("--checkpoint-every", type=A.CHECKPOINT_EVERY, default=None, help="write a resume checkpoint "
                    "every N (>= 1) epochs (default: by wall clock, see --checkpoint-minutes, and after the last epoch)")
     t.add_argument("--checkpoint-minutes", type=A.CHECKPOINT_MINUTES, default=5.0, help="write a resume checkpoint "
@@ -65,6 +88,10 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only; compile time "
                    "is paid once per run)")
     t.add_argument("--keep-checkpoints", type=A.KEEP_CHECKPOINTS, default=2, help="epoch checkpoints kept (0 = all)")
+
+
+def _add_evaluation_options(t: argparse.ArgumentParser) -> None:
+    """``piade train``'s options of the data limits, the scoring, the protocol parameters and the run folder."""
     t.add_argument("--limit-train", type=A.LIMIT_TRAIN, default=None, help="use at most N (>= 2) train images (smoke "
                    "tests)")
     t.add_argument("--limit-test", type=A.LIMIT_TEST, default=None, help="use at most N (>= 1) test images, stratified "
@@ -80,8 +107,9 @@ def add_parsers(sub: Any) -> None:
                    "move it aside to <folder>.old-<timestamp> (never deleted) and start afresh")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    t.set_defaults(handler=cmd_train)
 
+def _add_evaluate_parser(sub: Any) -> None:
+    """The ``piade evaluate`` subcommand."""
     e = sub.add_parser("evaluate", help="(re)score the test set of a trained run and write metrics.json",
                        description="Score the test (and train) images of a finished run with its final "
                        "checkpoint and write scores.csv, roc.csv and metrics.json (AUROC with a bootstrap interval).",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,80 +94,130 @@ def unreadable_reason(exc: BaseException) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    import math
-    import sys
-
     import pandas as pd
     import torch
 
-    from piade_lib.cli.train import unfinished_run_message
     from piade_lib.data.transforms import load_image_for_scoring
-    from piade_lib.engine import files, folders
-    from piade_lib.engine.checkpoints import FINAL
-    from piade_lib.engine.scoring import anomaly_map, load_trained, resolve_device
+    from piade_lib.engine import files
+    from piade_lib.engine.scoring import load_trained, resolve_device
     from piade_lib.model.network import preset_from_dict
 
     # ---- everything that can be refused is refused before an image is scored or a file written ----
     run_dir = Path(args.run_dir)
-    cfg = folders.load_config(run_dir)
-    if cfg.get("kind") == "baseline":
-        raise ValueError(f"{run_dir} is a baseline run; `piade score` scores with PIADE runs only")
-    if not (run_dir / "checkpoints" / FINAL).is_file():
-        raise FileNotFoundError(unfinished_run_message(run_dir, cfg))
+    cfg = _scorable_config(run_dir)
     out = Path(args.output)
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; choose another --output or pass --force to replace it")
-    threshold = args.threshold
-    rule = "--threshold"
-    if threshold is None:
-        mpath = run_dir / "metrics.json"
-        if not mpath.is_file():
-            raise FileNotFoundError(f"{mpath} not found: the run is trained but not evaluated; run `piade evaluate "
-                                    f"{run_dir}` first, or pass --threshold")
-        thresholds = files.read_json(mpath).get("thresholds") or {}
-        threshold = thresholds.get(args.threshold_from)
-        rule = f"95th percentile of the normal {args.threshold_from.replace('_', ' ')} scores"
-        if threshold is None:
-            raise ValueError(f"{mpath} records no '{args.threshold_from}' threshold; re-run `piade evaluate "
-                             f"{run_dir}` or pass --threshold")
+    threshold, rule = _choose_threshold(args, run_dir)
     paths = collect_images(args.inputs)
     maps_dir = Path(args.maps) if args.maps else None
-    targets = [maps_dir / f"{i:05d}_{p.stem}.png" for i, p in enumerate(paths)] if maps_dir is not None else []
-    if not args.force:
-        clash = next((t for t in targets if t.exists()), None)
-        if clash is not None:
-            raise FileExistsError(f"{clash} exists; choose another --maps folder or pass --force")
+    targets = _map_targets(paths, maps_dir, force=args.force)
     preset = preset_from_dict(cfg["preset_resolved"])
 
     def load(p: Path) -> torch.Tensor:
         return load_image_for_scoring(p, dataset=cfg["dataset"], image_size=int(cfg["image_size"]), preset=preset)
 
     if args.strict:  # read every image first: the first unreadable one stops before anything is written
-        for p in paths:
-            try:
-                load(p)
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"cannot read image {p} ({unreadable_reason(exc)}); --strict: nothing was scored "
-                                 "or written (without --strict the other images are scored and this one is "
-                                 "reported in the CSV's status column)") from exc
+        _read_all_or_refuse(paths, load)
 
     device = resolve_device(args.device)
     model, loss_fn, cfg = load_trained(run_dir, device)
+    rows = _score_images(paths, load, model, loss_fn, device, threshold, args.batch_size,
+                         targets if maps_dir is not None else None)
+    frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    files.write_csv(out, frame)
+    return _summarise(frame, run_dir, threshold, rule, out, maps_dir)
+
+
+def _scorable_config(run_dir: Path) -> dict[str, Any]:
+    """``run_dir``'s config.json; refuses a baseline run and a run without its final checkpoint."""
+    from piade_lib.cli.train import unfinished_run_message
+    from piade_lib.engine import folders
+    from piade_lib.engine.checkpoints import FINAL
+
+    cfg = folders.load_config(run_dir)
+    if cfg.get("kind") == "baseline":
+        raise ValueError(f"{run_dir} is a baseline run; `piade score` scores with PIADE runs only")
+    if not (run_dir / "checkpoints" / FINAL).is_file():
+        raise FileNotFoundError(unfinished_run_message(run_dir, cfg))
+    return cfg
+
+
+def _choose_threshold(args: argparse.Namespace, run_dir: Path) -> tuple[float, str]:
+    """The threshold on the total score and the rule that chose it: --threshold, else the run's metrics.json."""
+    from piade_lib.engine import files
+
+    if args.threshold is not None:
+        return args.threshold, "--threshold"
+    mpath = run_dir / "metrics.json"
+    if not mpath.is_file():
+        raise FileNotFoundError(f"{mpath} not found: the run is trained but not evaluated; run `piade evaluate "
+                                f"{run_dir}` first, or pass --threshold")
+    thresholds = files.read_json(mpath).get("thresholds") or {}
+    threshold = thresholds.get(args.threshold_from)
+    rule = f"95th percentile of the normal {args.threshold_from.replace('_', ' ')} scores"
+    if threshold is None:
+        raise ValueError(f"{mpath} records no '{args.threshold_from}' threshold; re-run `piade evaluate "
+                         f"{run_dir}` or pass --threshold")
+    return threshold, rule
+
+
+def _map_targets(paths: list[Path], maps_dir: Path | None, *, force: bool) -> list[Path]:
+    """The heat map file of each image (none without ``maps_dir``); refuses an existing one unless ``force``."""
+    targets = [maps_dir / f"{i:05d}_{p.stem}.png" for i, p in enumerate(paths)] if maps_dir is not None else []
+    if not force:
+        clash = next((t for t in targets if t.exists()), None)
+        if clash is not None:
+            raise FileExistsError(f"{clash} exists; choose another --maps folder or pass --force")
+    return targets
+
+
+def _read_all_or_refuse(paths: list[Path], load: Callable[[Path], Any]) -> None:
+    """Read every image of ``paths``; the first that cannot be read raises (--strict)."""
+    for p in paths:
+        try:
+            load(p)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read image {p} ({unreadable_reason(exc)}); --strict: nothing was scored "
+                             "or written (without --strict the other images are scored and this one is "
+                             "reported in the CSV's status column)") from exc
+
+
+def _read_chunk(chunk: list[Path], start: int,
+                load: Callable[[Path], Any]) -> tuple[list[dict[str, Any]], list[Any], list[int]]:
+    """One row per image of ``chunk`` with its status, the images read and their positions among all rows."""
+    import math
+    import sys
+
+    import pandas as pd
+
     rows: list[dict[str, Any]] = []
-    for start in range(0, len(paths), args.batch_size):
-        chunk = paths[start:start + args.batch_size]
-        images: list[torch.Tensor] = []
-        good: list[int] = []  # positions in rows of the images read
-        for i, p in enumerate(chunk):
-            row: dict[str, Any] = {"path": str(p), **{k: math.nan for k in TERM_COLUMNS}, "above_threshold": pd.NA,
-                                   "status": "ok"}
-            try:
-                images.append(load(p))
-                good.append(start + i)
-            except (OSError, ValueError) as exc:
-                row["status"] = f"unreadable: {unreadable_reason(exc)}"
-                print(f"piade score: cannot read {p}: {unreadable_reason(exc)}", file=sys.stderr)
-            rows.append(row)
+    images: list[Any] = []
+    good: list[int] = []  # positions in rows of the images read
+    for i, p in enumerate(chunk):
+        row: dict[str, Any] = {"path": str(p), **{k: math.nan for k in TERM_COLUMNS}, "above_threshold": pd.NA,
+                               "status": "ok"}
+        try:
+            images.append(load(p))
+            good.append(start + i)
+        except (OSError, ValueError) as exc:
+            row["status"] = f"unreadable: {unreadable_reason(exc)}"
+            print(f"piade score: cannot read {p}: {unreadable_reason(exc)}", file=sys.stderr)
+        rows.append(row)
+    return rows, images, good
+
+
+def _score_images(paths: list[Path], load: Callable[[Path], Any], model: Any, loss_fn: Any, device: Any,
+                  threshold: float, batch_size: int, targets: list[Path] | None) -> list[dict[str, Any]]:
+    """Score ``paths`` in batches: one row per image; a heat map into ``targets`` too when given."""
+    import torch
+
+    from piade_lib.engine.scoring import anomaly_map
+
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(paths), batch_size):
+        chunk_rows, images, good = _read_chunk(paths[start:start + batch_size], start, load)
+        rows.extend(chunk_rows)
         if not images:
             continue
         x = torch.stack(images).to(device)
@@ -176,12 +226,17 @@ def cmd_score(args: argparse.Namespace) -> int:
         for j, r in enumerate(good):
             rows[r].update({k: float(terms[k][j]) for k in TERM_COLUMNS})
             rows[r]["above_threshold"] = bool(rows[r]["total"] > threshold)
-        if maps_dir is not None:
+        if targets is not None:
             maps = anomaly_map(model, x)
             for j, r in enumerate(good):
                 save_map_png(x[j].cpu(), maps[j, 0], targets[r], f"{paths[r].name}: total {rows[r]['total']:.4f}")
-    frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
-    files.write_csv(out, frame)
+    return rows
+
+
+def _summarise(frame: Any, run_dir: Path, threshold: float, rule: str, out: Path, maps_dir: Path | None) -> int:
+    """Print what was scored and where it was written; the exit code (1 when no image could be read)."""
+    import sys
+
     n_bad = int((frame["status"] != "ok").sum())
     n_ok = len(frame) - n_bad
     n_above = int(frame["above_threshold"].eq(True).sum())  # NA for unreadable images

@@ -178,12 +178,12 @@ def test_an_unavailable_cuda_device_is_refused_before_anything_is_written(tmp_pa
 
 
 def test_output_paths_of_the_wrong_kind_are_refused_before_anything_runs(tmp_path: Path, capsys, monkeypatch) -> None:
-    from piade_lib.engine import scoring, trainer
+    from piade_lib.engine import lifecycle, scoring
 
     def never(*a, **k):
         raise AssertionError("nothing may be trained or scored")
 
-    monkeypatch.setattr(trainer, "train_run", never)
+    monkeypatch.setattr(lifecycle, "train_run", never)
     monkeypatch.setattr(scoring, "load_trained", never)
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
@@ -221,12 +221,12 @@ def test_a_read_only_output_folder_is_refused(tmp_path: Path, capsys) -> None:
     NotADirectoryError(errno.ENOTDIR, "Not a directory", "/somewhere/file/runs"),
 ])
 def test_os_errors_at_run_time_are_one_line_with_exit_1(error, tmp_path: Path, capsys, monkeypatch) -> None:
-    from piade_lib.engine import trainer
+    from piade_lib.engine import lifecycle
 
     def fail(*a, **k):
         raise error
 
-    monkeypatch.setattr(trainer, "train_run", fail)
+    monkeypatch.setattr(lifecycle, "train_run", fail)
     assert cli.main([*TRAIN, "--output", str(tmp_path)]) == 1
     line = _one_error_line(capsys.readouterr().err, "train")
     assert f"{type(error).__name__}: [Errno {error.errno}]" in line and "run the same command again" in line

@@ -15,10 +15,10 @@ CPU = torch.device("cpu")
 
 def test_resolve_defaults_and_errors():
     auto = prec.resolve(CPU)
-    assert (auto.precision, auto.autocast_dtype, auto.grad_scaler, auto.channels_last) == ("fp32", None, False, False)
+    assert (auto.precision, auto.autocast_dtype, auto.grad_scaler, auto.channels_last) == ("fp32", None, False, True)
     bf16 = prec.resolve("cpu", "bf16")
     assert (bf16.autocast_dtype, bf16.grad_scaler, bf16.channels_last) == (torch.bfloat16, False, True)
-    assert prec.resolve(CPU, "fp32", channels_last=True).channels_last
+    assert not prec.resolve(CPU, "fp32", channels_last=False).channels_last
     assert not prec.resolve(CPU, bf16, channels_last=False).channels_last
     assert prec.resolve(CPU, bf16) is bf16
     assert prec.amp_settings(CPU, "auto") == (None, False)  # what train.amp_settings gives on the CPU
@@ -53,7 +53,7 @@ def test_prepare_model_loss_and_batch(single_thread):
     assert loss_fn.vgg[0].weight.is_contiguous(memory_format=torch.channels_last)
     x = prec.prepare_batch(torch.rand(2, 3, 32, 32, dtype=torch.float64), CPU, "bf16")
     assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
-    assert prec.prepare_batch(torch.rand(2, 3, 32, 32), CPU, "fp32").is_contiguous()
+    assert prec.prepare_batch(torch.rand(2, 3, 32, 32), CPU, prec.resolve(CPU, "fp32", channels_last=False)).is_contiguous()
     with torch.no_grad():  # channels_last alone changes float32 rounding only
         torch.testing.assert_close(model.eval()(x).reconstruction, ref(x.contiguous()).reconstruction,
                                    rtol=1e-4, atol=1e-5)

@@ -350,3 +350,15 @@ def test_routing_matrix_products_equal_textbook_form(detach):
     for a, b in zip(results["bmm", torch.float32], results["textbook", torch.float32]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert results["bmm", torch.float32][0].shape == (3, 2, 16) and results["bmm", torch.float32][1].shape == (3, 40, 2)
+
+
+def test_reconstruction_is_float32_under_autocast(models):
+    """The decoder's last layer runs in float32 under autocast: reconstructions are not rounded to 16 bits."""
+    model = models("paper", 32).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.reconstruction.dtype == torch.float32
+    with torch.no_grad():
+        ref = model(x).reconstruction
+    assert (out.reconstruction - ref).abs().max() < 5e-2

@@ -100,3 +100,69 @@ def test_vgg_input_normalisation_changes_only_perceptual(loss_fn, other_loss_fn)
     t_norm, t_raw = loss_fn.per_image(y, x), other_loss_fn.per_image(y, x)
     assert torch.allclose(t_norm["mse"], t_raw["mse"]) and torch.allclose(t_norm["ssim_loss"], t_raw["ssim_loss"])
     assert not torch.allclose(t_norm["perceptual"], t_raw["perceptual"], rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# ssim_per_image: pytorch_msssim's SSIM, reformulated (banded matrix products instead of convolutions)
+# ---------------------------------------------------------------------------------------------
+def _msssim(x, y):
+    from pytorch_msssim import ssim
+
+    return ssim(x, y, data_range=1.0, size_average=False, win_size=11, win_sigma=1.5)
+
+
+@pytest.mark.parametrize("size", [32, 120])
+def test_ssim_reformulation_equals_pytorch_msssim(size):
+    """Exact in real arithmetic: equal in float64 (values and gradients) to 1e-12; in float32 its error
+    against float64 is that of pytorch_msssim itself."""
+    from piade_lib.losses import ssim_per_image
+
+    g = torch.Generator().manual_seed(size)
+    target = torch.nn.functional.interpolate(torch.rand(3, 3, size // 4, size // 4, generator=g), size=(size, size),
+                                             mode="bilinear", align_corners=False)
+    recon = (target + 0.05 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    values, grads = {}, {}
+    for name, fn in (("ours", ssim_per_image), ("msssim", _msssim)):
+        for dtype in (torch.float64, torch.float32):
+            r = recon.detach().to(dtype).clone().requires_grad_(True)
+            v = fn(r, target.to(dtype))
+            (1 - v).sum().backward()
+            values[name, dtype], grads[name, dtype] = v.detach().double(), r.grad.double()
+    torch.testing.assert_close(values["ours", torch.float64], values["msssim", torch.float64], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads["ours", torch.float64], grads["msssim", torch.float64], rtol=1e-10, atol=1e-12)
+    ref_v, ref_g = values["msssim", torch.float64], grads["msssim", torch.float64]
+    for name in ("ours", "msssim"):
+        assert ((values[name, torch.float32] - ref_v).abs().max()) < 1e-6, name
+        assert ((grads[name, torch.float32] - ref_g).norm() / ref_g.norm()) < 1e-5, name
+
+
+def test_ssim_stays_float32_under_autocast_and_with_target_gradients():
+    from piade_lib.losses import ssim_per_image
+
+    x, y = smooth_images(2, seed=9), smooth_images(2, seed=10)
+    ref = ssim_per_image(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        v = ssim_per_image(x, y)
+    assert v.dtype == torch.float32 and torch.equal(v, ref)
+    # both inputs requiring gradients (one stacked product) gives the same values
+    xg, yg = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    torch.testing.assert_close(ssim_per_image(xg, yg).detach(), ref, rtol=0, atol=1e-7)
+    # images smaller than the window go to pytorch_msssim (which skips the filter along such an axis)
+    small = torch.rand(2, 3, 8, 8)
+    with pytest.warns(UserWarning, match="Skipping Gaussian Smoothing"):
+        assert torch.equal(ssim_per_image(small, small.flip(-1)), _msssim(small, small.flip(-1)))
+
+
+def test_loss_in_channels_last_matches_contiguous(loss_fn):
+    """The memory format of the VGG (piade_lib.precision.prepare_loss) changes only float32 rounding."""
+    import copy
+
+    from piade_lib.precision import set_memory_format
+
+    cl = set_memory_format(copy.deepcopy(loss_fn), torch.channels_last)
+    assert cl.vgg[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x, y = smooth_images(2, seed=11), smooth_images(2, seed=12)
+    a = loss_fn.per_image(y, x)
+    b = cl.per_image(y.contiguous(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last))
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-7)

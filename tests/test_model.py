@@ -310,3 +310,55 @@ def test_routing_runs_in_float32_under_autocast():
         v, c = routing(u.bfloat16())
     assert v.dtype == torch.float32 and torch.isfinite(v).all()
     assert torch.allclose(v, v_ref, atol=2e-2) and torch.allclose(c, c_ref, atol=2e-2)
+
+
+def _routing_textbook(routing: DynamicRouting, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 1 as written (predictions u_hat materialised, broadcast products and sums): the form the
+    matrix-product implementation of DynamicRouting._route reformulates."""
+    u_hat = torch.einsum("jidk,bik->bijd", routing.W, u)  # (B, n_in, n_out, out_dim)
+    u_hat_routing = u_hat.detach() if routing.detach else u_hat
+    b = u.new_zeros(u.shape[0], routing.n_in, routing.n_out)
+    for it in range(routing.iterations):
+        c = torch.softmax(b, dim=-1)
+        last = it == routing.iterations - 1
+        preds = u_hat if last else u_hat_routing
+        v = squash((c.unsqueeze(-1) * preds).sum(dim=1), routing.squash_a)
+        if not last:
+            b = b + (preds * v.unsqueeze(1)).sum(dim=-1)
+    return v, c
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_routing_matrix_products_equal_textbook_form(detach):
+    """Exact reformulation: values and gradients (W and u) equal the textbook form to 1e-12 in float64,
+    and to float32 rounding in float32."""
+    torch.manual_seed(7)
+    routing = DynamicRouting(n_in=40, in_dim=8, n_out=2, out_dim=16, iterations=3, detach=detach,
+                             weight_init="orthogonal")
+    u0 = torch.randn(3, 40, 8)
+    results = {}
+    for dtype in (torch.float64, torch.float32):
+        r = copy.deepcopy(routing).to(dtype)
+        for name, fn in (("bmm", r), ("textbook", lambda u: _routing_textbook(r, u))):
+            r.zero_grad()
+            u = u0.to(dtype).clone().requires_grad_(True)
+            v, c = fn(u)
+            (v.pow(2).sum() + (c * torch.arange(2, dtype=dtype)).sum()).backward()
+            results[name, dtype] = (v.detach(), c.detach(), r.W.grad.clone(), u.grad.clone())
+    for a, b in zip(results["bmm", torch.float64], results["textbook", torch.float64]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    for a, b in zip(results["bmm", torch.float32], results["textbook", torch.float32]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert results["bmm", torch.float32][0].shape == (3, 2, 16) and results["bmm", torch.float32][1].shape == (3, 40, 2)
+
+
+def test_reconstruction_is_float32_under_autocast(models):
+    """The decoder's last layer runs in float32 under autocast: reconstructions are not rounded to 16 bits."""
+    model = models("paper", 32).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.reconstruction.dtype == torch.float32
+    with torch.no_grad():
+        ref = model(x).reconstruction
+    assert (out.reconstruction - ref).abs().max() < 5e-2

@@ -66,6 +66,18 @@ def _deconv_stack(specs: list[tuple[int, int, int, int, int]], activation: str) 
     return nn.Sequential(*layers)
 
 
+def _run_stack(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Run a decoder stack; its last transposed convolution and output activation in float32 even under
+    autocast, so that the reconstruction (what the losses and the anomaly score see) is not rounded to
+    16 bits. Those two layers are a small part of the decoder's cost (3 output channels)."""
+    body, last = net[:-2], net[-2:]
+    x = body(x)
+    if torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            return last(x.float())
+    return last(x)
+
+
 class Decoder120(nn.Module):
     """Table 6, MVTec/COIL-100 column: (B, in_channels, 8, 8) -> (B, 3, 120, 120) via 8->15->29->60->120."""
 
@@ -76,7 +88,7 @@ class Decoder120(nn.Module):
                                   (32, 3, 4, 2, 1)], activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return _run_stack(self.net, x)
 
 
 class Decoder32(nn.Module):
@@ -89,7 +101,7 @@ class Decoder32(nn.Module):
                                   (32, 32, 6, 1, 0), (32, 32, 5, 1, 0), (32, 3, 5, 1, 0)], activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return _run_stack(self.net, x)
 
 
 DECODERS: dict[int, type[nn.Module]] = {32: Decoder32, 120: Decoder120}

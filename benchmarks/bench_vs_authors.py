@@ -1,0 +1,317 @@
+"""Training throughput of this project's PIADE beside the authors' released code, side by side in one
+process, in interleaved rounds.
+
+    python benchmarks/bench_vs_authors.py --authors-code PATH/TO/PIADE-checkout \\
+        --batch-size 60 --sizes 120 --precision fp32 bf16 --rounds 5 --threads 1 --json results.json
+
+Contestants, each measured in every round, one after the other, so that the load of a shared machine
+falls on all of them alike:
+
+* ``ours:<preset>:<precision>`` for each preset of ``--presets`` and precision of ``--precision``: the
+  training step of ``piade_lib`` with the settings of :mod:`piade_lib.precision` (autocast, memory
+  format, fused Adam), i.e. forward, ``PiadeLoss.per_image`` (MSE + perceptual VGG11 + 1 - SSIM),
+  the per-term sums read back as ``train_run`` does, backward, Adam step.
+* ``authors`` (with ``--authors-code``): the training step of the authors' ``train.py``, built from
+  their own modules (``capsmod.PSPNet``, ``vgg_percep_loss.VGGPerceptualLoss``, ``pytorch_ssim.SSIM``)
+  and the same operations in the same order: ``model.zero_grad()``, forward, ``F.mse_loss`` +
+  ``-ssim(img, recon)`` + perceptual, ``loss.item()``, ``backward()``, ``Adam(lr=1e-3,
+  weight_decay=1e-3).step()``. Left out: their TensorBoard logging of every batch (I/O, not training
+  compute) and data loading (here as for ours: one in-memory batch of random images).
+  ``--authors-precision bf16`` adds ``authors:bf16``, their step with the forward under the same CPU
+  bf16 autocast and channels_last as ours: not what their code does, but it separates what precision
+  buys from what the implementation buys.
+
+Shims applied at run time to the authors' code (their files are not modified):
+
+1. their folder is put on ``sys.path`` (their modules import each other as top-level modules);
+2. ``torchvision.models.vgg11`` is replaced, while ``VGGPerceptualLoss`` is built, by a function that
+   ignores ``pretrained=True`` and builds VGG11 with random weights (no download; the cost of a step
+   does not depend on the weights; ours runs with random weights too); ``PSPNet(pretrained=False)``
+   likewise builds its ResNet50 with random weights (their constructor's own argument);
+3. nothing else: on a machine without CUDA their ``Config.USE_CUDA`` is False and the model code runs
+   on the CPU as written; the ``.cuda()`` calls of their ``train.py`` are not executed because the step
+   is rebuilt here. With ``--device cuda`` the models and batches are moved to the GPU.
+
+Their code is written for 120x120 images only (``decoder1(4)`` and ``decoder2(640)`` are hard-wired
+to ResNet50's 4x4 features of a 120x120 input); at other sizes the ``authors`` contestant is skipped.
+
+Reported per contestant: images/s of the median and of the best (fastest) timed step over all rounds,
+and the ratio of each ``ours`` contestant to ``authors`` (median to median, best to best). The 1-minute
+load average is recorded each round. Use the same ``--threads`` for everything (torch's intra-op
+threads are per process, so all contestants share the setting); on a shared 2-core machine 1 thread
+gives the steadiest figures.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from piade_lib import precision as prec  # noqa: E402
+from piade_lib.losses import TERMS, PiadeLoss  # noqa: E402
+from piade_lib.model import build_model  # noqa: E402
+from piade_lib.presets import PRESETS, get_preset  # noqa: E402
+
+AUTHORS_SIZE = 120  # the only image size the released code supports
+AUTHORS_LR = 1e-3  # their train.py: Adam(model.parameters(), lr=0.001, weight_decay=0.001)
+AUTHORS_WEIGHT_DECAY = 1e-3
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else platform's description."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# contestants: each is a callable running one training step on its own batch
+# ---------------------------------------------------------------------------------------------
+def ours_step(preset: str, size: int, batch: int, device: torch.device, precision: str,
+              compile: bool = False) -> tuple[Callable[[], None], dict[str, Any]]:
+    """One training step of piade_lib, with the settings of piade_lib.precision."""
+    torch.manual_seed(0)
+    p = get_preset(preset)
+    settings = prec.resolve(device, precision)
+    model = prec.prepare_model(build_model(preset, image_size=size, n_vectors=2).to(device), device, settings,
+                               compile=compile)
+    loss_fn = prec.prepare_loss(PiadeLoss(preset).to(device), device, settings)
+    opt = prec.optimizer(model.parameters(), p.lr, p.weight_decay, device)
+    scaler = prec.grad_scaler(device, settings)
+    x = prec.prepare_batch(torch.rand(batch, 3, size, size), device, settings)
+    model.train()
+
+    def step() -> None:
+        with prec.autocast(device, settings):
+            recon = model(x).reconstruction
+        terms = loss_fn.per_image(recon.float(), x)
+        loss = terms["total"].mean()
+        torch.stack([terms[t].detach().float().sum() for t in TERMS]).tolist()  # as train_run: one sync
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    info = {"settings": settings.to_dict(), "fused_adam": bool(opt.defaults.get("fused")), "compile": compile}
+    return step, info
+
+
+@contextlib.contextmanager
+def _authors_imports(code_dir: Path) -> Iterator[None]:
+    """Shims 1 and 2: their folder on sys.path, torchvision's vgg11 without the ImageNet download."""
+    import torchvision
+
+    original_vgg11 = torchvision.models.vgg11
+
+    def vgg11_random(pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:
+        return original_vgg11(weights=None, **kwargs)
+
+    sys.path.insert(0, str(code_dir))
+    torchvision.models.vgg11 = vgg11_random
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchvision's deprecation warning for pretrained=
+            yield
+    finally:
+        torchvision.models.vgg11 = original_vgg11
+
+
+def authors_step(code_dir: Path, batch: int, device: torch.device, precision: str = "fp32"
+                 ) -> tuple[Callable[[], None], dict[str, Any]]:
+    """The training step of the authors' train.py (see the module docstring), on one in-memory batch."""
+    missing = [f for f in ("capsmod.py", "vgg_percep_loss.py", "pytorch_ssim/__init__.py") if not (code_dir / f).is_file()]
+    if missing:
+        raise SystemExit(f"--authors-code {code_dir}: not a checkout of the authors' repository (missing {missing})")
+    with _authors_imports(code_dir):
+        import capsmod  # type: ignore[import-not-found]
+        import pytorch_ssim  # type: ignore[import-not-found]
+        import vgg_percep_loss  # type: ignore[import-not-found]
+
+        torch.manual_seed(0)
+        with contextlib.redirect_stdout(sys.stderr):  # PSPNet prints "initializing model"
+            model = capsmod.PSPNet(pretrained=False).to(device)
+        perc_loss = vgg_percep_loss.VGGPerceptualLoss(resize=False).to(device)
+    ssim_loss = pytorch_ssim.SSIM()
+    optimizer = torch.optim.Adam(model.parameters(), lr=AUTHORS_LR, weight_decay=AUTHORS_WEIGHT_DECAY)
+    model.train()
+    settings = prec.resolve(device, precision)
+    img = torch.rand(batch, 3, AUTHORS_SIZE, AUTHORS_SIZE, device=device)
+    if precision != "fp32":  # not their code: the same autocast and memory format as ours, for comparison
+        prec.prepare_model(model, device, settings)
+        prec.prepare_loss(perc_loss, device, settings)
+        img = prec.prepare_batch(img, device, settings)
+
+    def step() -> None:
+        model.zero_grad()
+        with prec.autocast(device, settings):
+            reconstruction, res, IF, vectors = model(img)
+        reconstruction = reconstruction.float()
+        loss1 = F.mse_loss(reconstruction, img, reduction="mean")
+        loss2 = -ssim_loss(img, reconstruction)
+        loss3 = perc_loss(reconstruction, img)
+        loss = loss1 + 1.0 * loss2 + 1.0 * loss3
+        loss.item()
+        loss.backward()
+        optimizer.step()
+
+    info = {"settings": settings.to_dict(), "fused_adam": False, "compile": False,
+            "note": "their train.py step; TensorBoard logging and data loading left out"}
+    return step, info
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+# ---------------------------------------------------------------------------------------------
+def run(contestants: dict[str, tuple[Callable[[], None], dict[str, Any]]], device: torch.device, rounds: int,
+        steps_per_round: int, warmup: int, log: Callable[[str], None]) -> tuple[dict[str, list[float]], dict[str, float], list[float | None]]:
+    """Warm every contestant up, then ``rounds`` rounds of ``steps_per_round`` timed steps each, in turn."""
+    first: dict[str, float] = {}
+    for name, (step, _) in contestants.items():
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        first[name] = time.perf_counter() - t0  # includes compilation for a compiled model
+        for _ in range(max(warmup - 1, 0)):
+            step()
+        _sync(device)
+        log(f"warmed up {name} (first step {first[name]:.1f} s)")
+    times: dict[str, list[float]] = {name: [] for name in contestants}
+    loads: list[float | None] = []
+    for r in range(rounds):
+        for name, (step, _) in contestants.items():
+            for _ in range(steps_per_round):
+                t0 = time.perf_counter()
+                step()
+                _sync(device)
+                times[name].append(time.perf_counter() - t0)
+        loads.append(loadavg())
+        log(f"round {r + 1}/{rounds} (load {loads[-1]}): "
+            + ", ".join(f"{n} {statistics.median(times[n][-steps_per_round:]):.2f} s" for n in contestants))
+    return times, first, loads
+
+
+def summarise(times: dict[str, list[float]], batch: int) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, ts in times.items():
+        out[name] = {"median_step_s": statistics.median(ts), "best_step_s": min(ts),
+                     "median_img_s": batch / statistics.median(ts), "best_img_s": batch / min(ts), "steps": len(ts)}
+    return out
+
+
+def table(summary: dict[str, dict[str, float]], reference: str | None) -> str:
+    rows = [f"{'contestant':34s} {'median img/s':>13s} {'best img/s':>11s} {'x authors (median)':>19s} {'x authors (best)':>17s}"]
+    for name, s in summary.items():
+        if reference and reference in summary and name != reference:
+            r = summary[reference]
+            ratios = f"{s['median_img_s'] / r['median_img_s']:19.2f} {s['best_img_s'] / r['best_img_s']:17.2f}"
+        else:
+            ratios = f"{'':19s} {'':17s}"
+        rows.append(f"{name:34s} {s['median_img_s']:13.2f} {s['best_img_s']:11.2f} {ratios}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--authors-code", type=Path, default=None,
+                    help="a checkout of the authors' repository (pankajmishra000/PIADE); without it only ours runs")
+    ap.add_argument("--batch-size", type=int, default=60, help="images per step (the released code's batch: 60)")
+    ap.add_argument("--sizes", nargs="+", type=int, default=[120], choices=[32, 120],
+                    help="image sizes (the authors' code runs at 120 only)")
+    ap.add_argument("--presets", nargs="+", default=["paper", "authors_code"], choices=sorted(PRESETS))
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=list(prec.PRECISIONS),
+                    help="precisions of our contestants (piade_lib.precision)")
+    ap.add_argument("--authors-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                    help="fp32: their code as released; bf16: also their step under our bf16 autocast + channels_last")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    ap.add_argument("--steps-per-round", type=int, default=1, help="timed steps per contestant and round")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per contestant before the rounds")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads, for every contestant")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--compile", action="store_true", help="torch.compile our models (first step time reported)")
+    ap.add_argument("--json", type=Path, default=None, help="write the measurements to this JSON file")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    machine = {"cpu": cpu_model_name(), "logical_cpus": os.cpu_count(), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "python": platform.python_version(),
+               "cpu_native_bf16": prec.cpu_has_native_bf16(),
+               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+    log(f"machine: {machine}")
+    results: dict[str, Any] = {"machine": machine, "args": {k: str(v) if isinstance(v, Path) else v
+                                                            for k, v in vars(args).items()}, "sizes": {}}
+    if args.authors_code is not None:
+        results["args"]["authors_code"] = "(checkout of pankajmishra000/PIADE)"
+    for size in args.sizes:
+        contestants: dict[str, tuple[Callable[[], None], dict[str, Any]]] = {}
+        for precision in args.precision:
+            for preset in args.presets:
+                contestants[f"ours:{preset}:{precision}"] = ours_step(preset, size, args.batch_size, device, precision,
+                                                                      compile=args.compile)
+        reference = None
+        if args.authors_code is not None and size == AUTHORS_SIZE:
+            for precision in args.authors_precision:
+                name = "authors" if precision == "fp32" else f"authors:{precision}"
+                contestants[name] = authors_step(args.authors_code.resolve(), args.batch_size, device, precision)
+            reference = "authors" if "fp32" in args.authors_precision else None
+        elif args.authors_code is not None:
+            log(f"size {size}: the authors' code supports {AUTHORS_SIZE}x{AUTHORS_SIZE} only; ours alone")
+        log(f"size {size}x{size}, batch {args.batch_size}: {list(contestants)}")
+        load_before = loadavg()
+        times, first, loads = run(contestants, device, args.rounds, args.steps_per_round, args.warmup, log)
+        summary = summarise(times, args.batch_size)
+        print(f"\n{size}x{size}, batch {args.batch_size}, {args.threads} thread(s), {args.rounds} rounds x "
+              f"{args.steps_per_round} step(s); {machine['cpu']}, torch {machine['torch']}; 1-min load average "
+              f"{load_before} before, {min(x for x in loads if x is not None) if any(loads) else None}-"
+              f"{max(x for x in loads if x is not None) if any(loads) else None} during the rounds")
+        print(table(summary, reference))
+        results["sizes"][str(size)] = {
+            "reference": reference, "summary": summary, "step_times_s": times, "first_step_s": first,
+            "load_average_before": load_before, "load_average_per_round": loads,
+            "contestants": {n: info for n, (_, info) in contestants.items()},
+            "ratios_to_authors": {n: {"median": s["median_img_s"] / summary[reference]["median_img_s"],
+                                      "best": s["best_img_s"] / summary[reference]["best_img_s"]}
+                                  for n, s in summary.items() if reference and n != reference},
+        }
+        contestants.clear()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

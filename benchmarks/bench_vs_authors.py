@@ -8,7 +8,7 @@ Contestants, each measured in every round, one after the other, so that the load
 falls on all of them alike:
 
 * ``ours:<preset>:<precision>`` for each preset of ``--presets`` and precision of ``--precision``: the
-  training step of ``piade_lib`` with the settings of :mod:`piade_lib.precision` (autocast, memory
+  training step of ``piade_lib`` with the settings of :mod:`piade_lib.engine.precision` (autocast, memory
   format, fused Adam), i.e. forward, ``PiadeLoss.per_image`` (MSE + perceptual VGG11 + 1 - SSIM),
   the per-term sums read back as ``train_run`` does, backward, Adam step.
 * ``authors`` (with ``--authors-code``): the training step of the authors' ``train.py``, built from
@@ -61,9 +61,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from piade_lib import precision as prec  # noqa: E402
-from piade_lib.losses import TERMS, PiadeLoss  # noqa: E402
-from piade_lib.model import build_model  # noqa: E402
+from piade_lib.engine import precision as prec  # noqa: E402
+from piade_lib.model.losses import TERMS, PiadeLoss  # noqa: E402
+from piade_lib.model.network import build_model  # noqa: E402
 from piade_lib.presets import PRESETS, get_preset  # noqa: E402
 
 AUTHORS_SIZE = 120  # the only image size the released code supports
@@ -99,7 +99,7 @@ def loadavg() -> float | None:
 # ---------------------------------------------------------------------------------------------
 def ours_step(preset: str, size: int, batch: int, device: torch.device, precision: str,
               compile: bool = False) -> tuple[Callable[[], None], dict[str, Any]]:
-    """One training step of piade_lib, with the settings of piade_lib.precision."""
+    """One training step of piade_lib, with the settings of piade_lib.engine.precision."""
     torch.manual_seed(0)
     p = get_preset(preset)
     settings = prec.resolve(device, precision)
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="image sizes (the authors' code runs at 120 only)")
     ap.add_argument("--presets", nargs="+", default=["paper", "authors_code"], choices=sorted(PRESETS))
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=list(prec.PRECISIONS),
-                    help="precisions of our contestants (piade_lib.precision)")
+                    help="precisions of our contestants (piade_lib.engine.precision)")
     ap.add_argument("--authors-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                     help="fp32: their code as released; bf16: also their step under our bf16 autocast + channels_last")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")

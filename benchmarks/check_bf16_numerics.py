@@ -1,4 +1,4 @@
-"""How far bf16 training (``piade_lib.precision``, precision "bf16") moves PIADE's loss from float32, on
+"""How far bf16 training (``piade_lib.engine.precision``, precision "bf16") moves PIADE's loss from float32, on
 real-looking images.
 
     python benchmarks/check_bf16_numerics.py --dataset mnist --data-root DATA --normal-class 3 \\
@@ -36,10 +36,10 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from piade_lib import precision as prec  # noqa: E402
+from piade_lib.engine import precision as prec  # noqa: E402
 from piade_lib.data import one_class_task  # noqa: E402
-from piade_lib.losses import TERMS, PiadeLoss  # noqa: E402
-from piade_lib.model import build_model  # noqa: E402
+from piade_lib.model.losses import TERMS, PiadeLoss  # noqa: E402
+from piade_lib.model.network import build_model  # noqa: E402
 from piade_lib.presets import get_preset  # noqa: E402
 
 CPU = torch.device("cpu")

@@ -115,7 +115,7 @@ def _msssim(x, y):
 def test_ssim_reformulation_equals_pytorch_msssim(size):
     """Exact in real arithmetic: equal in float64 (values and gradients) to 1e-12; in float32 its error
     against float64 is that of pytorch_msssim itself."""
-    from piade_lib.losses import ssim_per_image
+    from piade_lib.model.losses import ssim_per_image
 
     g = torch.Generator().manual_seed(size)
     target = torch.nn.functional.interpolate(torch.rand(3, 3, size // 4, size // 4, generator=g), size=(size, size),
@@ -137,7 +137,7 @@ def test_ssim_reformulation_equals_pytorch_msssim(size):
 
 
 def test_ssim_stays_float32_under_autocast_and_with_target_gradients():
-    from piade_lib.losses import ssim_per_image
+    from piade_lib.model.losses import ssim_per_image
 
     x, y = smooth_images(2, seed=9), smooth_images(2, seed=10)
     ref = ssim_per_image(x, y)
@@ -154,10 +154,10 @@ def test_ssim_stays_float32_under_autocast_and_with_target_gradients():
 
 
 def test_loss_in_channels_last_matches_contiguous(loss_fn):
-    """The memory format of the VGG (piade_lib.precision.prepare_loss) changes only float32 rounding."""
+    """The memory format of the VGG (piade_lib.engine.precision.prepare_loss) changes only float32 rounding."""
     import copy
 
-    from piade_lib.precision import set_memory_format
+    from piade_lib.engine.precision import set_memory_format
 
     cl = set_memory_format(copy.deepcopy(loss_fn), torch.channels_last)
     assert cl.vgg[0].weight.is_contiguous(memory_format=torch.channels_last)

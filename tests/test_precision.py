@@ -1,4 +1,4 @@
-"""piade_lib.precision: the numeric settings of a training step (autocast, memory format, Adam)."""
+"""piade_lib.engine.precision: the numeric settings of a training step (autocast, memory format, Adam)."""
 from __future__ import annotations
 
 import copy
@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 
-from piade_lib import precision as prec
-from piade_lib.losses import PiadeLoss
-from piade_lib.model import build_model
+from piade_lib.engine import precision as prec
+from piade_lib.model.losses import PiadeLoss
+from piade_lib.model.network import build_model
 
 CPU = torch.device("cpu")
 

@@ -87,6 +87,9 @@ def _add_checkpoint_options(t: argparse.ArgumentParser) -> None:
                    "when this many minutes (> 0) have passed since the last one (an interrupted run loses at most this)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only; compile time "
                    "is paid once per run)")
+    t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="arithmetic of the training step: auto = bf16/fp16 autocast on CUDA, float32 on the CPU; "
+                   "bf16 also on CPUs with native bf16 (see benchmarks/README.md); an execution setting like --device")
     t.add_argument("--keep-checkpoints", type=A.KEEP_CHECKPOINTS, default=2, help="epoch checkpoints kept (0 = all)")
 
 
@@ -199,6 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                     pretrained=args.pretrained, device=args.device, checkpoint_every=args.checkpoint_every,
                     checkpoint_minutes=args.checkpoint_minutes, compile=args.compile,
+                    precision=args.precision,
                     keep_checkpoints=args.keep_checkpoints, data_root=args.data_root,
                     protocol_params=dict(args.param), n_bootstrap=args.n_bootstrap, limit_train=args.limit_train,
                     limit_test=args.limit_test, variant=args.variant, steps=args.steps, eval_steps=args.eval_steps)

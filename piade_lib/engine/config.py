@@ -51,6 +51,9 @@ class RunConfig:
     # (convergence.csv); an execution setting: it does not change what is trained
     eval_steps: list[int] = field(default_factory=list)
     compile: bool = False  # torch.compile the model (an execution setting; CUDA only)
+    # the training step's arithmetic (engine/precision.py: auto, fp32, bf16, fp16); like the device, an
+    # execution setting: it changes rounding, not what is trained
+    precision: str = "auto"
 
     def preset_obj(self) -> Preset:
         """The Preset object (with ``preset_overrides`` applied)."""
@@ -69,6 +72,10 @@ class RunConfig:
                             ("n_vectors", self.n_vectors), ("steps", 1 if self.steps is None else self.steps)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        from piade_lib.engine.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if not self.checkpoint_minutes > 0:
             raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         if any(int(s) < 1 for s in self.eval_steps or []):
@@ -89,7 +96,8 @@ class RunConfig:
             n_bootstrap=int(self.n_bootstrap), limit_train=self.limit_train, limit_test=self.limit_test,
             num_workers=int(self.num_workers), amp=bool(self.amp), preset_overrides=dict(self.preset_overrides or {}),
             variant=self.variant or folders.piade_variant(self.preset, int(self.n_vectors), int(self.seed)),
-            eval_steps=tuple(sorted({int(s) for s in self.eval_steps or []})), compile=bool(self.compile))
+            eval_steps=tuple(sorted({int(s) for s in self.eval_steps or []})), compile=bool(self.compile),
+            precision=str(self.precision))
 
     def run_dir(self, results_root: str | Path) -> Path:
         """The run folder of this config under ``results_root``."""
@@ -139,6 +147,7 @@ class PiadeSpec:
     variant: str
     eval_steps: tuple[int, ...]
     compile: bool
+    precision: str
 
     kind = "piade"
 

@@ -155,7 +155,7 @@ class PiadeDetector(Detector):
         ckpt_dir = run_dir / "checkpoints"
         trainer = Trainer(self.model, self.loss_fn, stack_images(splits.train, self.device), lr=spec.lr,
                           weight_decay=spec.weight_decay, batch_size=spec.batch_size, seed=spec.seed,
-                          amp=spec.amp, compile=spec.compile)
+                          amp=spec.amp, compile=spec.compile, precision=spec.precision)
         last_good = self._resume(trainer, ckpt_dir, progress)
         self.epochs, self.total_steps = budget(spec.epochs, spec.steps, trainer.steps_per_epoch)
         milestones = Milestones(spec.eval_steps, self.total_steps, splits, self.device, spec.batch_size)

@@ -28,7 +28,7 @@ from piade_lib.engine.files import read_json, to_jsonable, write_json
 # with another checkpoint interval, or a moved data folder) can be resumed or skipped on another.
 EXECUTION_KEYS = frozenset(
     {"device", "num_workers", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "n_bootstrap", "data_root",
-     "eval_steps", "compile"}
+     "eval_steps", "compile", "precision"}
 )
 
 

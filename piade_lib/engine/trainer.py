@@ -7,7 +7,9 @@ Optimisation (Table 1 of the paper; ``authors_code`` preset: the released code):
 weight decay (``torch.optim.Adam(weight_decay=...)``), lr 1e-3, weight decay 1e-4 (code 1e-3),
 batch 120 (code 60), 400 epochs; shuffled batches, no augmentation. On CUDA the forward pass runs
 under ``torch.autocast`` (bf16 where supported, else fp16 with a GradScaler) with channels_last;
-the loss is always computed in float32. On the CPU everything is float32.
+the loss is always computed in float32. On the CPU everything is float32 unless ``precision="bf16"``
+(:mod:`piade_lib.engine.precision`). Convolutions run in channels_last and Adam is torch's fused
+implementation where the device has it (float32 rounding differences only).
 
 The train split is held as one float32 tensor on the training device and batched there (no
 per-sample Python on the hot path); each epoch's order is drawn from the run's generator exactly
@@ -29,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from piade_lib.engine import checkpoints
+from piade_lib.engine import precision as prec
 from piade_lib.model.losses import TERMS
 
 HISTORY_COLUMNS = ("epoch", "step", "mse", "perceptual", "ssim_loss", "total", "seconds")
@@ -45,12 +48,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, use GradScaler)."""
-    if device.type != "cuda" or not enabled:
-        return None, False
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, False
-    return torch.float16, True
+    """(autocast dtype or None, use GradScaler) of the "auto" precision (float32 when not ``enabled``)."""
+    return prec.amp_settings(device, "auto" if enabled else "fp32")
 
 
 def budget(epochs: int | None, steps: int | None, steps_per_epoch: int) -> tuple[int, int]:
@@ -109,23 +108,27 @@ class Trainer:
     """Adam on ``loss_fn.per_image(model(x), x)["total"].mean()`` over the images of ``images``."""
 
     def __init__(self, model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.Tensor, *, lr: float,
-                 weight_decay: float, batch_size: int, seed: int, amp: bool = True, compile: bool | str = False) -> None:
-        self.model, self.loss_fn, self.images = model, loss_fn, images
+                 weight_decay: float, batch_size: int, seed: int, amp: bool = True, compile: bool | str = False,
+                 precision: str = "auto") -> None:
+        self.model, self.loss_fn = model, loss_fn
         self.device = images.device
         self.batch_size = int(batch_size)
-        self.amp_dtype, use_scaler = amp_settings(self.device, amp)
-        if self.device.type == "cuda":
-            model.to(memory_format=torch.channels_last)
-            self.images = images.contiguous(memory_format=torch.channels_last)
+        # the step's numeric settings (engine/precision.py): "auto" = bf16/fp16 autocast on CUDA, float32 on
+        # the CPU; channels_last convolutions; fused Adam where the device has it. amp=False: float32 everywhere.
+        self.precision = prec.resolve(self.device, precision if amp else "fp32")
+        self.amp_dtype = self.precision.autocast_dtype
+        prec.prepare_model(model, self.device, self.precision)
+        prec.prepare_loss(loss_fn, self.device, self.precision)
+        self.images = prec.prepare_batch(images, self.device, self.precision)
+        self.memory_format = prec.memory_format(self.device, self.precision)
         # compile: True for torch.compile's default mode, or a mode name such as "reduce-overhead" (CUDA graphs)
         if compile and self.device.type == "cuda":
             self.forward = torch.compile(model, mode=compile if isinstance(compile, str) else None)
         else:
             self.forward = model
         self.lr = float(lr)
-        self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=float(lr),
-                                          weight_decay=float(weight_decay))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.optimizer = prec.optimizer(model.parameters(), lr, weight_decay, self.device)
+        self.scaler = prec.grad_scaler(self.device, self.precision)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.epochs_done = 0
         self.history: list[dict[str, Any]] = []
@@ -179,7 +182,7 @@ class Trainer:
             step = first_step + b - 1
             idx = order[(b - 1) * self.batch_size:b * self.batch_size].to(self.device)
             try:
-                batch_sums = self.step(self.images.index_select(0, idx))
+                batch_sums = self.step(self.images.index_select(0, idx).contiguous(memory_format=self.memory_format))
             except RuntimeError as exc:  # e.g. Adam's step size overflowing float32 for an absurd lr
                 if "overflow" not in str(exc):
                     raise

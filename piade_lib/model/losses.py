@@ -13,7 +13,6 @@ Targets are images in [0, 1] (docs/architecture.md). Reconstructions may use ano
 """
 from __future__ import annotations
 
-
 import torch
 import torchvision
 from pytorch_msssim import ssim as msssim_ssim

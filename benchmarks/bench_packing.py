@@ -15,6 +15,7 @@ the paper profile's 176 PIADE runs (configs/paper.yaml), plus one scoring pass (
 of a training step's cost. On 8 devices the runs are independent, so the wall time is the larger of
 (work / 8 devices) and the longest single run at its packed per-run speed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,9 @@ RUNS: list[tuple[str, int, int, int, int, tuple[str, ...]]] = [
 EPOCHS = 400
 
 
-def _worker(preset: str, size: int, batch: int, device: str, seconds: float, compile_: bool | str, barrier: Any,
-            queue: Any) -> None:
+def _worker(
+    preset: str, size: int, batch: int, device: str, seconds: float, compile_: bool | str, barrier: Any, queue: Any
+) -> None:
     from piade_lib.engine.trainer import Trainer
     from piade_lib.model.losses import PiadeLoss
     from piade_lib.model.network import build_model
@@ -59,8 +61,9 @@ def _worker(preset: str, size: int, batch: int, device: str, seconds: float, com
     model = build_model(preset, image_size=size, n_vectors=2, pretrained=False).to(dev)
     loss_fn = PiadeLoss(preset, pretrained=False).to(dev)
     images = torch.rand(batch * 8, 3, size, size, device=dev)
-    trainer = Trainer(model, loss_fn, images, lr=p.lr, weight_decay=p.weight_decay, batch_size=batch, seed=0,
-                      compile=compile_)
+    trainer = Trainer(
+        model, loss_fn, images, lr=p.lr, weight_decay=p.weight_decay, batch_size=batch, seed=0, compile=compile_
+    )
     t0 = time.time()
     trainer.train_epoch(last_step=10**9)  # warm-up (and compilation)
     warmup = time.time() - t0
@@ -74,11 +77,15 @@ def _worker(preset: str, size: int, batch: int, device: str, seconds: float, com
     queue.put({"images": done, "seconds": elapsed, "warmup_seconds": warmup, "peak_gib": peak})
 
 
-def measure(preset: str, size: int, n: int, batch: int, device: str, seconds: float, compile_: bool | str) -> dict[str, Any]:
+def measure(
+    preset: str, size: int, n: int, batch: int, device: str, seconds: float, compile_: bool | str
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(preset, size, batch, device, seconds, compile_, barrier, queue))
-             for _ in range(n)]
+    procs = [
+        ctx.Process(target=_worker, args=(preset, size, batch, device, seconds, compile_, barrier, queue))
+        for _ in range(n)
+    ]
     for p in procs:
         p.start()
     results = [queue.get(timeout=seconds * 4 + 600) for _ in procs]
@@ -86,10 +93,17 @@ def measure(preset: str, size: int, n: int, batch: int, device: str, seconds: fl
         p.join()
     window = max(r["seconds"] for r in results)
     total = sum(r["images"] for r in results)
-    return {"preset": preset, "size": size, "batch": batch, "packing": n, "compile": compile_,
-            "aggregate_img_s": total / window, "per_run_img_s": total / window / n,
-            "warmup_seconds": max(r["warmup_seconds"] for r in results),
-            "peak_gib_per_run": max((r["peak_gib"] or 0.0) for r in results) or None}
+    return {
+        "preset": preset,
+        "size": size,
+        "batch": batch,
+        "packing": n,
+        "compile": compile_,
+        "aggregate_img_s": total / window,
+        "per_run_img_s": total / window / n,
+        "warmup_seconds": max(r["warmup_seconds"] for r in results),
+        "peak_gib_per_run": max((r["peak_gib"] or 0.0) for r in results) or None,
+    }
 
 
 def projection(frame: pd.DataFrame, devices: int) -> pd.DataFrame:
@@ -104,9 +118,17 @@ def projection(frame: pd.DataFrame, devices: int) -> pd.DataFrame:
             work = models * (n_train * EPOCHS + (n_train + n_test) / 3.0)  # training-image equivalents
             per_run = n_train * EPOCHS + (n_train + n_test) / 3.0
             hours = max(work / devices / best["aggregate_img_s"], per_run / best["per_run_img_s"]) / 3600
-            rows.append({"preset": preset, "workload": name, "size": size, "models": models,
-                         "packing": int(best["packing"]), "aggregate_img_s": round(float(best["aggregate_img_s"]), 1),
-                         f"hours_on_{devices}": round(hours, 3)})
+            rows.append(
+                {
+                    "preset": preset,
+                    "workload": name,
+                    "size": size,
+                    "models": models,
+                    "packing": int(best["packing"]),
+                    "aggregate_img_s": round(float(best["aggregate_img_s"]), 1),
+                    f"hours_on_{devices}": round(hours, 3),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -118,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packing", nargs="+", type=int, default=[1, 2, 4, 8])
     ap.add_argument("--seconds", type=float, default=20.0, help="timed window per measurement")
     ap.add_argument("--batch-size", type=int, default=None, help="default: the preset's (120 / 60)")
-    ap.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
-                    help="torch.compile the model in every run (optionally a mode, e.g. reduce-overhead)")
+    ap.add_argument(
+        "--compile",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="MODE",
+        help="torch.compile the model in every run (optionally a mode, e.g. reduce-overhead)",
+    )
     ap.add_argument("--json", default=None, help="write the measurements and projections here")
     args = ap.parse_args(argv)
     rows = []
@@ -129,14 +157,24 @@ def main(argv: list[str] | None = None) -> int:
             for n in args.packing:
                 r = measure(preset, size, n, batch, args.device, args.seconds, args.compile)
                 rows.append(r)
-                print(f"{preset:13s} {size:4d}px batch {batch:3d} x{n}: {r['aggregate_img_s']:9.1f} img/s in all, "
-                      f"{r['per_run_img_s']:8.1f} per run (warm-up {r['warmup_seconds']:.0f} s, "
-                      f"peak {r['peak_gib_per_run'] or 0:.1f} GiB per run)", flush=True)
+                print(
+                    f"{preset:13s} {size:4d}px batch {batch:3d} x{n}: {r['aggregate_img_s']:9.1f} img/s in all, "
+                    f"{r['per_run_img_s']:8.1f} per run (warm-up {r['warmup_seconds']:.0f} s, "
+                    f"peak {r['peak_gib_per_run'] or 0:.1f} GiB per run)",
+                    flush=True,
+                )
     frame = pd.DataFrame(rows)
-    out: dict[str, Any] = {"machine": {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda")
-                                       else platform.processor() or platform.machine(),
-                                       "torch": torch.__version__, "cpu_count": os.cpu_count()},
-                           "args": vars(args), "measurements": rows}
+    out: dict[str, Any] = {
+        "machine": {
+            "device": torch.cuda.get_device_name(0)
+            if args.device.startswith("cuda")
+            else platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "cpu_count": os.cpu_count(),
+        },
+        "args": vars(args),
+        "measurements": rows,
+    }
     for devices in (1, 8):
         proj = projection(frame, devices)
         if not proj.empty:

@@ -14,6 +14,7 @@ under ``no_grad``. Inputs are random [0, 1] tensors: data loading is not include
 cached in memory after their first pass). Random initialisation (pretrained weights do not change
 the cost).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,12 +44,20 @@ from piade_lib.presets import PRESETS, get_preset  # noqa: E402
 MVTEC_FIG4_TRAIN = {"bottle": 209, "capsule": 219, "hazelnut": 391, "carpet": 280, "leather": 245, "wood": 247}
 MVTEC_FIG4_TEST = {"bottle": 83, "capsule": 132, "hazelnut": 110, "carpet": 117, "leather": 124, "wood": 79}
 WORKLOADS: list[dict[str, Any]] = [
-    {"name": "Table 2 (CIFAR-10, 10 models x 5,000 train)", "size": 32, "train": 10 * 5000,
-     "score": 10 * (10000 + 5000)},
+    {
+        "name": "Table 2 (CIFAR-10, 10 models x 5,000 train)",
+        "size": 32,
+        "train": 10 * 5000,
+        "score": 10 * (10000 + 5000),
+    },
     {"name": "Table 3 (MVTec, 15 models, 3,629 train)", "size": 120, "train": 3629, "score": 1725 + 3629},
     {"name": "Table 4 (COIL-100, 100 models x 57 train)", "size": 120, "train": 100 * 57, "score": 100 * (30 + 57)},
-    {"name": "Figure 4 (MVTec 6 categories, 1-vector models)", "size": 120, "train": sum(MVTEC_FIG4_TRAIN.values()),
-     "score": sum(MVTEC_FIG4_TEST.values()) + sum(MVTEC_FIG4_TRAIN.values())},
+    {
+        "name": "Figure 4 (MVTec 6 categories, 1-vector models)",
+        "size": 120,
+        "train": sum(MVTEC_FIG4_TRAIN.values()),
+        "score": sum(MVTEC_FIG4_TEST.values()) + sum(MVTEC_FIG4_TRAIN.values()),
+    },
 ]
 
 
@@ -86,8 +95,12 @@ def measure(preset: str, size: int, device: torch.device, batch_size: int, iters
     def score_step() -> None:
         loss_fn.per_image(model(x).reconstruction.float(), x)
 
-    out: dict[str, Any] = {"preset": preset, "size": size, "batch": batch_size,
-                           "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"}
+    out: dict[str, Any] = {
+        "preset": preset,
+        "size": size,
+        "batch": batch_size,
+        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+    }
     for mode, step in (("train", train_step), ("score", score_step)):
         model.train(mode == "train")
         for _ in range(warmup):
@@ -128,26 +141,44 @@ def projections(results: pd.DataFrame, epochs: int) -> pd.DataFrame:
             train_h = w["train"] * epochs / float(r["train_img_s"].iloc[0]) / 3600
             score_h = w["score"] / float(r["score_img_s"].iloc[0]) / 3600
             total += train_h + score_h
-            rows.append({"preset": preset, "workload": w["name"], "size": w["size"],
-                         "train_images_x_epochs": w["train"] * epochs, "scored_images": w["score"],
-                         "train_hours": train_h, "score_hours": score_h, "total_hours": train_h + score_h})
+            rows.append(
+                {
+                    "preset": preset,
+                    "workload": w["name"],
+                    "size": w["size"],
+                    "train_images_x_epochs": w["train"] * epochs,
+                    "scored_images": w["score"],
+                    "train_hours": train_h,
+                    "score_hours": score_h,
+                    "total_hours": train_h + score_h,
+                }
+            )
         rows.append({"preset": preset, "workload": "all of the above", "total_hours": total})
     return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    ap.add_argument("--batch-size", type=int, default=None,
-                    help="images per step (default: the preset's batch size on CUDA, 8 on the CPU)")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per step (default: the preset's batch size on CUDA, 8 on the CPU)",
+    )
     ap.add_argument("--iters", type=int, default=5, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
     ap.add_argument("--presets", nargs="+", default=sorted(PRESETS), choices=sorted(PRESETS), help="presets to measure")
     ap.add_argument("--sizes", nargs="+", type=int, default=[32, 120], choices=[32, 120], help="image sizes")
     ap.add_argument("--epochs", type=int, default=400, help="epochs per model in the projection (Table 1: 400)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch intra-op CPU threads (default: torch's choice, usually the core count)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op CPU threads (default: torch's choice, usually the core count)",
+    )
     ap.add_argument("--json", default=None, help="also write the measurements and projections to this JSON file")
     args = ap.parse_args(argv)
 
@@ -163,11 +194,16 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(measure(preset, size, device, bs, args.iters, args.warmup))
     results = pd.DataFrame(rows)
     proj = projections(results, args.epochs)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    )
     load_after = _loadavg()
-    print(f"\ndevice: {name}; torch {torch.__version__}; iters {args.iters}, warmup {args.warmup}; "
-          f"1-min load average before/after: {load_before} / {load_after} on {os.cpu_count()} logical CPUs\n")
+    print(
+        f"\ndevice: {name}; torch {torch.__version__}; iters {args.iters}, warmup {args.warmup}; "
+        f"1-min load average before/after: {load_before} / {load_after} on {os.cpu_count()} logical CPUs\n"
+    )
     print(results.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"\nprojected wall time of the paper's protocol ({args.epochs} epochs per model), hours:\n")
     shown = proj.copy()
@@ -177,10 +213,15 @@ def main(argv: list[str] | None = None) -> int:
         shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:,.1f}")
     print(shown.to_string(index=False))
     if args.json:
-        payload = {"device": name, "torch": torch.__version__, "args": vars(args), "cpu_count": os.cpu_count(),
-                   "load_average_before_after": [load_before, load_after],
-                   "throughput": results.to_dict(orient="records"),
-                   "projection_hours": proj.where(proj.notna(), None).to_dict(orient="records")}
+        payload = {
+            "device": name,
+            "torch": torch.__version__,
+            "args": vars(args),
+            "cpu_count": os.cpu_count(),
+            "load_average_before_after": [load_before, load_after],
+            "throughput": results.to_dict(orient="records"),
+            "projection_hours": proj.where(proj.notna(), None).to_dict(orient="records"),
+        }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
         print(f"\nwrote {args.json}")

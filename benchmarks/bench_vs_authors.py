@@ -41,6 +41,7 @@ load average is recorded each round. Use the same ``--threads`` for everything (
 threads are per process, so all contestants share the setting); on a shared 2-core machine 1 thread
 gives the steadiest figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,14 +98,16 @@ def loadavg() -> float | None:
 # ---------------------------------------------------------------------------------------------
 # contestants: each is a callable running one training step on its own batch
 # ---------------------------------------------------------------------------------------------
-def ours_step(preset: str, size: int, batch: int, device: torch.device, precision: str,
-              compile: bool = False) -> tuple[Callable[[], None], dict[str, Any]]:
+def ours_step(
+    preset: str, size: int, batch: int, device: torch.device, precision: str, compile: bool = False
+) -> tuple[Callable[[], None], dict[str, Any]]:
     """One training step of piade_lib, with the settings of piade_lib.engine.precision."""
     torch.manual_seed(0)
     p = get_preset(preset)
     settings = prec.resolve(device, precision)
-    model = prec.prepare_model(build_model(preset, image_size=size, n_vectors=2).to(device), device, settings,
-                               compile=compile)
+    model = prec.prepare_model(
+        build_model(preset, image_size=size, n_vectors=2).to(device), device, settings, compile=compile
+    )
     loss_fn = prec.prepare_loss(PiadeLoss(preset).to(device), device, settings)
     opt = prec.optimizer(model.parameters(), p.lr, p.weight_decay, device)
     scaler = prec.grad_scaler(device, settings)
@@ -146,10 +149,13 @@ def _authors_imports(code_dir: Path) -> Iterator[None]:
         torchvision.models.vgg11 = original_vgg11
 
 
-def authors_step(code_dir: Path, batch: int, device: torch.device, precision: str = "fp32"
-                 ) -> tuple[Callable[[], None], dict[str, Any]]:
+def authors_step(
+    code_dir: Path, batch: int, device: torch.device, precision: str = "fp32"
+) -> tuple[Callable[[], None], dict[str, Any]]:
     """The training step of the authors' train.py (see the module docstring), on one in-memory batch."""
-    missing = [f for f in ("capsmod.py", "vgg_percep_loss.py", "pytorch_ssim/__init__.py") if not (code_dir / f).is_file()]
+    missing = [
+        f for f in ("capsmod.py", "vgg_percep_loss.py", "pytorch_ssim/__init__.py") if not (code_dir / f).is_file()
+    ]
     if missing:
         raise SystemExit(f"--authors-code {code_dir}: not a checkout of the authors' repository (missing {missing})")
     with _authors_imports(code_dir):
@@ -184,16 +190,26 @@ def authors_step(code_dir: Path, batch: int, device: torch.device, precision: st
         loss.backward()
         optimizer.step()
 
-    info = {"settings": settings.to_dict(), "fused_adam": False, "compile": False,
-            "note": "their train.py step; TensorBoard logging and data loading left out"}
+    info = {
+        "settings": settings.to_dict(),
+        "fused_adam": False,
+        "compile": False,
+        "note": "their train.py step; TensorBoard logging and data loading left out",
+    }
     return step, info
 
 
 # ---------------------------------------------------------------------------------------------
 # measurement
 # ---------------------------------------------------------------------------------------------
-def run(contestants: dict[str, tuple[Callable[[], None], dict[str, Any]]], device: torch.device, rounds: int,
-        steps_per_round: int, warmup: int, log: Callable[[str], None]) -> tuple[dict[str, list[float]], dict[str, float], list[float | None]]:
+def run(
+    contestants: dict[str, tuple[Callable[[], None], dict[str, Any]]],
+    device: torch.device,
+    rounds: int,
+    steps_per_round: int,
+    warmup: int,
+    log: Callable[[str], None],
+) -> tuple[dict[str, list[float]], dict[str, float], list[float | None]]:
     """Warm every contestant up, then ``rounds`` rounds of ``steps_per_round`` timed steps each, in turn."""
     first: dict[str, float] = {}
     for name, (step, _) in contestants.items():
@@ -215,21 +231,31 @@ def run(contestants: dict[str, tuple[Callable[[], None], dict[str, Any]]], devic
                 _sync(device)
                 times[name].append(time.perf_counter() - t0)
         loads.append(loadavg())
-        log(f"round {r + 1}/{rounds} (load {loads[-1]}): "
-            + ", ".join(f"{n} {statistics.median(times[n][-steps_per_round:]):.2f} s" for n in contestants))
+        log(
+            f"round {r + 1}/{rounds} (load {loads[-1]}): "
+            + ", ".join(f"{n} {statistics.median(times[n][-steps_per_round:]):.2f} s" for n in contestants)
+        )
     return times, first, loads
 
 
 def summarise(times: dict[str, list[float]], batch: int) -> dict[str, dict[str, float]]:
     out = {}
     for name, ts in times.items():
-        out[name] = {"median_step_s": statistics.median(ts), "best_step_s": min(ts),
-                     "median_img_s": batch / statistics.median(ts), "best_img_s": batch / min(ts), "steps": len(ts)}
+        out[name] = {
+            "median_step_s": statistics.median(ts),
+            "best_step_s": min(ts),
+            "median_img_s": batch / statistics.median(ts),
+            "best_img_s": batch / min(ts),
+            "steps": len(ts),
+        }
     return out
 
 
 def table(summary: dict[str, dict[str, float]], reference: str | None) -> str:
-    rows = [f"{'contestant':34s} {'median img/s':>13s} {'best img/s':>11s} {'x authors (median)':>19s} {'x authors (best)':>17s}"]
+    rows = [
+        f"{'contestant':34s} {'median img/s':>13s} {'best img/s':>11s} "
+        f"{'x authors (median)':>19s} {'x authors (best)':>17s}"
+    ]
     for name, s in summary.items():
         if reference and reference in summary and name != reference:
             r = summary[reference]
@@ -241,18 +267,39 @@ def table(summary: dict[str, dict[str, float]], reference: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--authors-code", type=Path, default=None,
-                    help="a checkout of the authors' repository (pankajmishra000/PIADE); without it only ours runs")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    ap.add_argument(
+        "--authors-code",
+        type=Path,
+        default=None,
+        help="a checkout of the authors' repository (pankajmishra000/PIADE); without it only ours runs",
+    )
     ap.add_argument("--batch-size", type=int, default=60, help="images per step (the released code's batch: 60)")
-    ap.add_argument("--sizes", nargs="+", type=int, default=[120], choices=[32, 120],
-                    help="image sizes (the authors' code runs at 120 only)")
+    ap.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        default=[120],
+        choices=[32, 120],
+        help="image sizes (the authors' code runs at 120 only)",
+    )
     ap.add_argument("--presets", nargs="+", default=["paper", "authors_code"], choices=sorted(PRESETS))
-    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=list(prec.PRECISIONS),
-                    help="precisions of our contestants (piade_lib.engine.precision)")
-    ap.add_argument("--authors-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
-                    help="fp32: their code as released; bf16: also their step under our bf16 autocast + channels_last")
+    ap.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32", "bf16"],
+        choices=list(prec.PRECISIONS),
+        help="precisions of our contestants (piade_lib.engine.precision)",
+    )
+    ap.add_argument(
+        "--authors-precision",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16"],
+        help="fp32: their code as released; bf16: also their step under our bf16 autocast + channels_last",
+    )
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     ap.add_argument("--steps-per-round", type=int, default=1, help="timed steps per contestant and round")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per contestant before the rounds")
@@ -265,21 +312,30 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    machine = {"cpu": cpu_model_name(), "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-               "threads": torch.get_num_threads(), "python": platform.python_version(),
-               "cpu_native_bf16": prec.cpu_has_native_bf16(),
-               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+    machine = {
+        "cpu": cpu_model_name(),
+        "logical_cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "cpu_native_bf16": prec.cpu_has_native_bf16(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    }
     log(f"machine: {machine}")
-    results: dict[str, Any] = {"machine": machine, "args": {k: str(v) if isinstance(v, Path) else v
-                                                            for k, v in vars(args).items()}, "sizes": {}}
+    results: dict[str, Any] = {
+        "machine": machine,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "sizes": {},
+    }
     if args.authors_code is not None:
         results["args"]["authors_code"] = "(checkout of pankajmishra000/PIADE)"
     for size in args.sizes:
         contestants: dict[str, tuple[Callable[[], None], dict[str, Any]]] = {}
         for precision in args.precision:
             for preset in args.presets:
-                contestants[f"ours:{preset}:{precision}"] = ours_step(preset, size, args.batch_size, device, precision,
-                                                                      compile=args.compile)
+                contestants[f"ours:{preset}:{precision}"] = ours_step(
+                    preset, size, args.batch_size, device, precision, compile=args.compile
+                )
         reference = None
         if args.authors_code is not None and size == AUTHORS_SIZE:
             for precision in args.authors_precision:
@@ -292,18 +348,29 @@ def main(argv: list[str] | None = None) -> int:
         load_before = loadavg()
         times, first, loads = run(contestants, device, args.rounds, args.steps_per_round, args.warmup, log)
         summary = summarise(times, args.batch_size)
-        print(f"\n{size}x{size}, batch {args.batch_size}, {args.threads} thread(s), {args.rounds} rounds x "
-              f"{args.steps_per_round} step(s); {machine['cpu']}, torch {machine['torch']}; 1-min load average "
-              f"{load_before} before, {min(x for x in loads if x is not None) if any(loads) else None}-"
-              f"{max(x for x in loads if x is not None) if any(loads) else None} during the rounds")
+        print(
+            f"\n{size}x{size}, batch {args.batch_size}, {args.threads} thread(s), {args.rounds} rounds x "
+            f"{args.steps_per_round} step(s); {machine['cpu']}, torch {machine['torch']}; 1-min load average "
+            f"{load_before} before, {min(x for x in loads if x is not None) if any(loads) else None}-"
+            f"{max(x for x in loads if x is not None) if any(loads) else None} during the rounds"
+        )
         print(table(summary, reference))
         results["sizes"][str(size)] = {
-            "reference": reference, "summary": summary, "step_times_s": times, "first_step_s": first,
-            "load_average_before": load_before, "load_average_per_round": loads,
+            "reference": reference,
+            "summary": summary,
+            "step_times_s": times,
+            "first_step_s": first,
+            "load_average_before": load_before,
+            "load_average_per_round": loads,
             "contestants": {n: info for n, (_, info) in contestants.items()},
-            "ratios_to_authors": {n: {"median": s["median_img_s"] / summary[reference]["median_img_s"],
-                                      "best": s["best_img_s"] / summary[reference]["best_img_s"]}
-                                  for n, s in summary.items() if reference and n != reference},
+            "ratios_to_authors": {
+                n: {
+                    "median": s["median_img_s"] / summary[reference]["median_img_s"],
+                    "best": s["best_img_s"] / summary[reference]["best_img_s"],
+                }
+                for n, s in summary.items()
+                if reference and n != reference
+            },
         }
         contestants.clear()
     if args.json:

@@ -19,6 +19,7 @@ averaged over the last 10 steps, and, after training, the mean anomaly score (``
 images and the AUROC of each model, scored in float32 (as ``evaluate_run`` does) and, for the bf16
 model, also with a bf16 forward pass.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,8 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from piade_lib.engine import precision as prec  # noqa: E402
 from piade_lib.data import one_class_task  # noqa: E402
+from piade_lib.engine import precision as prec  # noqa: E402
 from piade_lib.model.losses import TERMS, PiadeLoss  # noqa: E402
 from piade_lib.model.network import build_model  # noqa: E402
 from piade_lib.presets import get_preset  # noqa: E402
@@ -57,12 +58,13 @@ def rel(a: float, b: float) -> float:
 
 
 @torch.no_grad()
-def scores(model: torch.nn.Module, loss_fn: PiadeLoss, images: torch.Tensor, settings: prec.StepPrecision,
-           batch: int = 100) -> np.ndarray:
+def scores(
+    model: torch.nn.Module, loss_fn: PiadeLoss, images: torch.Tensor, settings: prec.StepPrecision, batch: int = 100
+) -> np.ndarray:
     model.eval()
     out = []
     for i in range(0, len(images), batch):
-        x = prec.prepare_batch(images[i:i + batch], CPU, settings)
+        x = prec.prepare_batch(images[i : i + batch], CPU, settings)
         with prec.autocast(CPU, settings):
             recon = model(x).reconstruction
         out.append(loss_fn.per_image(recon.float(), x)["total"])
@@ -71,27 +73,38 @@ def scores(model: torch.nn.Module, loss_fn: PiadeLoss, images: torch.Tensor, set
 
 
 def check_preset(preset: str, args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    task = one_class_task(args.dataset, args.normal_class, root=args.data_root, preset=preset,
-                          image_size=args.image_size)
+    task = one_class_task(
+        args.dataset, args.normal_class, root=args.data_root, preset=preset, image_size=args.image_size
+    )
     train_x, _ = stack(task.train, args.train_images)
     test_x, test_y = stack(task.test, args.test_images)
     size = int(train_x.shape[-1])
-    log(f"{preset}: {args.dataset} class {args.normal_class}, {len(train_x)} train / {len(test_x)} test images, "
-        f"{size}x{size}, standin={task.manifest.get('standin')}")
+    log(
+        f"{preset}: {args.dataset} class {args.normal_class}, {len(train_x)} train / {len(test_x)} test images, "
+        f"{size}x{size}, standin={task.manifest.get('standin')}"
+    )
     g = torch.Generator().manual_seed(0)
     batches: list[torch.Tensor] = []
     while len(batches) < args.steps:
         perm = torch.randperm(len(train_x), generator=g)
-        batches += [perm[i:i + args.batch_size] for i in range(0, len(perm) - args.batch_size + 1, args.batch_size)]
-    batches = batches[:args.steps]
+        batches += [perm[i : i + args.batch_size] for i in range(0, len(perm) - args.batch_size + 1, args.batch_size)]
+    batches = batches[: args.steps]
 
     torch.manual_seed(0)
     base = build_model(preset, image_size=size)
     loss_fn = PiadeLoss(preset)
     p = get_preset(preset)
-    out: dict[str, Any] = {"dataset": args.dataset, "normal_class": str(args.normal_class), "image_size": size,
-                           "standin": task.manifest.get("standin"), "batch_size": args.batch_size,
-                           "steps": args.steps, "initial": {}, "losses": {}, "final": {}}
+    out: dict[str, Any] = {
+        "dataset": args.dataset,
+        "normal_class": str(args.normal_class),
+        "image_size": size,
+        "standin": task.manifest.get("standin"),
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "initial": {},
+        "losses": {},
+        "final": {},
+    }
     for name, (precision, cl) in VARIANTS.items():
         settings = prec.resolve(CPU, precision, channels_last=cl)
         model = prec.prepare_model(copy.deepcopy(base), CPU, settings)
@@ -114,15 +127,26 @@ def check_preset(preset: str, args: argparse.Namespace, log: Any) -> dict[str, A
             losses.append(float(loss.detach()))
         seconds = time.perf_counter() - t0
         fp32_scores = scores(model, lf, test_x, prec.resolve(CPU, "fp32", channels_last=cl))
-        final = {"train_seconds": seconds, "mean_test_score_fp32_forward": float(fp32_scores.mean()),
-                 "auroc_fp32_forward": float(roc_auc_score(test_y, fp32_scores))}
+        final = {
+            "train_seconds": seconds,
+            "mean_test_score_fp32_forward": float(fp32_scores.mean()),
+            "auroc_fp32_forward": float(roc_auc_score(test_y, fp32_scores)),
+        }
         if precision == "bf16":
             own = scores(model, lf, test_x, settings)
-            final |= {"mean_test_score_bf16_forward": float(own.mean()), "auroc_bf16_forward": float(roc_auc_score(test_y, own)),
-                      "max_rel_score_diff_bf16_vs_fp32_forward": float(np.max(np.abs(own - fp32_scores) / np.abs(fp32_scores)))}
+            final |= {
+                "mean_test_score_bf16_forward": float(own.mean()),
+                "auroc_bf16_forward": float(roc_auc_score(test_y, own)),
+                "max_rel_score_diff_bf16_vs_fp32_forward": float(
+                    np.max(np.abs(own - fp32_scores) / np.abs(fp32_scores))
+                ),
+            }
         out["losses"][name] = losses
         out["final"][name] = final
-        log(f"  {name}: {seconds:.0f} s, loss {losses[0]:.4f} -> {losses[-1]:.4f}, AUROC {final['auroc_fp32_forward']:.3f}")
+        log(
+            f"  {name}: {seconds:.0f} s, loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
+            f"AUROC {final['auroc_fp32_forward']:.3f}"
+        )
     ref = out["losses"]["fp32"]
     marks = sorted({1, 10, 25, args.steps} & set(range(1, args.steps + 1)))
     out["summary"] = {
@@ -131,16 +155,21 @@ def check_preset(preset: str, args: argparse.Namespace, log: Any) -> dict[str, A
             "loss_rel_diff_at_step": {str(s): rel(out["losses"][name][s - 1], ref[s - 1]) for s in marks},
             "last10_mean_loss_rel_diff": rel(statistics.mean(out["losses"][name][-10:]), statistics.mean(ref[-10:])),
             "max_loss_rel_diff": max(rel(a, b) for a, b in zip(out["losses"][name], ref)),
-            "mean_test_score_rel_diff": rel(out["final"][name]["mean_test_score_fp32_forward"],
-                                            out["final"]["fp32"]["mean_test_score_fp32_forward"]),
+            "mean_test_score_rel_diff": rel(
+                out["final"][name]["mean_test_score_fp32_forward"], out["final"]["fp32"]["mean_test_score_fp32_forward"]
+            ),
             "auroc_diff": out["final"][name]["auroc_fp32_forward"] - out["final"]["fp32"]["auroc_fp32_forward"],
-        } for name in VARIANTS if name != "fp32"}
+        }
+        for name in VARIANTS
+        if name != "fp32"
+    }
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--data-root", default=None, help="data root (else $PIADE_DATA, else ./data)")
     ap.add_argument("--normal-class", default="3")
@@ -155,23 +184,33 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    results = {"torch": torch.__version__, "cpu_native_bf16": prec.cpu_has_native_bf16(),
-               "args": {k: v for k, v in vars(args).items() if k not in ("json", "data_root")},
-               "presets": {}}
+    results = {
+        "torch": torch.__version__,
+        "cpu_native_bf16": prec.cpu_has_native_bf16(),
+        "args": {k: v for k, v in vars(args).items() if k not in ("json", "data_root")},
+        "presets": {},
+    }
     for preset in args.presets:
         results["presets"][preset] = r = check_preset(preset, args, log)
-        print(f"\n{preset} ({r['dataset']} {r['normal_class']}, {r['image_size']}x{r['image_size']}, batch "
-              f"{r['batch_size']}, {r['steps']} steps): relative difference to fp32 (channels_last)")
+        print(
+            f"\n{preset} ({r['dataset']} {r['normal_class']}, {r['image_size']}x{r['image_size']}, batch "
+            f"{r['batch_size']}, {r['steps']} steps): relative difference to fp32 (channels_last)"
+        )
         for name, s in r["summary"].items():
             init = s["initial_rel_diff"]
-            print(f"  {name:10s} initial loss {init['total']:.2e} (mse {init['mse']:.1e}, perceptual "
-                  f"{init['perceptual']:.1e}, ssim {init['ssim_loss']:.1e}); training loss at steps "
-                  + ", ".join(f"{k}: {v:.1e}" for k, v in s["loss_rel_diff_at_step"].items())
-                  + f"; last 10 steps' mean {s['last10_mean_loss_rel_diff']:.1e}, max {s['max_loss_rel_diff']:.1e}; "
-                  f"mean test score {s['mean_test_score_rel_diff']:.1e}; AUROC {s['auroc_diff']:+.3f}")
-        print("  AUROC (fp32 scoring): " + ", ".join(f"{n} {f['auroc_fp32_forward']:.3f}" for n, f in r["final"].items())
-              + f"; bf16 model scored with bf16: {r['final']['bf16']['auroc_bf16_forward']:.3f} (max per-image score "
-              f"difference to its fp32 scoring {r['final']['bf16']['max_rel_score_diff_bf16_vs_fp32_forward']:.1e})")
+            print(
+                f"  {name:10s} initial loss {init['total']:.2e} (mse {init['mse']:.1e}, perceptual "
+                f"{init['perceptual']:.1e}, ssim {init['ssim_loss']:.1e}); training loss at steps "
+                + ", ".join(f"{k}: {v:.1e}" for k, v in s["loss_rel_diff_at_step"].items())
+                + f"; last 10 steps' mean {s['last10_mean_loss_rel_diff']:.1e}, max {s['max_loss_rel_diff']:.1e}; "
+                f"mean test score {s['mean_test_score_rel_diff']:.1e}; AUROC {s['auroc_diff']:+.3f}"
+            )
+        print(
+            "  AUROC (fp32 scoring): "
+            + ", ".join(f"{n} {f['auroc_fp32_forward']:.3f}" for n, f in r["final"].items())
+            + f"; bf16 model scored with bf16: {r['final']['bf16']['auroc_bf16_forward']:.3f} (max per-image score "
+            f"difference to its fp32 scoring {r['final']['bf16']['max_rel_score_diff_bf16_vs_fp32_forward']:.1e})"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

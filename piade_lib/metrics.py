@@ -10,9 +10,11 @@
 
 Pure numpy/pandas on scores: nothing here loads a model or a dataset.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,8 +34,7 @@ def _two_classes(labels: np.ndarray) -> bool:
     return bool(np.any(labels == 0) and np.any(labels == 1))
 
 
-def bootstrap_aucs(labels: np.ndarray, scores: np.ndarray, n_bootstrap: int, seed: int,
-                   chunk: int = 100) -> np.ndarray:
+def bootstrap_aucs(labels: np.ndarray, scores: np.ndarray, n_bootstrap: int, seed: int, chunk: int = 100) -> np.ndarray:
     """``(n_bootstrap, k)`` AUCs of ``k`` score columns (``scores`` is ``(n, k)``) on the same
     stratified resamples of the test images: normal and anomalous images are resampled separately,
     with replacement, each at its own size (the one bootstrap of the project: :func:`auroc_with_ci`'s
@@ -53,12 +54,14 @@ def bootstrap_aucs(labels: np.ndarray, scores: np.ndarray, n_bootstrap: int, see
     out = np.empty((n_bootstrap, scores.shape[1]))
     for start in range(0, n_bootstrap, chunk):
         b = min(chunk, n_bootstrap - start)
-        idx = np.concatenate([neg[rng.integers(0, neg.size, (b, neg.size))],
-                              pos[rng.integers(0, pos.size, (b, pos.size))]], axis=1)
+        idx = np.concatenate(
+            [neg[rng.integers(0, neg.size, (b, neg.size))], pos[rng.integers(0, pos.size, (b, pos.size))]], axis=1
+        )
         for j in range(scores.shape[1]):
             ranks = rankdata(scores[idx, j], axis=1)
-            out[start:start + b, j] = (ranks[:, neg.size:].sum(axis=1) - pos.size * (pos.size + 1) / 2) / (
-                pos.size * neg.size)
+            out[start : start + b, j] = (ranks[:, neg.size :].sum(axis=1) - pos.size * (pos.size + 1) / 2) / (
+                pos.size * neg.size
+            )
     return out
 
 
@@ -69,9 +72,13 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float
     return float(lo), float(hi)
 
 
-
-def auroc_with_ci(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray,
-                  n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+def auroc_with_ci(
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    n_bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
     """AUROC (anomalies = label 1 are the positives; higher score = more anomalous) with a
     stratified percentile-bootstrap interval.
 
@@ -88,8 +95,12 @@ def auroc_with_ci(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | 
         raise ValueError(f"{int(np.sum(~np.isfinite(s)))} scores are NaN or infinite; cannot compute AUROC")
     if not _two_classes(y):
         which = "normal" if np.all(y == 0) else "anomalous"
-        return {"auc": None, "low": None, "high": None,
-                "note": f"AUROC undefined: the test set has only {which} images ({y.size})"}
+        return {
+            "auc": None,
+            "low": None,
+            "high": None,
+            "note": f"AUROC undefined: the test set has only {which} images ({y.size})",
+        }
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     auc = float(roc_auc_score(y, s))
@@ -109,8 +120,9 @@ def roc_curve_data(labels: Sequence[int] | np.ndarray, scores: Sequence[float] |
     return pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thr})
 
 
-def pixel_auroc(maps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
-                max_pixels: int = MAX_PIXELS, seed: int = 0) -> float | None:
+def pixel_auroc(
+    maps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray, max_pixels: int = MAX_PIXELS, seed: int = 0
+) -> float | None:
     """Pixel-level AUROC (mask 1 = anomalous pixel) over all pixels; a seeded uniform subsample of
     ``max_pixels`` pixels is used when there are more. None when the masks hold a single class."""
     m = np.asarray(maps, dtype=np.float32).ravel()
@@ -137,7 +149,9 @@ def reconstruction_summary(scores: pd.DataFrame) -> dict[str, Any]:
         "auc": auroc_with_ci(labels, scores["total"].to_numpy(), n_bootstrap=0)["auc"],
         "mse_auc": auroc_with_ci(labels, scores["mse"].to_numpy(), n_bootstrap=0)["auc"],
         "normal_recon_mse": float(scores.loc[normal, "mse"].mean()) if normal.any() else None,
-        "normal_mean_image_mse": None, "recon_to_mean_image": None}
+        "normal_mean_image_mse": None,
+        "recon_to_mean_image": None,
+    }
     if "mean_image_mse" in scores and normal.any():
         mi = float(scores.loc[normal, "mean_image_mse"].mean())
         out["normal_mean_image_mse"] = mi
@@ -148,9 +162,15 @@ def reconstruction_summary(scores: pd.DataFrame) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # metrics
 # --------------------------------------------------------------------------------------------
-def compute_metrics(scores: pd.DataFrame, n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0,
-                    terms: Iterable[str] | None = None, pixel: float | None = None,
-                    train_scores: Sequence[float] | np.ndarray | None = None) -> dict[str, Any]:
+def compute_metrics(
+    scores: pd.DataFrame,
+    n_bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    terms: Iterable[str] | None = None,
+    pixel: float | None = None,
+    train_scores: Sequence[float] | np.ndarray | None = None,
+) -> dict[str, Any]:
     """metrics.json content from a scores frame (``label`` and ``total`` columns at least).
 
     Keys: auc, auc_ci_low, auc_ci_high, ci_level, n_bootstrap, n_normal, n_anomalous, pixel_auroc,
@@ -164,8 +184,7 @@ def compute_metrics(scores: pd.DataFrame, n_bootstrap: int = 1000, level: float 
     term_names = [t for t in (terms if terms is not None else TERMS) if t in scores.columns]
     term_auc = {t: auroc_with_ci(labels, scores[t].to_numpy(), n_bootstrap=0)["auc"] for t in term_names}
     normal_test = scores.loc[labels == 0, "total"].to_numpy()
-    thresholds: dict[str, Any] = {"quantile": THRESHOLD_QUANTILE,
-                                  "train": None, "test_normal": None}
+    thresholds: dict[str, Any] = {"quantile": THRESHOLD_QUANTILE, "train": None, "test_normal": None}
     if train_scores is not None and len(train_scores):
         thresholds["train"] = float(np.quantile(np.asarray(train_scores, dtype=np.float64), THRESHOLD_QUANTILE))
     if normal_test.size:
@@ -187,7 +206,16 @@ def compute_metrics(scores: pd.DataFrame, n_bootstrap: int = 1000, level: float 
     return metrics
 
 
-METRICS_KEYS: tuple[str, ...] = ("auc", "auc_ci_low", "auc_ci_high", "ci_level", "n_bootstrap", "n_normal",
-                                 "n_anomalous", "pixel_auroc", "term_auc")
+METRICS_KEYS: tuple[str, ...] = (
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "ci_level",
+    "n_bootstrap",
+    "n_normal",
+    "n_anomalous",
+    "pixel_auroc",
+    "term_auc",
+)
 # written for PIADE runs besides METRICS_KEYS: has the model learned more than the train-mean image?
 RECON_KEYS: tuple[str, ...] = ("normal_recon_mse", "normal_mean_image_mse", "recon_to_mean_image")

@@ -24,12 +24,15 @@ Where each baseline column comes from (what the paper says, and what that source
   approach performed better than one vector with average of 9% improvement." Per-category bar
   heights are therefore not available here and are never invented.
 """
+
 from __future__ import annotations
 
 import pandas as pd
 
-PAPER = "Mishra, Piciarelli, Foresti. A neural network for image anomaly detection with deep " \
-        "pyramidal representations and dynamic routing. IJNS 30(10), 2020. doi:10.1142/S0129065720500604"
+PAPER = (
+    "Mishra, Piciarelli, Foresti. A neural network for image anomaly detection with deep "
+    "pyramidal representations and dynamic routing. IJNS 30(10), 2020. doi:10.1142/S0129065720500604"
+)
 
 # ---------------------------------------------------------------------------------------------
 # Table 2: CIFAR-10, AUC per normal class (0..9). Column "Ours" is PIADE.
@@ -59,21 +62,21 @@ CIFAR10_CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "
 TABLE3_COLUMNS = ("AE (SSIM)", "AE (L2)", "AnoGAN", "CNN Feat. Dict.", "Ours")
 _TABLE3_ROWS = {
     #              AE(SSIM) AE(L2) AnoGAN CNNFD  Ours
-    "carpet":     (0.665, 0.495, 0.490, 0.625, 0.573),
-    "grid":       (0.690, 0.775, 0.510, 0.450, 0.587),
-    "leather":    (0.460, 0.440, 0.515, 0.670, 0.591),
-    "tile":       (0.505, 0.770, 0.510, 0.705, 0.560),
-    "wood":       (0.830, 0.735, 0.680, 0.835, 0.978),
-    "bottle":     (0.875, 0.795, 0.690, 0.530, 0.968),
-    "cable":      (0.610, 0.555, 0.525, 0.605, 0.871),
-    "capsule":    (0.605, 0.620, 0.580, 0.405, 0.771),
-    "hazelnut":   (0.535, 0.885, 0.495, 0.485, 0.949),
-    "metal_nut":  (0.540, 0.725, 0.495, 0.645, 0.672),
-    "pill":       (0.600, 0.615, 0.620, 0.455, 0.732),
-    "screw":      (0.505, 0.685, 0.345, 0.430, 0.619),
+    "carpet": (0.665, 0.495, 0.490, 0.625, 0.573),
+    "grid": (0.690, 0.775, 0.510, 0.450, 0.587),
+    "leather": (0.460, 0.440, 0.515, 0.670, 0.591),
+    "tile": (0.505, 0.770, 0.510, 0.705, 0.560),
+    "wood": (0.830, 0.735, 0.680, 0.835, 0.978),
+    "bottle": (0.875, 0.795, 0.690, 0.530, 0.968),
+    "cable": (0.610, 0.555, 0.525, 0.605, 0.871),
+    "capsule": (0.605, 0.620, 0.580, 0.405, 0.771),
+    "hazelnut": (0.535, 0.885, 0.495, 0.485, 0.949),
+    "metal_nut": (0.540, 0.725, 0.495, 0.645, 0.672),
+    "pill": (0.600, 0.615, 0.620, 0.455, 0.732),
+    "screw": (0.505, 0.685, 0.345, 0.430, 0.619),
     "toothbrush": (0.740, 0.985, 0.565, 0.515, 0.956),
     "transistor": (0.515, 0.710, 0.665, 0.575, 0.872),
-    "zipper":     (0.800, 0.800, 0.590, 0.535, 0.738),
+    "zipper": (0.800, 0.800, 0.590, 0.535, 0.738),
 }
 TABLE3_MEAN = (0.632, 0.706, 0.552, 0.564, 0.762)
 TABLE3_SOURCE = (
@@ -100,8 +103,7 @@ TABLE4_TEXT_CLAIMS = ("Out of 100 classes more than 50 classes achieved AUC scor
 # ---------------------------------------------------------------------------------------------
 FIGURE4_CATEGORIES = ("bottle", "capsule", "hazelnut", "carpet", "leather", "wood")
 FIGURE4_CLAIM = (
-    "In all the categories, the two vectors approach performed better than one vector "
-    "with average of 9% improvement."
+    "In all the categories, the two vectors approach performed better than one vector with average of 9% improvement."
 )
 FIGURE4_MEAN_IMPROVEMENT = 0.09  # "average of 9% improvement" (absolute or relative: not stated)
 FIGURE4_TWO_BETTER_IN_ALL = True
@@ -146,8 +148,13 @@ MNIST_LSA_SOURCE = (
 # The dataset each table's numbers were measured on (a re-run on another dataset, e.g. an offline
 # stand-in, has no paper value to compare against).
 TABLE_DATASETS = {"table2": "cifar10", "table3": "mvtec", "table4": "coil100", "figure4": "mvtec", "mnist": "mnist"}
-SOURCES = {"table2": TABLE2_SOURCE, "table3": TABLE3_SOURCE, "table4": TABLE4_SOURCE, "figure4": FIGURE4_SOURCE,
-           "mnist": MNIST_LSA_SOURCE}
+SOURCES = {
+    "table2": TABLE2_SOURCE,
+    "table3": TABLE3_SOURCE,
+    "table4": TABLE4_SOURCE,
+    "figure4": FIGURE4_SOURCE,
+    "mnist": MNIST_LSA_SOURCE,
+}
 
 
 def _frame(rows: dict[str, tuple], columns: tuple[str, ...], mean: tuple | None) -> pd.DataFrame:
@@ -226,6 +233,6 @@ def paper_baseline_columns(table: str) -> pd.DataFrame:
 
 
 def baseline_slug(name: str) -> str:
-    """"CNN Feat. Dict." -> "cnn_feat_dict", "AE (SSIM)" -> "ae_ssim"."""
+    """ "CNN Feat. Dict." -> "cnn_feat_dict", "AE (SSIM)" -> "ae_ssim"."""
     out = "".join(ch.lower() if ch.isalnum() else "_" for ch in name)
     return "_".join(p for p in out.split("_") if p)

@@ -9,6 +9,7 @@ and :func:`get_preset`): every choice field takes one of the values declared her
 code imports these tuples), numbers are range-checked, and anything else raises one
 :class:`PresetError` naming the preset, the field, the value and what is valid.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -54,8 +55,9 @@ class PresetError(ValueError):
     """A preset field has a value outside its valid set or range (the message names the preset, the
     field, the value and the valid values)."""
 
-    def __init__(self, message: str, *, preset: str | None = None, field: str | None = None,
-                 problems: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, preset: str | None = None, field: str | None = None, problems: list[str] | None = None
+    ) -> None:
         super().__init__(message)
         self.preset = preset
         self.field = field
@@ -88,8 +90,9 @@ def _yaml_hint(v: Any) -> str:
     return ""
 
 
-def _number_check(lo: float | None, lo_open: bool, hi: float | None = None, hi_open: bool = False,
-                  integer: bool = False):
+def _number_check(
+    lo: float | None, lo_open: bool, hi: float | None = None, hi_open: bool = False, integer: bool = False
+):
     """A checker of a number in a range; returns the problem or None."""
     kind = "an integer" if integer else "a finite number"
     if lo is not None and hi is not None:
@@ -107,6 +110,7 @@ def _number_check(lo: float | None, lo_open: bool, hi: float | None = None, hi_o
         if ok and hi is not None:
             ok = v < hi if hi_open else v <= hi
         return None if ok else f"is not {want}{_yaml_hint(v)}"
+
     return check
 
 
@@ -117,6 +121,7 @@ def _bool_check(v: Any) -> str | None:
 def _choice_check(valid: tuple[str, ...]):
     def check(v: Any) -> str | None:
         return None if v in valid and isinstance(v, str) else f"is not one of {', '.join(valid)}"
+
     return check
 
 
@@ -216,16 +221,19 @@ class Preset:
         scales, channels, dim = self.pyramid_scales, self.pyramid_channels, self.capsule_dim
         if not any(p.startswith(("pyramid_scales=", "pyramid_channels=", "capsule_dim=")) for p in problems):
             if len(channels) != len(scales):
-                problems.append(f"pyramid_channels={_fmt(channels)} must have one entry per pyramid scale "
-                                f"(pyramid_scales={_fmt(scales)}: {len(scales)})")
+                problems.append(
+                    f"pyramid_channels={_fmt(channels)} must have one entry per pyramid scale "
+                    f"(pyramid_scales={_fmt(scales)}: {len(scales)})"
+                )
             elif any(c % dim for c in channels):
-                problems.append(f"pyramid_channels={_fmt(channels)} must be multiples of capsule_dim={dim} "
-                                "(a capsule groups capsule_dim channels of one cell)")
+                problems.append(
+                    f"pyramid_channels={_fmt(channels)} must be multiples of capsule_dim={dim} "
+                    "(a capsule groups capsule_dim channels of one cell)"
+                )
         if problems:
             name = self.name if isinstance(self.name, str) else "?"
             first = problems[0].split("=", 1)[0]
-            raise PresetError(f"preset {name!r}: " + "; ".join(problems), preset=name, field=first,
-                              problems=problems)
+            raise PresetError(f"preset {name!r}: " + "; ".join(problems), preset=name, field=first, problems=problems)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -242,13 +250,14 @@ class Preset:
         unknown = sorted(set(overrides) - set(self.__dataclass_fields__))
         if unknown:
             body = unknown_fields_message(unknown)
-            raise UnknownPresetError(f"preset {self.name!r}: {body}", preset=self.name, field=unknown[0],
-                                     problems=[body])
+            raise UnknownPresetError(
+                f"preset {self.name!r}: {body}", preset=self.name, field=unknown[0], problems=[body]
+            )
         return replace(self, **overrides)
 
 
 def unknown_fields_message(unknown: list[str]) -> str:
-    """"unknown preset field(s) [...] (did you mean ...?); valid fields: ..." for override keys."""
+    """ "unknown preset field(s) [...] (did you mean ...?); valid fields: ..." for override keys."""
     valid = list(Preset.__dataclass_fields__)
     guesses = [g for u in unknown if u not in RETIRED_FIELDS for g in difflib.get_close_matches(u, valid, n=1)]
     hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
@@ -331,8 +340,9 @@ def get_preset(preset: str | Preset, **overrides: Any) -> Preset:
         try:
             p = PRESETS[preset]
         except KeyError:
-            raise UnknownPresetError(f"unknown preset {preset!r}; valid presets: {', '.join(sorted(PRESETS))}",
-                                     preset=str(preset)) from None
+            raise UnknownPresetError(
+                f"unknown preset {preset!r}; valid presets: {', '.join(sorted(PRESETS))}", preset=str(preset)
+            ) from None
     return p.with_overrides(**overrides) if overrides else p
 
 

@@ -4,6 +4,7 @@ Usage: ``PYTHONPATH=. python scripts/param_counts.py`` (a markdown table, pasted
 docs/reproduction-notes.md section 3). Models are built with ``pretrained=False``: counts do not
 depend on the weights.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Fixtures shared by several test modules (helpers that write data files live in data_fixtures.py)."""
+
 from __future__ import annotations
 
 import functools
@@ -13,8 +14,19 @@ import torch
 from data_fixtures import QuietHandler
 
 # the tiny PIADE run several modules share (digits class 1, 2 epochs of 2 batches)
-TINY = dict(dataset="digits", normal_class="1", epochs=2, batch_size=2, limit_train=4, limit_test=4,
-            n_bootstrap=10, device="cpu", pretrained=False, checkpoint_every=1, keep_checkpoints=2)
+TINY = dict(
+    dataset="digits",
+    normal_class="1",
+    epochs=2,
+    batch_size=2,
+    limit_train=4,
+    limit_test=4,
+    n_bootstrap=10,
+    device="cpu",
+    pretrained=False,
+    checkpoint_every=1,
+    keep_checkpoints=2,
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +52,6 @@ def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
     target = tmp_path / tiny_run.relative_to(tiny_run.parents[4])
     shutil.copytree(tiny_run, target)
     return target
-
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +83,18 @@ def piade_kernel(tmp_path_factory):
     spec = folder / "kernels" / "piade"
     spec.mkdir(parents=True)
     pythonpath = os.pathsep.join([str(root)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python (piade)", "language": "python", "env": {"PYTHONPATH": pythonpath},
-        "metadata": {"debugger": True},
-    }, indent=1))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python (piade)",
+                "language": "python",
+                "env": {"PYTHONPATH": pythonpath},
+                "metadata": {"debugger": True},
+            },
+            indent=1,
+        )
+    )
     previous = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = os.pathsep.join([str(folder)] + ([previous] if previous else []))
     yield "piade"

@@ -2,6 +2,7 @@
 
 Imported by tests/test_data_*.py (pytest puts tests/ on sys.path).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -36,8 +37,12 @@ def write_cifar10(root: Path, per_class_per_batch: int = 2, test_per_class: int 
         labels = [c for c in range(10) for _ in range(n_per_class)]
         rng.shuffle(labels)
         data = rng.integers(0, 256, size=(len(labels), 3 * 32 * 32), dtype=np.uint8)
-        entry = {"batch_label": name, "labels": list(map(int, labels)), "data": data,
-                 "filenames": [f"img_{i}.png" for i in range(len(labels))]}
+        entry = {
+            "batch_label": name,
+            "labels": list(map(int, labels)),
+            "data": data,
+            "filenames": [f"img_{i}.png" for i in range(len(labels))],
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f)
         return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
@@ -48,8 +53,11 @@ def write_cifar10(root: Path, per_class_per_batch: int = 2, test_per_class: int 
         pickle.dump({"label_names": CIFAR_NAMES, "num_cases_per_batch": 10 * per_class_per_batch, "num_vis": 3072}, f)
     md5 = {p.name: calculate_md5(str(p)) for p in folder.iterdir()}
     return {
-        "train": np.concatenate([d for d, _ in tr]), "train_labels": [l for _, ls in tr for l in ls],
-        "test": te[0], "test_labels": te[1], "md5": md5,
+        "train": np.concatenate([d for d, _ in tr]),
+        "train_labels": [label for _, labels in tr for label in labels],
+        "test": te[0],
+        "test_labels": te[1],
+        "md5": md5,
     }
 
 
@@ -72,8 +80,14 @@ def write_idx_labels(path: Path, labels: np.ndarray) -> None:
     path.write_bytes(struct.pack(">II", 2049, len(labels)) + np.asarray(labels, dtype=np.uint8).tobytes())
 
 
-def write_mnist(root: Path, folder_name: str = "MNIST", train_per_class: int = 3, test_per_class: int = 2,
-                seed: int = 0, gz: bool = False) -> dict:
+def write_mnist(
+    root: Path,
+    folder_name: str = "MNIST",
+    train_per_class: int = 3,
+    test_per_class: int = 2,
+    seed: int = 0,
+    gz: bool = False,
+) -> dict:
     """Write ``root/<folder_name>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (or ``.gz`` copies in ``root``)."""
     rng = np.random.default_rng(seed)
     raw = Path(root) if gz else Path(root) / folder_name / "raw"
@@ -113,9 +127,17 @@ def _png(path: Path, arr: np.ndarray) -> None:
     Image.fromarray(arr).save(path)
 
 
-def write_mvtec_category(cat_dir: Path, grayscale: bool = False, n_train: int = 4, n_good: int = 3,
-                         defects: dict[str, int] | None = None, size: int = 40, seed: int = 0,
-                         masks: bool = True, ext: str = ".png") -> dict[str, np.ndarray]:
+def write_mvtec_category(
+    cat_dir: Path,
+    grayscale: bool = False,
+    n_train: int = 4,
+    n_good: int = 3,
+    defects: dict[str, int] | None = None,
+    size: int = 40,
+    seed: int = 0,
+    masks: bool = True,
+    ext: str = ".png",
+) -> dict[str, np.ndarray]:
     """Write an MVTec category; anomalous images get a bright square whose mask is written beside them.
 
     Returns the mask arrays by relative image path.
@@ -196,6 +218,17 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 __all__ = [
-    "CIFAR_NAMES", "QuietHandler", "make_tar", "make_zip", "patch_cifar_md5", "patch_idx_official", "tar_with_member",
-    "write_cifar10", "write_coil", "write_idx_images", "write_idx_labels", "write_mnist", "write_mvtec_category",
+    "CIFAR_NAMES",
+    "QuietHandler",
+    "make_tar",
+    "make_zip",
+    "patch_cifar_md5",
+    "patch_idx_official",
+    "tar_with_member",
+    "write_cifar10",
+    "write_coil",
+    "write_idx_images",
+    "write_idx_labels",
+    "write_mnist",
+    "write_mvtec_category",
 ]

@@ -1,5 +1,6 @@
 """The library's imports flow one way: presets -> model / data -> metrics -> engine -> experiments ->
 reporting -> cli, with no import cycle between modules (lazy imports inside functions included)."""
+
 from __future__ import annotations
 
 import ast
@@ -11,8 +12,10 @@ PKG = Path(piade_lib.__file__).parent
 
 # a package may import from its own layer or a lower one, never from a higher one
 LAYERS = {
-    "presets": 0, "paper_results": 0,
-    "model": 1, "data": 1,
+    "presets": 0,
+    "paper_results": 0,
+    "model": 1,
+    "data": 1,
     "metrics": 2,
     "engine": 3,
     "experiments": 4,
@@ -36,7 +39,7 @@ def _imports() -> dict[str, set[str]]:
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = package.split(".")
-                    base = base[:len(base) - node.level + 1]
+                    base = base[: len(base) - node.level + 1]
                     mod = ".".join(base + ([node.module] if node.module else []))
                 else:
                     mod = node.module or ""
@@ -57,13 +60,18 @@ def _layer(module: str) -> int | None:
 
 def test_every_top_level_module_has_a_layer():
     tops = {p.stem for p in PKG.glob("*.py") if p.stem != "__init__"} | {
-        p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+        p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").is_file()
+    }
     assert tops == set(LAYERS), f"give these a layer in tests/test_architecture.py: {sorted(tops ^ set(LAYERS))}"
 
 
 def test_imports_never_go_up_a_layer():
-    upward = [f"{m} -> {d}" for m, deps in _imports().items() for d in deps
-              if _layer(m) is not None and _layer(d) is not None and _layer(d) > _layer(m)]
+    upward = [
+        f"{m} -> {d}"
+        for m, deps in _imports().items()
+        for d in deps
+        if _layer(m) is not None and _layer(d) is not None and _layer(d) > _layer(m)
+    ]
     assert upward == [], "imports against the layer order:\n" + "\n".join(sorted(upward))
 
 
@@ -81,7 +89,7 @@ def test_no_import_cycles():
             if dep.startswith(node + "."):  # a package importing its own submodule (re-export)
                 continue
             if seen.get(dep) == 1:
-                cycles.append(stack[stack.index(dep):] + [dep])
+                cycles.append(stack[stack.index(dep) :] + [dep])
             elif dep not in seen:
                 visit(dep)
         stack.pop()

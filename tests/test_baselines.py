@@ -1,4 +1,5 @@
 """Baselines: PCA features, OC-SVM, KDE, convolutional autoencoders, and their run folders."""
+
 from __future__ import annotations
 
 import json
@@ -88,11 +89,19 @@ def test_autoencoder_training_reduces_its_loss_and_scores_per_image() -> None:
 
 @pytest.mark.parametrize("name", ["ocsvm", "kde", "cae_l2", "cae_ssim"])
 def test_run_baseline_writes_a_run_folder_on_the_task_split(tmp_path: Path, name: str) -> None:
-    d = run_baseline(name, "digits", "0", tmp_path, epochs=1, params={"batch_size": 16} if "cae" in name else None,
-                        **SPLIT)
+    d = run_baseline(
+        name, "digits", "0", tmp_path, epochs=1, params={"batch_size": 16} if "cae" in name else None, **SPLIT
+    )
     assert d == tmp_path / "runs" / "digits-lsa" / "0" / f"baseline-{name}"
-    for f in ("config.json", "manifest.json", "scores.csv", "train_scores.csv", "roc.csv", "metrics.json",
-              "provenance.json"):
+    for f in (
+        "config.json",
+        "manifest.json",
+        "scores.csv",
+        "train_scores.csv",
+        "roc.csv",
+        "metrics.json",
+        "provenance.json",
+    ):
         assert (d / f).is_file(), f
     scores = pd.read_csv(d / "scores.csv")
     assert list(scores.columns) == ["id", "label", "total"] and len(scores) == 60

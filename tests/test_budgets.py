@@ -1,5 +1,6 @@
 """Step budgets, convergence milestones, seeds, the mean-image check and the readings' flips.
 Tiny settings: digits, 6 train images, batch 2 (3 batches per epoch), 32x32, CPU."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,17 @@ from piade_lib.metrics import RECON_KEYS
 from piade_lib.presets import AUTHORS_CODE, PAPER, READINGS, reading_values
 from piade_lib.reporting import tables
 
-TINY = dict(dataset="digits", normal_class="2", steps=5, batch_size=2, limit_train=6, limit_test=12,
-            n_bootstrap=20, device="cpu", pretrained=False)
+TINY = dict(
+    dataset="digits",
+    normal_class="2",
+    steps=5,
+    batch_size=2,
+    limit_train=6,
+    limit_test=12,
+    n_bootstrap=20,
+    device="cpu",
+    pretrained=False,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -81,8 +91,10 @@ def test_step_budget_resumes_exactly(budget_run: Path, tmp_path: Path) -> None:
     b = checkpoints.load_torch(budget_run / "checkpoints" / "final.pt")["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    pd.testing.assert_frame_equal(pd.read_csv(resumed / "convergence.csv").drop(columns="train_seconds"),
-                                  pd.read_csv(budget_run / "convergence.csv").drop(columns="train_seconds"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(resumed / "convergence.csv").drop(columns="train_seconds"),
+        pd.read_csv(budget_run / "convergence.csv").drop(columns="train_seconds"),
+    )
 
 
 def test_metrics_compare_reconstructions_with_the_train_mean_image(budget_run: Path) -> None:
@@ -109,8 +121,11 @@ def test_readings_cover_every_difference_between_the_presets() -> None:
 
 
 def _profile(tmp_path: Path, section: dict) -> profiles.Profile:
-    raw = {"name": "t", "defaults": {"device": "cpu", "steps": 3, "batch_size": 2, "limit_train": 4},
-           "sections": {"s": {"dataset": "digits", "classes": ["1"], **section}}}
+    raw = {
+        "name": "t",
+        "defaults": {"device": "cpu", "steps": 3, "batch_size": 2, "limit_train": 4},
+        "sections": {"s": {"dataset": "digits", "classes": ["1"], **section}},
+    }
     path = tmp_path / "t.yaml"
     path.write_text(__import__("yaml").safe_dump(raw))
     return profiles.load_profile(path)
@@ -121,9 +136,16 @@ def test_sections_expand_seeds_and_flips(tmp_path: Path) -> None:
 
     s = _profile(tmp_path, {"seeds": [0, 3], "flips": ["weight_decay", "init"], "baselines": ["kde"]}).sections["s"]
     plan = planned_runs(s, tmp_path)
-    assert [p.variant for p in plan] == ["paper-v2", "paper-v2+weight_decay", "paper-v2+init", "paper-v2-s3",
-                                         "paper-v2+weight_decay-s3", "paper-v2+init-s3", "baseline-kde",
-                                         "baseline-kde-s3"]
+    assert [p.variant for p in plan] == [
+        "paper-v2",
+        "paper-v2+weight_decay",
+        "paper-v2+init",
+        "paper-v2-s3",
+        "paper-v2+weight_decay-s3",
+        "paper-v2+init-s3",
+        "baseline-kde",
+        "baseline-kde-s3",
+    ]
     wd = next(p for p in plan if p.flip == "weight_decay" and p.seed == 3)
     assert wd.spec.weight_decay == AUTHORS_CODE.weight_decay and wd.spec.seed == 3
     init = next(p for p in plan if p.flip == "init" and p.seed == 0)
@@ -133,12 +155,15 @@ def test_sections_expand_seeds_and_flips(tmp_path: Path) -> None:
     assert s_path.is_file()
 
 
-@pytest.mark.parametrize("section, message", [
-    ({"flips": ["outpt_activation"]}, "unknown reading"),
-    ({"seeds": [1, 1]}, "seeds must be distinct"),
-    ({"seeds": [-1]}, "seeds must be distinct integers >= 0"),
-    ({"paper_table": "table9"}, "paper_table must be one of"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"flips": ["outpt_activation"]}, "unknown reading"),
+        ({"seeds": [1, 1]}, "seeds must be distinct"),
+        ({"seeds": [-1]}, "seeds must be distinct integers >= 0"),
+        ({"paper_table": "table9"}, "paper_table must be one of"),
+    ],
+)
 def test_bad_seeds_and_flips_are_refused(tmp_path: Path, section: dict, message: str) -> None:
     with pytest.raises(profiles.ProfileError, match=message):
         _profile(tmp_path, section)
@@ -146,18 +171,23 @@ def test_bad_seeds_and_flips_are_refused(tmp_path: Path, section: dict, message:
 
 def test_tables_average_over_seeds(tmp_path: Path) -> None:
 
-    prof = _profile(tmp_path, {"seeds": [0, 1], "baselines": ["kde"], "limit_test": 12, "steps": 2,
-                               "n_bootstrap": 30})
+    prof = _profile(tmp_path, {"seeds": [0, 1], "baselines": ["kde"], "limit_test": 12, "steps": 2, "n_bootstrap": 30})
     s = prof.sections["s"]
     runner.run_section(s, tmp_path / "res", verbose=False)
     table = tables.section_table(s, tmp_path / "res")
-    aucs = [json.loads((p.run_dir / "metrics.json").read_text())["auc"]
-            for p in plan.planned_runs(s, tmp_path / "res") if p.kind == "piade"]
+    aucs = [
+        json.loads((p.run_dir / "metrics.json").read_text())["auc"]
+        for p in plan.planned_runs(s, tmp_path / "res")
+        if p.kind == "piade"
+    ]
     row = table.iloc[0]
     assert row["ours_auc"] == pytest.approx(np.mean(aucs))
     assert row["ours_seed_sd"] == pytest.approx(np.std(aucs, ddof=1))
     assert row["ours_ci_low"] <= row["ours_auc"] <= row["ours_ci_high"]
-    kde = [json.loads((p.run_dir / "metrics.json").read_text())["auc"]
-           for p in plan.planned_runs(s, tmp_path / "res") if p.kind == "baseline"]
+    kde = [
+        json.loads((p.run_dir / "metrics.json").read_text())["auc"]
+        for p in plan.planned_runs(s, tmp_path / "res")
+        if p.kind == "baseline"
+    ]
     assert row["kde_auc"] == pytest.approx(np.mean(kde)) and len(kde) == 2
     assert table.iloc[-1]["class"] == "mean" and "ours_seed_sd" in table.columns

@@ -1,5 +1,6 @@
 """The `piade` command, in-process: train -> evaluate -> score on digits with tiny settings, --help, errors
 (each bad command answers with one line and the right exit status, never a traceback unless --debug)."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,27 @@ from PIL import Image
 
 from piade_lib import cli
 
-TRAIN = ["train", "--dataset", "digits", "--class", "2", "--epochs", "1", "--batch-size", "2", "--limit-train", "4",
-         "--limit-test", "4", "--n-bootstrap", "10", "--device", "cpu", "--no-pretrained", "--quiet"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "digits",
+    "--class",
+    "2",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "2",
+    "--limit-train",
+    "4",
+    "--limit-test",
+    "4",
+    "--n-bootstrap",
+    "10",
+    "--device",
+    "cpu",
+    "--no-pretrained",
+    "--quiet",
+]
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -81,8 +101,10 @@ def test_score_new_images_writes_csv_and_maps(trained: Path, tmp_path: Path, cap
         img = (test[i]["image"][0].numpy() * 255).astype("uint8")
         Image.fromarray(img).save(folder / ("sub" if i == 2 else "") / f"d{i}.png")
     out, maps = tmp_path / "scores.csv", tmp_path / "maps"
-    assert cli.main(["score", str(trained), str(folder), "--output", str(out), "--maps", str(maps),
-                     "--device", "cpu"]) == 0
+    assert (
+        cli.main(["score", str(trained), str(folder), "--output", str(out), "--maps", str(maps), "--device", "cpu"])
+        == 0
+    )
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["path", "mse", "perceptual", "ssim_loss", "total", "above_threshold", "status"]
     assert len(frame) == 3 and frame["path"].str.endswith(".png").all() and (frame["status"] == "ok").all()
@@ -128,34 +150,49 @@ def _one_error_line(err: str, command: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("argv, message", [
-    ([*BASE, "--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
-    ([*BASE, "--epochs", "two"], "argument --epochs: expected an integer >= 1, got 'two'"),
-    ([*BASE, "--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
-    ([*BASE, "--batch-size", "1"], ("argument --batch-size: expected an integer >= 2 (BatchNorm needs 2 images per "
-                                    "training batch), got 1")),
-    ([*BASE, "--n-bootstrap", "-1"], "argument --n-bootstrap: expected an integer >= 0 (0 = no interval), got -1"),
-    ([*BASE, "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
-    ([*BASE, "--lr", "0"], "argument --lr: expected a finite number in (0, 3.4e+37]"),
-    ([*BASE, "--lr", "nan"], "argument --lr: expected a finite number in (0, 3.4e+37]"),
-    ([*BASE, "--lr", "1e38"], "argument --lr: expected a finite number in (0, 3.4e+37] (above it Adam's first step"),
-    ([*BASE, "--weight-decay=-1e-4"], "argument --weight-decay: expected a finite number >= 0, got '-1e-4'"),
-    ([*BASE, "--weight-decay", "inf"], "argument --weight-decay: expected a finite number >= 0, got 'inf'"),
-    ([*BASE, "--checkpoint-every", "0"], "argument --checkpoint-every: expected an integer >= 1, got 0"),
-    ([*BASE, "--keep-checkpoints", "-1"], ("argument --keep-checkpoints: expected an integer >= 0 (0 = keep all), "
-                                           "got -1")),
-    ([*BASE, "--limit-train", "1"], "argument --limit-train: expected an integer >= 2, got 1"),
-    ([*BASE, "--limit-test", "0"], "argument --limit-test: expected an integer >= 1, got 0"),
-    ([*BASE, "--eval-steps", "5", "0"], "argument --eval-steps: expected an integer >= 1, got 0"),
-    ([*BASE, "--device", "tpu"], "argument --device: 'tpu' is not a device; devices that exist here: auto, cpu"),
-    ([*BASE, "--device", "cuda:99"], ("argument --device: 'cuda:99' is not available on this machine; devices that "
-                                      "exist here: auto, cpu")),
-    (["evaluate", "somewhere", "--n-bootstrap", "-5"], "argument --n-bootstrap: expected an integer >= 0"),
-    (["evaluate", "somewhere", "--device", "gpu"], "argument --device: 'gpu' is not a device"),
-    (["score", "run", "img.png", "--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got 0"),
-    (["score", "run", "img.png", "--threshold", "inf"], "argument --threshold: expected a finite number, got 'inf'"),
-    (["score", "run", "img.png", "--device", "cuda:7"], "argument --device: 'cuda:7' is not available"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([*BASE, "--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
+        ([*BASE, "--epochs", "two"], "argument --epochs: expected an integer >= 1, got 'two'"),
+        ([*BASE, "--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+        (
+            [*BASE, "--batch-size", "1"],
+            ("argument --batch-size: expected an integer >= 2 (BatchNorm needs 2 images per training batch), got 1"),
+        ),
+        ([*BASE, "--n-bootstrap", "-1"], "argument --n-bootstrap: expected an integer >= 0 (0 = no interval), got -1"),
+        ([*BASE, "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+        ([*BASE, "--lr", "0"], "argument --lr: expected a finite number in (0, 3.4e+37]"),
+        ([*BASE, "--lr", "nan"], "argument --lr: expected a finite number in (0, 3.4e+37]"),
+        (
+            [*BASE, "--lr", "1e38"],
+            "argument --lr: expected a finite number in (0, 3.4e+37] (above it Adam's first step",
+        ),
+        ([*BASE, "--weight-decay=-1e-4"], "argument --weight-decay: expected a finite number >= 0, got '-1e-4'"),
+        ([*BASE, "--weight-decay", "inf"], "argument --weight-decay: expected a finite number >= 0, got 'inf'"),
+        ([*BASE, "--checkpoint-every", "0"], "argument --checkpoint-every: expected an integer >= 1, got 0"),
+        (
+            [*BASE, "--keep-checkpoints", "-1"],
+            ("argument --keep-checkpoints: expected an integer >= 0 (0 = keep all), got -1"),
+        ),
+        ([*BASE, "--limit-train", "1"], "argument --limit-train: expected an integer >= 2, got 1"),
+        ([*BASE, "--limit-test", "0"], "argument --limit-test: expected an integer >= 1, got 0"),
+        ([*BASE, "--eval-steps", "5", "0"], "argument --eval-steps: expected an integer >= 1, got 0"),
+        ([*BASE, "--device", "tpu"], "argument --device: 'tpu' is not a device; devices that exist here: auto, cpu"),
+        (
+            [*BASE, "--device", "cuda:99"],
+            ("argument --device: 'cuda:99' is not available on this machine; devices that exist here: auto, cpu"),
+        ),
+        (["evaluate", "somewhere", "--n-bootstrap", "-5"], "argument --n-bootstrap: expected an integer >= 0"),
+        (["evaluate", "somewhere", "--device", "gpu"], "argument --device: 'gpu' is not a device"),
+        (["score", "run", "img.png", "--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got 0"),
+        (
+            ["score", "run", "img.png", "--threshold", "inf"],
+            "argument --threshold: expected a finite number, got 'inf'",
+        ),
+        (["score", "run", "img.png", "--device", "cuda:7"], "argument --device: 'cuda:7' is not available"),
+    ],
+)
 def test_the_parser_refuses_values_out_of_range_naming_the_valid_range(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
@@ -190,8 +227,10 @@ def test_output_paths_of_the_wrong_kind_are_refused_before_anything_runs(tmp_pat
     for argv, message in [
         ([*TRAIN, "--output", str(a_file)], f"argument --output: '{a_file}' is a file, not a folder"),
         ([*TRAIN, "--output", str(a_file / "sub")], f"'{a_file / 'sub'}' cannot be created: '{a_file}' is a file"),
-        (["score", "run", "img.png", "--output", str(tmp_path)],
-         f"argument --output: '{tmp_path}' is a folder; give the path of the CSV file to write"),
+        (
+            ["score", "run", "img.png", "--output", str(tmp_path)],
+            f"argument --output: '{tmp_path}' is a folder; give the path of the CSV file to write",
+        ),
         (["score", "run", "img.png", "--maps", str(a_file)], f"argument --maps: '{a_file}' is a file, not a folder"),
     ]:
         with pytest.raises(SystemExit) as exc:
@@ -214,12 +253,15 @@ def test_a_read_only_output_folder_is_refused(tmp_path: Path, capsys) -> None:
         ro.chmod(0o700)
 
 
-@pytest.mark.parametrize("error", [
-    PermissionError(errno.EACCES, "Permission denied", "/somewhere/runs"),
-    OSError(errno.ENOSPC, "No space left on device"),
-    IsADirectoryError(errno.EISDIR, "Is a directory", "/somewhere/config.json"),
-    NotADirectoryError(errno.ENOTDIR, "Not a directory", "/somewhere/file/runs"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionError(errno.EACCES, "Permission denied", "/somewhere/runs"),
+        OSError(errno.ENOSPC, "No space left on device"),
+        IsADirectoryError(errno.EISDIR, "Is a directory", "/somewhere/config.json"),
+        NotADirectoryError(errno.ENOTDIR, "Not a directory", "/somewhere/file/runs"),
+    ],
+)
 def test_os_errors_at_run_time_are_one_line_with_exit_1(error, tmp_path: Path, capsys, monkeypatch) -> None:
     from piade_lib.engine import lifecycle
 
@@ -237,8 +279,9 @@ def test_os_errors_at_run_time_are_one_line_with_exit_1(error, tmp_path: Path, c
         cli.main([*TRAIN, "--output", str(tmp_path)])
 
 
-def test_a_full_disk_while_writing_the_scores_is_one_line_with_exit_1(trained: Path, tmp_path: Path, capsys,
-                                                                      monkeypatch) -> None:
+def test_a_full_disk_while_writing_the_scores_is_one_line_with_exit_1(
+    trained: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     from piade_lib.engine import files
 
     img = tmp_path / "one.png"
@@ -283,12 +326,29 @@ def _images_with_a_bad_one(folder: Path) -> list[Path]:
     return good
 
 
-def test_score_reports_unreadable_images_in_a_status_column_and_scores_the_others(trained: Path, tmp_path: Path,
-                                                                                 capsys) -> None:
+def test_score_reports_unreadable_images_in_a_status_column_and_scores_the_others(
+    trained: Path, tmp_path: Path, capsys
+) -> None:
     _images_with_a_bad_one(tmp_path / "imgs")
     out = tmp_path / "scores.csv"
-    assert cli.main(["score", str(trained), str(tmp_path / "imgs"), "--output", str(out), "--device", "cpu",
-                     "--batch-size", "2", "--maps", str(tmp_path / "maps")]) == 0
+    assert (
+        cli.main(
+            [
+                "score",
+                str(trained),
+                str(tmp_path / "imgs"),
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+                "--batch-size",
+                "2",
+                "--maps",
+                str(tmp_path / "maps"),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     frame = pd.read_csv(out)
     assert frame["path"].map(lambda p: Path(p).name).tolist() == ["a0.png", "a1.png", "b_broken.png"]
@@ -305,12 +365,28 @@ def test_score_reports_unreadable_images_in_a_status_column_and_scores_the_other
     assert "Traceback" not in captured.out + captured.err
 
 
-def test_score_strict_stops_at_the_first_unreadable_image_and_writes_nothing(trained: Path, tmp_path: Path,
-                                                                           capsys) -> None:
+def test_score_strict_stops_at_the_first_unreadable_image_and_writes_nothing(
+    trained: Path, tmp_path: Path, capsys
+) -> None:
     _images_with_a_bad_one(tmp_path / "imgs")
     out = tmp_path / "scores.csv"
-    assert cli.main(["score", str(trained), str(tmp_path / "imgs"), "--output", str(out), "--device", "cpu",
-                     "--strict", "--maps", str(tmp_path / "maps")]) == 2
+    assert (
+        cli.main(
+            [
+                "score",
+                str(trained),
+                str(tmp_path / "imgs"),
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+                "--strict",
+                "--maps",
+                str(tmp_path / "maps"),
+            ]
+        )
+        == 2
+    )
     line = _one_error_line(capsys.readouterr().err, "score")
     assert f"cannot read image {tmp_path / 'imgs' / 'b_broken.png'}" in line and "--strict: nothing was scored" in line
     assert not out.exists() and not (tmp_path / "maps").exists()
@@ -320,23 +396,65 @@ def test_a_diverging_training_is_one_line_with_exit_1_and_debug_shows_the_traceb
     """End to end, as a user runs it: the largest learning rate the parser accepts makes the loss NaN."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("PIADE_DEBUG", None)
-    argv = [sys.executable, "-m", "piade_lib.cli", "train", "--dataset", "digits", "--class", "2", "--steps", "2",
-            "--batch-size", "2", "--limit-train", "4", "--limit-test", "4", "--n-bootstrap", "0", "--device", "cpu",
-            "--no-pretrained", "--quiet", "--image-size", "32", "--lr", "3e37", "--output", str(tmp_path / "out")]
-    r = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-                       check=False)
+    argv = [
+        sys.executable,
+        "-m",
+        "piade_lib.cli",
+        "train",
+        "--dataset",
+        "digits",
+        "--class",
+        "2",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--limit-train",
+        "4",
+        "--limit-test",
+        "4",
+        "--n-bootstrap",
+        "0",
+        "--device",
+        "cpu",
+        "--no-pretrained",
+        "--quiet",
+        "--image-size",
+        "32",
+        "--lr",
+        "3e37",
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    r = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 1, r.stderr
     line = _one_error_line(r.stderr, "train")
     assert "non-finite training loss" in line and "--lr" in line and r.stdout == ""
-    r = subprocess.run([*argv[:3], "--debug", *argv[3:]], cwd=tmp_path, env=env, capture_output=True, text=True,
-                       timeout=300, check=False)
+    r = subprocess.run(
+        [*argv[:3], "--debug", *argv[3:]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert r.returncode == 1 and "Traceback" in r.stderr and "NonFiniteLossError" in r.stderr
 
 
 def test_a_bad_argument_as_a_subprocess_is_argparse_usage_and_one_error_line(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "piade_lib.cli", "score", "run", "x.png", "--output", str(tmp_path)],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "piade_lib.cli", "score", "run", "x.png", "--output", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr
-    assert r.stderr.splitlines()[-1] == (f"piade score: error: argument --output: '{tmp_path}' is a folder; give the "
-                                         f"path of the CSV file to write, e.g. '{tmp_path / 'scores.csv'}'")
+    assert r.stderr.splitlines()[-1] == (
+        f"piade score: error: argument --output: '{tmp_path}' is a folder; give the "
+        f"path of the CSV file to write, e.g. '{tmp_path / 'scores.csv'}'"
+    )

@@ -1,4 +1,5 @@
 """COIL-100 (GPND-style protocol) on a few tiny obj*.png files plus the archive's .pl file."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,8 +74,13 @@ def test_download_checks_size_and_sha256_then_extracts(tmp_path, monkeypatch, se
     (tmp_path / "srv").mkdir()
     archive = make_zip(tmp_path / "srv" / "coil-100.zip", tmp_path / "src", "coil-100")
     base = serve_dir(archive.parent)
-    good = dataclasses.replace(SOURCES["coil100"], url=f"{base}/coil-100.zip", mirrors=(),
-                               sha256=hashlib.sha256(archive.read_bytes()).hexdigest(), size=archive.stat().st_size)
+    good = dataclasses.replace(
+        SOURCES["coil100"],
+        url=f"{base}/coil-100.zip",
+        mirrors=(),
+        sha256=hashlib.sha256(archive.read_bytes()).hexdigest(),
+        size=archive.stat().st_size,
+    )
     # wrong size: refused, the download is kept as .part for inspection
     monkeypatch.setitem(SOURCES, "coil100", dataclasses.replace(good, size=good.size + 1))
     with pytest.raises(ChecksumMismatchError) as e:

@@ -1,4 +1,5 @@
 """MVTec AD and the user-folder dataset on tiny category trees; archive download, checksum, safe extraction."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,14 +40,19 @@ def test_mvtec_counts_labels_ids_and_masks(mvtec_root):
     task = one_class_task("mvtec", "bottle", root=root)
     assert task.has_masks and len(task.train) == 4 and len(task.test) == 7
     assert task.test.ids == [
-        "test/crack/000.png", "test/crack/001.png", "test/cut/000.png", "test/cut/001.png",
-        "test/good/000.png", "test/good/001.png", "test/good/002.png",
+        "test/crack/000.png",
+        "test/crack/001.png",
+        "test/cut/000.png",
+        "test/cut/001.png",
+        "test/good/000.png",
+        "test/good/001.png",
+        "test/good/002.png",
     ]
     assert task.test.labels == [1, 1, 1, 1, 0, 0, 0]
     assert task.train.ids[0] == "train/good/000.png"
     assert task.manifest["source"]["layout"] == "<root>/mvtec_anomaly_detection/bottle"
     mtf = mask_transform("mvtec", 120, "paper")
-    for i, item in enumerate(task.test):
+    for item in task.test:
         assert item["image"].shape == (3, 120, 120) and item["mask"].shape == (1, 120, 120)
         assert set(item["mask"].unique().tolist()) <= {0.0, 1.0}
         if item["label"] == 1:  # the mask file paired by name with this image
@@ -106,7 +112,13 @@ def test_mvtec_missing_gives_layout_url_checksum(tmp_path):
     with pytest.raises(DatasetNotFoundError) as e:
         one_class_task("mvtec", "hazelnut", root=tmp_path)
     msg = str(e.value)
-    for part in ("mvtec_anomaly_detection", "ground_truth", SOURCES["mvtec"].url, SOURCES["mvtec"].sha256, "PIADE_DATA"):
+    for part in (
+        "mvtec_anomaly_detection",
+        "ground_truth",
+        SOURCES["mvtec"].url,
+        SOURCES["mvtec"].sha256,
+        "PIADE_DATA",
+    ):
         assert part in msg
 
 
@@ -122,12 +134,16 @@ def test_mvtec_download_verifies_sha256_and_extracts(tmp_path, monkeypatch, serv
     archive = _tiny_mvtec_archive(tmp_path)
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
     base = serve_dir(archive.parent)
-    monkeypatch.setitem(SOURCES, "mvtec", dataclasses.replace(SOURCES["mvtec"], url=f"{base}/{archive.name}", sha256=sha))
+    monkeypatch.setitem(
+        SOURCES, "mvtec", dataclasses.replace(SOURCES["mvtec"], url=f"{base}/{archive.name}", sha256=sha)
+    )
     root = tmp_path / "data"
     task = one_class_task("mvtec", "bottle", root=root, download=True)
     assert len(task.train) == 2 and task.test.labels == [1, 0]
     assert (root / "mvtec_anomaly_detection" / "bottle" / "ground_truth").is_dir()
-    assert (root / "mvtec_anomaly_detection.tar.xz").is_file() and not (root / "mvtec_anomaly_detection.tar.xz.part").exists()
+    assert (root / "mvtec_anomaly_detection.tar.xz").is_file() and not (
+        root / "mvtec_anomaly_detection.tar.xz.part"
+    ).exists()
 
 
 def test_mvtec_placed_archive_with_wrong_checksum_is_kept(tmp_path):
@@ -146,8 +162,13 @@ def test_mvtec_placed_archive_with_wrong_checksum_is_kept(tmp_path):
 
 @pytest.mark.parametrize(
     "name,kind,link",
-    [("../evil.txt", "file", ""), ("/tmp/abs_evil.txt", "file", ""), ("pkg/a/../../../evil.txt", "file", ""),
-     ("pkg/link", "symlink", "/etc/passwd"), ("pkg/hard", "hardlink", "pkg/ok.txt")],
+    [
+        ("../evil.txt", "file", ""),
+        ("/tmp/abs_evil.txt", "file", ""),
+        ("pkg/a/../../../evil.txt", "file", ""),
+        ("pkg/link", "symlink", "/etc/passwd"),
+        ("pkg/hard", "hardlink", "pkg/ok.txt"),
+    ],
 )
 def test_safe_extract_rejects_unsafe_tar_members(tmp_path, name, kind, link):
     archive = tar_with_member(tmp_path / "bad.tar.gz", name, kind, link)

@@ -1,4 +1,5 @@
 """The offline stand-ins: scikit-learn digits (Tables 2 and 4) and scikit-image textures (Table 3, Figure 4)."""
+
 from __future__ import annotations
 
 import math
@@ -113,7 +114,10 @@ def test_textures_task_level_exact_mask_and_seed():
     other = one_class_task("textures", "gravel", crop_size=120, n_train=3, n_test_good=2, n_test_defect=8, seed=8)
     assert again.manifest == task.manifest
     assert torch.equal(again.test[5]["image"], task.test[5]["image"])
-    assert other.manifest["checksum"] != task.manifest["checksum"] and other.manifest["test_ids"] != task.manifest["test_ids"]
+    assert (
+        other.manifest["checksum"] != task.manifest["checksum"]
+        and other.manifest["test_ids"] != task.manifest["test_ids"]
+    )
 
 
 def test_standins_write_nothing(tmp_path, monkeypatch):

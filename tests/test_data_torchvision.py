@@ -4,6 +4,7 @@ CIFAR10 checks the md5 of every batch file against a table in the class even wit
 so the tests point that table (class attributes) at the tiny files' md5s: the integrity check
 itself still runs, exactly as for users.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -125,7 +126,9 @@ def test_mnist_family_idx_files(tmp_path, monkeypatch, dataset, tv_class):
     assert abs(img[0].mean().item() - tr_images[first].mean() / 255) < 0.02
     md5 = task.manifest["checksum"]["files"][f"{tv_class.__name__}/raw/train-images-idx3-ubyte"]
     assert md5 == calculate_md5(str(tmp_path / tv_class.__name__ / "raw" / "train-images-idx3-ubyte"))
-    assert task.manifest["source"]["official_files"] is True and task.manifest["source"]["verification"].startswith("official")
+    assert task.manifest["source"]["official_files"] is True and task.manifest["source"]["verification"].startswith(
+        "official"
+    )
     assert "verify_checksums" not in task.manifest["params"] and not task.manifest["warnings"]
 
 
@@ -249,7 +252,12 @@ def test_mnist_raw_files_unpacked_from_verified_gz_files_pass(tmp_path, monkeypa
 
     write_mnist(tmp_path)
     raw = tmp_path / "MNIST" / "raw"
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
     monkeypatch.setattr(MNIST, "resources", [(p, calculate_md5(str(raw / p))) for p, _ in MNIST.resources])
     task = one_class_task("mnist", 3, root=tmp_path)  # torchvision's .gz md5s vouch for the raw files

@@ -1,4 +1,5 @@
 """Preprocessing (one place for training and scoring), registry and argument errors."""
+
 from __future__ import annotations
 
 import pickle
@@ -112,7 +113,12 @@ def test_registry_and_classes():
     assert set(DATASETS) == {"cifar10", "mnist", "fashion_mnist", "mvtec", "coil100", "digits", "textures", "folder"}
     assert len(classes("mvtec")) == 15 and classes("mvtec")[0] == "bottle"
     assert classes("cifar10")[3] == "cat" and classes("fashion_mnist")[0] == "tshirt_top"
-    assert [DATASETS[d].default_protocol for d in ("cifar10", "mvtec", "coil100", "digits")] == ["lsa", "mvtec", "gpnd", "lsa"]
+    assert [DATASETS[d].default_protocol for d in ("cifar10", "mvtec", "coil100", "digits")] == [
+        "lsa",
+        "mvtec",
+        "gpnd",
+        "lsa",
+    ]
     assert [d for d in DATASETS if DATASETS[d].standin] == ["digits", "textures"]
     assert classes("folder") == [] and classes("folder", root="x/my_parts") == ["my_parts"]
 

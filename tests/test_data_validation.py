@@ -1,4 +1,5 @@
 """validate_split: every item of a split decoded once and checked, all failures in one error."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,7 +50,9 @@ def test_corrupt_png_and_wrong_size_mask_are_all_reported(bottle):
     assert [f.id for f in err.failures] == ["test/crack/001.png", "test/cut/000.png", "test/good/002.png"]
     assert all(isinstance(f, ItemFailure) for f in err.failures)
     by_id = {f.id: f for f in err.failures}
-    assert by_id["test/crack/001.png"].reason.startswith("unreadable (") and str(cat / "test" / "crack" / "001.png") in msg
+    assert (
+        by_id["test/crack/001.png"].reason.startswith("unreadable (") and str(cat / "test" / "crack" / "001.png") in msg
+    )
     assert "mask and image sizes differ" in by_id["test/cut/000.png"].reason
     assert "image (40, 40), mask (30, 30)" in by_id["test/cut/000.png"].reason
     assert str(cat / "ground_truth" / "cut" / "000_mask.png") in by_id["test/cut/000.png"].where
@@ -122,19 +125,22 @@ def test_any_dataset_of_dict_items_is_checked_through_getitem():
     assert validate_split(Subset(_Items([ok, nan, ok]), [0, 2]), "custom").n_items == 2
 
 
-@pytest.mark.parametrize("image,mask,label,has_masks,expected", [
-    (torch.rand(3, 32, 32), None, 0, False, []),
-    (torch.rand(3, 32, 32), torch.ones(1, 32, 32), 1, True, []),
-    (torch.rand(3, 32, 32) * 2, None, 0, False, ["image values in ["]),
-    (torch.full((3, 32, 32), float("inf")), None, 0, False, ["non-finite"]),
-    ((torch.rand(3, 32, 32) * 255).to(torch.uint8), None, 0, False, ["image dtype torch.uint8"]),
-    (torch.rand(1, 32, 32), None, 0, False, ["image shape (1, 32, 32), expected (3, 32, 32)"]),
-    (torch.rand(3, 32, 32), None, 1, True, ["anomalous item without a mask"]),
-    (torch.rand(3, 32, 32), torch.ones(1, 32, 32), 0, True, ["normal item with a non-empty mask (1024"]),
-    (torch.rand(3, 32, 32), torch.zeros(1, 16, 16), 1, True, ["mask shape (1, 16, 16)"]),
-    (torch.rand(3, 32, 32), torch.full((1, 32, 32), 0.5), 1, True, ["mask has values other than 0 and 1"]),
-    (torch.rand(3, 32, 32), None, 2, False, ["label 2"]),
-])
+@pytest.mark.parametrize(
+    "image,mask,label,has_masks,expected",
+    [
+        (torch.rand(3, 32, 32), None, 0, False, []),
+        (torch.rand(3, 32, 32), torch.ones(1, 32, 32), 1, True, []),
+        (torch.rand(3, 32, 32) * 2, None, 0, False, ["image values in ["]),
+        (torch.full((3, 32, 32), float("inf")), None, 0, False, ["non-finite"]),
+        ((torch.rand(3, 32, 32) * 255).to(torch.uint8), None, 0, False, ["image dtype torch.uint8"]),
+        (torch.rand(1, 32, 32), None, 0, False, ["image shape (1, 32, 32), expected (3, 32, 32)"]),
+        (torch.rand(3, 32, 32), None, 1, True, ["anomalous item without a mask"]),
+        (torch.rand(3, 32, 32), torch.ones(1, 32, 32), 0, True, ["normal item with a non-empty mask (1024"]),
+        (torch.rand(3, 32, 32), torch.zeros(1, 16, 16), 1, True, ["mask shape (1, 16, 16)"]),
+        (torch.rand(3, 32, 32), torch.full((1, 32, 32), 0.5), 1, True, ["mask has values other than 0 and 1"]),
+        (torch.rand(3, 32, 32), None, 2, False, ["label 2"]),
+    ],
+)
 def test_check_item_reasons(image, mask, label, has_masks, expected):
     problems = check_item(image, mask, label, 32, has_masks)
     assert len(problems) == len(expected)

@@ -3,6 +3,7 @@ checksums (no traceback); an interrupted or corrupted download never passes as c
 local HTTP server serving archives in the real formats it downloads, checks and unpacks; files
 placed by hand are checked and unpacked without network; ``run_all.sh paper``'s refusal names the
 command for each missing dataset."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,14 @@ def test_offline_download_fails_in_seconds_with_one_line_naming_urls_files_and_c
     empty = tmp_path / "EMPTY"
     empty.mkdir()
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "piade_lib.cli", "download", "mnist", "--root", str(empty)],
-                          cwd=tmp_path, env=_offline_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "piade_lib.cli", "download", "mnist", "--root", str(empty)],
+        cwd=tmp_path,
+        env=_offline_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode == 2, proc.stderr
     assert elapsed < 60, f"took {elapsed:.0f} s"
@@ -63,8 +70,19 @@ def test_offline_download_fails_in_seconds_with_one_line_naming_urls_files_and_c
 
 def test_download_help_explains_every_option():
     text = cli.build_parser()._subparsers._group_actions[0].choices["download"].format_help()
-    for part in ("NAME", "cifar10", "mnist", "fashion_mnist", "mvtec", "coil100", "--root", "$PIADE_DATA",
-                 "--url", ".part", "checksum"):
+    for part in (
+        "NAME",
+        "cifar10",
+        "mnist",
+        "fashion_mnist",
+        "mvtec",
+        "coil100",
+        "--root",
+        "$PIADE_DATA",
+        "--url",
+        ".part",
+        "checksum",
+    ):
         assert part in text, part
 
 
@@ -88,6 +106,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture
 def dropping_server(serve_dir):
     """``dropping_server(folder, cut)``: serves ``folder``, ending every response after ``cut`` bytes."""
+
     def start(folder: Path, cut: int) -> str:
         return serve_dir(folder, type("Cut", (_Handler,), {"cut": cut}))
 
@@ -102,16 +121,20 @@ def coil_archive(tmp_path):
     return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
 
 
-def test_interrupted_or_corrupted_download_never_passes_as_complete(tmp_path, monkeypatch, capsys, serve_dir,
-                                                                     dropping_server, coil_archive):
+def test_interrupted_or_corrupted_download_never_passes_as_complete(
+    tmp_path, monkeypatch, capsys, serve_dir, dropping_server, coil_archive
+):
     archive, sha = coil_archive
     dead = f"http://127.0.0.1:{_closed_port()}/coil-100.zip"  # a mirror that is never reached
     good = dataclasses.replace(SOURCES["coil100"], mirrors=(dead,), sha256=sha, size=archive.stat().st_size)
     root = tmp_path / "data"
 
     # 1. the connection drops half-way through (the server announced the full length)
-    monkeypatch.setitem(SOURCES, "coil100", dataclasses.replace(
-        good, url=f"{dropping_server(archive.parent, archive.stat().st_size // 2)}/coil-100.zip"))
+    monkeypatch.setitem(
+        SOURCES,
+        "coil100",
+        dataclasses.replace(good, url=f"{dropping_server(archive.parent, archive.stat().st_size // 2)}/coil-100.zip"),
+    )
     assert cli.main(["download", "coil100", "--root", str(root)]) == 2
     err = capsys.readouterr().err
     assert f"size mismatch for {root / 'coil-100.zip.part'}" in err and "Traceback" not in err
@@ -148,14 +171,19 @@ def mnist_remote(tmp_path, monkeypatch):
     """The four MNIST .gz files in the real idx format, with torchvision's table patched to their md5s."""
     srv = tmp_path / "srv"
     write_mnist(srv, gz=True)
-    order = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-             "t10k-labels-idx1-ubyte.gz"]
+    order = [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
     monkeypatch.setattr(MNIST, "resources", [(n, calculate_md5(str(srv / n))) for n in order])
     return srv
 
 
-def test_mnist_downloads_from_a_local_server_with_md5_check(tmp_path, monkeypatch, capsys, serve_dir, dropping_server,
-                                                            mnist_remote):
+def test_mnist_downloads_from_a_local_server_with_md5_check(
+    tmp_path, monkeypatch, capsys, serve_dir, dropping_server, mnist_remote
+):
     root = tmp_path / "data"
     raw = root / "MNIST" / "raw"
     # an interrupted transfer of the first file: nothing unpacked, no .gz under its final name

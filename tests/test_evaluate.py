@@ -1,4 +1,5 @@
 """AUROC with bootstrap intervals, ROC data, SSIM maps, pixel AUROC, scoring and metrics schema."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -2,6 +2,7 @@
 the same runs; a failing or killed run is reported with its folder while the others finish; a killed
 run resumes from its checkpoint, bit for bit. The Ray tests share one real local Ray runtime (2 CPUs).
 Tiny settings: digits, 16 train images, batch 8, 32x32, CPU, random initialisation."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,15 @@ from piade_lib.experiments import executors, plan, preflight, profiles, runner
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TINY = {"pretrained": False, "device": "cpu", "seed": 0, "batch_size": 8, "limit_train": 16, "limit_test": 24,
-        "n_bootstrap": 50}
+TINY = {
+    "pretrained": False,
+    "device": "cpu",
+    "seed": 0,
+    "batch_size": 8,
+    "limit_train": 16,
+    "limit_test": 24,
+    "n_bootstrap": 50,
+}
 
 
 def _profile(tmp_path: Path, sections: dict, **top) -> profiles.Profile:
@@ -39,23 +47,29 @@ TWO_DIGITS = {"dataset": "digits", "protocol": "lsa", "classes": ["3", "8"], "st
 def test_profile_executor_key_defaults_to_local_and_reaches_every_section(tmp_path) -> None:
     prof = _profile(tmp_path, {"t": TWO_DIGITS})
     assert prof.executor == profiles.ExecutorSettings() and prof.executor.kind == "local"
-    prof = _profile(tmp_path, {"t": TWO_DIGITS}, executor={"kind": "ray", "num_gpus_per_run": 0.5,
-                                                             "num_cpus_per_run": 2, "max_retries": 0})
+    prof = _profile(
+        tmp_path,
+        {"t": TWO_DIGITS},
+        executor={"kind": "ray", "num_gpus_per_run": 0.5, "num_cpus_per_run": 2, "max_retries": 0},
+    )
     assert prof.sections["t"].executor == prof.executor == profiles.ExecutorSettings("ray", 0.5, 2, 0)
     for name in profiles.available_profiles():  # the shipped profiles run locally unless told otherwise
         assert profiles.load_profile(name).executor.kind == "local"
 
 
-@pytest.mark.parametrize("executor, message", [
-    ({"kind": "slurm"}, r"executor.kind: unknown executor 'slurm'; valid: local, ray"),
-    ({"kind": "ray", "gpus": 1}, r"executor: unknown key\(s\) \['gpus'\]; valid keys: \['kind', 'max_retries'"),
-    ({"num_gpus_per_run": -1}, r"executor.num_gpus_per_run must be a number >= 0, got -1"),
-    ({"num_gpus_per_run": 1.5}, r"a share of one GPU \(<= 1\) or a whole number of GPUs, got 1.5"),
-    ({"num_cpus_per_run": 0}, r"executor.num_cpus_per_run must be a number > 0, got 0"),
-    ({"num_cpus_per_run": "one"}, r"executor.num_cpus_per_run must be a number > 0, got 'one'"),
-    ({"max_retries": 1.5}, r"executor.max_retries must be an integer >= 0"),
-    ("ray", r"executor must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "executor, message",
+    [
+        ({"kind": "slurm"}, r"executor.kind: unknown executor 'slurm'; valid: local, ray"),
+        ({"kind": "ray", "gpus": 1}, r"executor: unknown key\(s\) \['gpus'\]; valid keys: \['kind', 'max_retries'"),
+        ({"num_gpus_per_run": -1}, r"executor.num_gpus_per_run must be a number >= 0, got -1"),
+        ({"num_gpus_per_run": 1.5}, r"a share of one GPU \(<= 1\) or a whole number of GPUs, got 1.5"),
+        ({"num_cpus_per_run": 0}, r"executor.num_cpus_per_run must be a number > 0, got 0"),
+        ({"num_cpus_per_run": "one"}, r"executor.num_cpus_per_run must be a number > 0, got 'one'"),
+        ({"max_retries": 1.5}, r"executor.max_retries must be an integer >= 0"),
+        ("ray", r"executor must be a mapping"),
+    ],
+)
 def test_malformed_executor_key_is_refused_with_the_reason(tmp_path, executor, message) -> None:
     with pytest.raises(profiles.ProfileError, match=message):
         _profile(tmp_path, {"t": TWO_DIGITS}, executor=executor)
@@ -88,10 +102,13 @@ def test_environment_overrides_the_profile_and_an_explicit_choice_overrides_both
 def _failing_plan(tmp_path: Path) -> list[plan.PlannedRun]:
     """An OC-SVM run that works, a PIADE run of MNIST (whose data root is empty) and a digits run of a
     class that does not exist."""
-    prof = _profile(tmp_path, {
-        "ok": {"dataset": "digits", "protocol": "lsa", "classes": ["3"], "presets": [], "baselines": ["ocsvm"]},
-        "missing": {"dataset": "mnist", "classes": ["0"], "steps": 2},
-    })
+    prof = _profile(
+        tmp_path,
+        {
+            "ok": {"dataset": "digits", "protocol": "lsa", "classes": ["3"], "presets": [], "baselines": ["ocsvm"]},
+            "missing": {"dataset": "mnist", "classes": ["0"], "steps": 2},
+        },
+    )
     root = tmp_path / "res"
     ok = plan.planned_runs(prof.sections["ok"], root)
     mnist = plan.planned_runs(prof.sections["missing"], root)
@@ -102,8 +119,9 @@ def _failing_plan(tmp_path: Path) -> list[plan.PlannedRun]:
 
 
 @pytest.mark.parametrize("kind", ["local", pytest.param("ray", marks=pytest.mark.slow)])
-def test_a_failing_run_is_reported_with_its_folder_and_the_others_finish(kind, tmp_path, monkeypatch, capsys,
-                                                                          request) -> None:
+def test_a_failing_run_is_reported_with_its_folder_and_the_others_finish(
+    kind, tmp_path, monkeypatch, capsys, request
+) -> None:
     if kind == "ray":
         request.getfixturevalue("ray_runtime")
     empty = tmp_path / "no_data"
@@ -139,8 +157,7 @@ def ray_runtime():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield ray
     if started:
         ray.shutdown()
@@ -170,7 +187,11 @@ def test_ray_and_local_executors_give_the_same_runs(ray_runtime, tmp_path, monke
     assert "executor: ray" in out and "[ray] the runtime this process joined before" in out
     assert [d.relative_to(tmp_path / "local") for d in local] == [d.relative_to("ray") for d in ray_dirs]
     assert [p.variant for p in plan.planned_runs(section, "ray")] == [
-        "paper-v2", "paper-v2", "baseline-ocsvm", "baseline-ocsvm"]
+        "paper-v2",
+        "paper-v2",
+        "baseline-ocsvm",
+        "baseline-ocsvm",
+    ]
     for a, b in zip(local, ray_dirs):
         ma = json.loads((a / "metrics.json").read_text())
         mb = json.loads((tmp_path / b / "metrics.json").read_text())
@@ -237,7 +258,8 @@ def test_ray_retries_a_run_whose_worker_died_and_the_retry_resumes(ray_runtime, 
     root = tmp_path / "ray"
     (piade,) = plan.planned_runs(prof.sections["t"], root)
     assert executors.RayExecutor(max_retries=1).run([piade], root, _killed_on_first_attempt, bar=False) == [
-        piade.run_dir]
+        piade.run_dir
+    ]
     prov = json.loads((piade.run_dir / "provenance.json").read_text())
     assert [s["resumed_from_epoch"] for s in prov["sessions"]] == [0, 1]
     assert (piade.run_dir / "checkpoints" / "final.pt").is_file() and (piade.run_dir / "metrics.json").is_file()

@@ -12,6 +12,7 @@ outputs are collected from the shell and iopub messages. The parameters are inje
 papermill does (its ``parameterize_notebook``): profile ``smoke``, results under a temporary folder.
 The server is stopped in all cases.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,12 +49,24 @@ class Server:
         self.token = secrets.token_hex(16)
         self.runtime = tmp / "runtime"
         self.log_path = tmp / "server.log"
-        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.runtime), JUPYTER_CONFIG_DIR=str(tmp / "config"),
-                   JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab-settings"),
-                   JUPYTERLAB_WORKSPACES_DIR=str(tmp / "lab-workspaces"))
-        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={_free_port()}",
-               f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={ROOT}",
-               "--ServerApp.open_browser=False"]
+        env = dict(
+            os.environ,
+            JUPYTER_RUNTIME_DIR=str(self.runtime),
+            JUPYTER_CONFIG_DIR=str(tmp / "config"),
+            JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab-settings"),
+            JUPYTERLAB_WORKSPACES_DIR=str(tmp / "lab-workspaces"),
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={_free_port()}",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={ROOT}",
+            "--ServerApp.open_browser=False",
+        ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI often run as root
             cmd.append("--allow-root")
         self._log = open(self.log_path, "wb")
@@ -85,9 +98,12 @@ class Server:
 
     def api(self, method: str, path: str, body: dict | None = None) -> dict | list | None:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Authorization": f"token {self.token}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=60) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else None
@@ -106,13 +122,32 @@ class Server:
 def _execute(ws, code: str, timeout: float) -> tuple[str, list[dict]]:
     """Send one execute_request over the kernel's websocket; return the reply status and the iopub outputs."""
     msg_id = uuid.uuid4().hex
-    ws.send(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": ws.session,
-                   "version": "5.3", "date": ""},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True},
-    }))
+    ws.send(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": "test",
+                    "session": ws.session,
+                    "version": "5.3",
+                    "date": "",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "channel": "shell",
+                "buffers": [],
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": True,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            }
+        )
+    )
     status, idle, outputs = None, False, []
     deadline = time.monotonic() + timeout
     while status is None or not idle:
@@ -156,18 +191,27 @@ def test_jupyterlab_lists_the_notebooks_and_runs_01_in_the_piade_kernel(tmp_path
         assert piade_kernel in server.api("GET", "/api/kernelspecs")["kernelspecs"]
 
         # what JupyterLab does when the notebook is opened: a session with the kernel its metadata names
-        session = server.api("POST", "/api/sessions", {"path": f"notebooks/{NOTEBOOK}.ipynb", "type": "notebook",
-                                                         "name": f"{NOTEBOOK}.ipynb", "kernel": {"name": kernel_name}})
+        session = server.api(
+            "POST",
+            "/api/sessions",
+            {
+                "path": f"notebooks/{NOTEBOOK}.ipynb",
+                "type": "notebook",
+                "name": f"{NOTEBOOK}.ipynb",
+                "kernel": {"name": kernel_name},
+            },
+        )
         kernel_id = session["kernel"]["id"]
         params = profiles.notebook_parameters("smoke", NOTEBOOK, results_root=str(tmp_path / "results"))
         served = tmp_path / f"{NOTEBOOK}.served.ipynb"  # the notebook as the server sent it
         nbformat.write(nb, served)
-        nb = parameterize_notebook(load_notebook_node(str(served)), params, kernel_name=kernel_name,
-                                   language="python")
+        nb = parameterize_notebook(load_notebook_node(str(served)), params, kernel_name=kernel_name, language="python")
 
         ws = websocket.create_connection(
             server.base.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels",
-            header=[f"Authorization: token {server.token}"], timeout=60)
+            header=[f"Authorization: token {server.token}"],
+            timeout=60,
+        )
         ws.session = uuid.uuid4().hex
         try:
             results = []

@@ -1,6 +1,7 @@
 """The run lifecycle under hostile conditions: two processes on one folder, --overwrite during a run,
 a killed session, changed or corrupt data, a failed start, weights of another configuration, and the
 wall-clock checkpoint policy."""
+
 from __future__ import annotations
 
 import json
@@ -24,16 +25,27 @@ from piade_lib.engine.scoring import load_trained
 from piade_lib.engine.trainer import NonFiniteLossError
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(dataset="digits", normal_class="1", epochs=2, batch_size=2, limit_train=4, limit_test=4,
-            n_bootstrap=10, device="cpu", pretrained=False)
+TINY = dict(
+    dataset="digits",
+    normal_class="1",
+    epochs=2,
+    batch_size=2,
+    limit_train=4,
+    limit_test=4,
+    n_bootstrap=10,
+    device="cpu",
+    pretrained=False,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _hold_lock(run_dir: Path) -> subprocess.Popen:
     """Another process holding the run folder's lock (prints 'held' once it has it)."""
-    code = ("import sys, time\nfrom piade_lib.engine import folders\n"
-            "with folders.locked(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n")
+    code = (
+        "import sys, time\nfrom piade_lib.engine import folders\n"
+        "with folders.locked(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
     return proc
@@ -74,10 +86,13 @@ def test_overwrite_moves_the_old_run_aside_only_once_the_new_one_is_validated(tm
 
 def test_a_killed_session_is_recorded_as_killed_and_the_run_resumes(tmp_path: Path) -> None:
     kw = {**TINY, "epochs": 400, "checkpoint_every": 1}
-    code = ("import sys\nfrom piade_lib.engine.config import RunConfig\nfrom piade_lib.engine.lifecycle import train_run\n"
-            f"train_run(RunConfig(**{kw!r}), sys.argv[1], progress=False)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    code = (
+        "import sys\nfrom piade_lib.engine.config import RunConfig\nfrom piade_lib.engine.lifecycle import train_run\n"
+        f"train_run(RunConfig(**{kw!r}), sys.argv[1], progress=False)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     last = RunConfig(**kw).run_dir(tmp_path) / "checkpoints" / "last.pt"
     deadline = time.time() + 120
     while not last.is_file() and time.time() < deadline and proc.poll() is None:
@@ -127,8 +142,9 @@ def test_final_weights_of_another_configuration_are_refused(tiny_run_copy: Path)
 def test_wall_clock_checkpoints_keep_resume_bit_exact(tmp_path: Path) -> None:
     torch.use_deterministic_algorithms(True)
     try:
-        every_epoch = train_run(RunConfig(**{**TINY, "epochs": 3, "checkpoint_every": 1}), tmp_path / "a",
-                                progress=False)
+        every_epoch = train_run(
+            RunConfig(**{**TINY, "epochs": 3, "checkpoint_every": 1}), tmp_path / "a", progress=False
+        )
         cfg = RunConfig(**{**TINY, "epochs": 3, "checkpoint_minutes": 60.0})  # same run: an execution setting
         d = train_run(cfg, tmp_path / "b", progress=False, stop_after=2)
         ckpts = sorted(p.name for p in (d / "checkpoints").glob("epoch_*.pt"))
@@ -154,8 +170,17 @@ def _folder_dataset(root: Path, n_train: int = 6, n_good: int = 3, n_bad: int = 
 
 
 def _folder_cfg(cat: Path) -> RunConfig:
-    return RunConfig(dataset="folder", normal_class="part", data_root=str(cat), image_size=32, epochs=1,
-                     batch_size=2, n_bootstrap=10, device="cpu", pretrained=False)
+    return RunConfig(
+        dataset="folder",
+        normal_class="part",
+        data_root=str(cat),
+        image_size=32,
+        epochs=1,
+        batch_size=2,
+        n_bootstrap=10,
+        device="cpu",
+        pretrained=False,
+    )
 
 
 def test_changed_data_is_refused_by_evaluate_unless_accepted(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 """PiadeLoss: per-image terms, their weighting, input checks and the frozen VGG11."""
+
 from __future__ import annotations
 
 import pytest
@@ -118,8 +119,9 @@ def test_ssim_reformulation_equals_pytorch_msssim(size):
     from piade_lib.model.losses import ssim_per_image
 
     g = torch.Generator().manual_seed(size)
-    target = torch.nn.functional.interpolate(torch.rand(3, 3, size // 4, size // 4, generator=g), size=(size, size),
-                                             mode="bilinear", align_corners=False)
+    target = torch.nn.functional.interpolate(
+        torch.rand(3, 3, size // 4, size // 4, generator=g), size=(size, size), mode="bilinear", align_corners=False
+    )
     recon = (target + 0.05 * torch.randn(target.shape, generator=g)).clamp(0, 1)
     values, grads = {}, {}
     for name, fn in (("ours", ssim_per_image), ("msssim", _msssim)):

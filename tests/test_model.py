@@ -1,4 +1,5 @@
 """The PIADE network: shapes for both presets and sizes, squash, routing, decoded vector, init, errors."""
+
 from __future__ import annotations
 
 import copy
@@ -45,8 +46,10 @@ def test_output_shapes_and_ranges(models, preset, size, n_vectors):
     model = models(preset, size, n_vectors).eval()
     channels, width, n_caps, dec_in = EXPECTED[(preset, size)]
     seen = {}
-    hooks = [model.encoder.register_forward_hook(lambda m, i, o: seen.__setitem__("enc", o.shape)),
-             model.decoder.register_forward_hook(lambda m, i, o: seen.__setitem__("dec_in", i[0].shape))]
+    hooks = [
+        model.encoder.register_forward_hook(lambda m, i, o: seen.__setitem__("enc", o.shape)),
+        model.decoder.register_forward_hook(lambda m, i, o: seen.__setitem__("dec_in", i[0].shape)),
+    ]
     try:
         with torch.no_grad():
             out = model(torch.rand(B, 3, size, size))
@@ -83,7 +86,7 @@ def test_training_mode_forward_and_backward(models):
 def squash_reference(s: np.ndarray, a: float) -> np.ndarray:
     """Eq. 3 written out in numpy."""
     norm = np.linalg.norm(s, axis=-1, keepdims=True)
-    return (norm ** 2 / (a + norm ** 2)) * s / norm
+    return (norm**2 / (a + norm**2)) * s / norm
 
 
 @pytest.mark.parametrize("a", [1.0, 0.5, 3.0])
@@ -123,8 +126,9 @@ def routing_reference(W: np.ndarray, u: np.ndarray, r: int, a: float = 1.0) -> t
 @pytest.mark.parametrize("iterations", [1, 2, 3])
 def test_routing_matches_algorithm_1(iterations):
     torch.manual_seed(1)
-    routing = DynamicRouting(n_in=6, in_dim=8, n_out=3, out_dim=16, iterations=iterations, squash_a=0.7,
-                             weight_init="randn0.01")
+    routing = DynamicRouting(
+        n_in=6, in_dim=8, n_out=3, out_dim=16, iterations=iterations, squash_a=0.7, weight_init="randn0.01"
+    )
     with torch.no_grad():
         routing.W.mul_(30)  # make the agreements large enough for the iterations to matter
     u = torch.randn(2, 6, 8, dtype=torch.float64)
@@ -333,13 +337,14 @@ def test_routing_matrix_products_equal_textbook_form(detach):
     """Exact reformulation: values and gradients (W and u) equal the textbook form to 1e-12 in float64,
     and to float32 rounding in float32."""
     torch.manual_seed(7)
-    routing = DynamicRouting(n_in=40, in_dim=8, n_out=2, out_dim=16, iterations=3, detach=detach,
-                             weight_init="orthogonal")
+    routing = DynamicRouting(
+        n_in=40, in_dim=8, n_out=2, out_dim=16, iterations=3, detach=detach, weight_init="orthogonal"
+    )
     u0 = torch.randn(3, 40, 8)
     results = {}
     for dtype in (torch.float64, torch.float32):
         r = copy.deepcopy(routing).to(dtype)
-        for name, fn in (("bmm", r), ("textbook", lambda u: _routing_textbook(r, u))):
+        for name, fn in (("bmm", r), ("textbook", lambda u, r=r: _routing_textbook(r, u))):
             r.zero_grad()
             u = u0.to(dtype).clone().requires_grad_(True)
             v, c = fn(u)

@@ -1,6 +1,7 @@
 """The notebooks: kept clean in git, thin, and every one executes under papermill with the
 ``smoke`` profile (tiny data, one epoch) into a temporary results folder, producing the tables,
 figures and rendered notebooks of run_all.sh."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,18 +49,34 @@ def test_notebook_executes_with_the_smoke_profile(path, smoke_root, piade_kernel
     params = profiles.notebook_parameters("smoke", path.stem, results_root=str(smoke_root))
     out = smoke_root / "notebooks" / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(path), str(out), parameters=params, kernel_name=piade_kernel, cwd=str(ROOT),
-                        progress_bar=False)
+    pm.execute_notebook(
+        str(path), str(out), parameters=params, kernel_name=piade_kernel, cwd=str(ROOT), progress_bar=False
+    )
     executed = nbformat.read(out, as_version=4)
-    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors
     # ipywidgets is installed: tqdm.auto draws widgets instead of warning that it cannot
-    stderr = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                     if o.get("name") == "stderr")
+    stderr = "".join(
+        o.get("text", "")
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("name") == "stderr"
+    )
     assert "IProgress not found" not in stderr and "TqdmWarning" not in stderr
-    images = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
+    images = [
+        o
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
     assert images, f"{path.name} shows no figure"
 
 
@@ -77,14 +94,22 @@ def test_smoke_outputs_follow_the_schema(smoke_root):
     assert (smoke_root / "figures" / "figure4.png").stat().st_size > 10_000
     # finished runs keep their final weights, not the resume checkpoints (optimizer state, 3x larger)
     finals = list((smoke_root / "runs").glob("*/*/*-v*/checkpoints/final.pt"))
-    n_piade = len({p.run_dir for s in profiles.load_profile("smoke").sections.values()
-                   for p in plan.planned_runs(s, smoke_root) if p.kind == "piade"})
+    n_piade = len(
+        {
+            p.run_dir
+            for s in profiles.load_profile("smoke").sections.values()
+            for p in plan.planned_runs(s, smoke_root)
+            if p.kind == "piade"
+        }
+    )
     assert len(finals) == n_piade == 11 and not list((smoke_root / "runs").glob("*/*/*/checkpoints/last.pt"))
     # 06: every PIADE run's reconstruction error beside the mean image's; 07: the readings table
     recon = pd.read_csv(smoke_root / "tables" / "reconstruction_check.csv")
     assert len(recon) == 6 and recon["normal_mean_image_mse"].gt(0).all()  # figure4 lists its shared v2 run too
     readings_table = pd.read_csv(smoke_root / "tables" / "readings.csv")
     assert readings_table["reading"].tolist() == ["weight_decay", "init"] and readings_table["n_seeds"].eq(2).all()
-    assert (smoke_root / "figures" / "readings.png").is_file() and (smoke_root / "figures" / "convergence_table2.png").is_file()
+    assert (smoke_root / "figures" / "readings.png").is_file() and (
+        smoke_root / "figures" / "convergence_table2.png"
+    ).is_file()
     text = readme.results_readme(profiles.load_profile("smoke"), smoke_root, wall_seconds=1.0)
     assert "| table2 | digits | cifar10 | yes |" in text and "figures/figure3.png" in text

@@ -1,4 +1,5 @@
 """The project's set-up files agree with each other."""
+
 from __future__ import annotations
 
 import re
@@ -58,8 +59,9 @@ def test_no_data_weights_or_checkpoints_are_tracked():
         files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     except (OSError, subprocess.CalledProcessError):  # not a git checkout (e.g. an sdist)
         return
-    bad = [f for f in files if f.endswith((".pt", ".pth", ".ckpt", ".tar.xz", ".tar.gz", ".zip"))
-           or f.startswith("data/")]
+    bad = [
+        f for f in files if f.endswith((".pt", ".pth", ".ckpt", ".tar.xz", ".tar.gz", ".zip")) or f.startswith("data/")
+    ]
     assert not bad, f"data, weights or checkpoints tracked in git: {bad}"
     big = [f for f in files if (ROOT / f).is_file() and (ROOT / f).stat().st_size > 5 * 2**20]
     assert not big, f"tracked files over 5 MB: {big}"

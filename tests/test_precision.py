@@ -1,4 +1,5 @@
 """piade_lib.engine.precision: the numeric settings of a training step (autocast, memory format, Adam)."""
+
 from __future__ import annotations
 
 import copy
@@ -53,10 +54,13 @@ def test_prepare_model_loss_and_batch(single_thread):
     assert loss_fn.vgg[0].weight.is_contiguous(memory_format=torch.channels_last)
     x = prec.prepare_batch(torch.rand(2, 3, 32, 32, dtype=torch.float64), CPU, "bf16")
     assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
-    assert prec.prepare_batch(torch.rand(2, 3, 32, 32), CPU, prec.resolve(CPU, "fp32", channels_last=False)).is_contiguous()
+    assert prec.prepare_batch(
+        torch.rand(2, 3, 32, 32), CPU, prec.resolve(CPU, "fp32", channels_last=False)
+    ).is_contiguous()
     with torch.no_grad():  # channels_last alone changes float32 rounding only
-        torch.testing.assert_close(model.eval()(x).reconstruction, ref(x.contiguous()).reconstruction,
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            model.eval()(x).reconstruction, ref(x.contiguous()).reconstruction, rtol=1e-4, atol=1e-5
+        )
     compiled = prec.prepare_model(copy.deepcopy(ref), CPU, "fp32", compile=True)  # lazy: nothing compiled yet
     assert hasattr(compiled, "_orig_mod")
 
@@ -72,7 +76,7 @@ def test_optimizer_is_adam_with_l2_and_matches_the_default_loop():
     assert isinstance(opt_a, torch.optim.Adam) and len(opt_a.param_groups[0]["params"]) == 2
     assert opt_a.defaults["weight_decay"] == 1e-3 and opt_a.defaults["lr"] == 1e-3
     assert bool(opt_a.defaults.get("fused")) == prec.fused_adam_available(CPU)
-    for step in range(5):
+    for _ in range(5):
         g = [torch.randn_like(p) for p in params]
         for ps, opt in ((a, opt_a), (b, opt_b)):
             for p, gi in zip(ps, g):

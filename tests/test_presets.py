@@ -69,9 +69,7 @@ def test_the_two_presets_are_valid_and_every_field_has_a_check():
         ),
     ],
 )
-def test_a_bad_value_raises_one_preset_error_naming_field_value_and_valid_values(
-    override, message
-):
+def test_a_bad_value_raises_one_preset_error_naming_field_value_and_valid_values(override, message):
     with pytest.raises(PresetError) as exc:
         get_preset("paper", **override)
     assert message in str(exc.value)
@@ -91,13 +89,9 @@ def test_unknown_fields_are_refused_naming_the_valid_ones():
         get_preset("paper", se_reductoin=4)
     assert isinstance(exc.value, KeyError)  # as before, for callers that catch KeyError
     msg = str(exc.value)
-    assert (
-        "unknown preset field(s) ['se_reductoin'] (did you mean se_reduction?)" in msg
-    )
+    assert "unknown preset field(s) ['se_reductoin'] (did you mean se_reduction?)" in msg
     assert "valid fields: name, backbone," in msg
-    with pytest.raises(
-        PresetError, match="unknown preset 'papr'; valid presets: authors_code, paper"
-    ):
+    with pytest.raises(PresetError, match="unknown preset 'papr'; valid presets: authors_code, paper"):
         get_preset("papr")
 
 
@@ -117,18 +111,13 @@ def test_pyramid_mode_is_gone_but_older_run_configs_still_load():
         "pyramid_mode": "global",
     }  # config.json of an older run
     assert preset_from_dict(stored) == PRESETS["authors_code"]
-    assert (
-        get_preset("paper", pyramid_mode="global") == PRESETS["paper"]
-    )  # preset_overrides of an older run
+    assert get_preset("paper", pyramid_mode="global") == PRESETS["paper"]  # preset_overrides of an older run
 
 
 def test_the_model_uses_the_choices_declared_with_the_presets():
     from piade_lib.model import capsules, decoder, network, se_resnet
 
-    assert (
-        network.DECODE_VECTOR_MODES is presets.DECODE_VECTOR_MODES
-        and network.INITS is presets.INITS
-    )
+    assert network.DECODE_VECTOR_MODES is presets.DECODE_VECTOR_MODES and network.INITS is presets.INITS
     assert decoder.OUTPUT_ACTIVATIONS is presets.OUTPUT_ACTIVATIONS
     assert capsules.ROUTING_WEIGHT_INITS is presets.ROUTING_WEIGHT_INITS
     assert se_resnet.BACKBONES is presets.BACKBONES

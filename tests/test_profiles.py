@@ -1,4 +1,5 @@
 """Profiles (configs/*.yaml): validation, notebook parameters, the availability check."""
+
 from __future__ import annotations
 
 import pytest
@@ -64,38 +65,55 @@ def test_unknown_profile_lists_the_valid_ones():
         assert name in str(exc.value)
 
 
-@pytest.mark.parametrize("section, message", [
-    ({"dataset": "digits", "epoch": 3}, r"unknown key\(s\) \['epoch'\]"),
-    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
-    ({"dataset": "digits", "presets": ["papr"]}, "unknown preset 'papr'"),
-    ({"dataset": "digits", "baselines": ["svm"]}, "unknown baseline 'svm'.*ocsvm"),
-    ({"dataset": "digits", "classes": ["11"]}, r"unknown class\(es\) \['11'\]"),
-    ({"dataset": "digits", "protocol": "mvtec"}, "unknown protocol 'mvtec'"),
-    ({"classes": ["0"]}, "'dataset' is required"),
-    ({"dataset": "digits", "preset_overrides": {"se_reductoin": 4}}, r"unknown preset field\(s\) \['se_reductoin'\]"),
-    ({"dataset": "digits", "checkpoint_every": 0}, "checkpoint_every must be >= 1"),
-    ({"dataset": "digits", "preset_overrides": {"decode_vector": "longst"}},
-     (r"sections.table2: preset_overrides: decode_vector='longst' is not one of first_train_longest_eval, longest, "
-      r"first \(preset paper\)")),
-    ({"dataset": "digits", "flips": ["decode_vector"], "preset_overrides": {"lambda_ssim": -1.0}},
-     r"preset_overrides: lambda_ssim=-1.0 is not a finite number >= 0"),
-    ({"dataset": "digits", "presets": ["authors_code"], "preset_overrides": {"pyramid_channels": [64, 64]}},
-     r"preset_overrides: pyramid_channels=\[64, 64\] must have one entry per pyramid scale"),
-    ({"dataset": "digits", "preset_overrides": {"pyramid_mode": "global"}}, "pyramid_mode was removed"),
-    ({"dataset": "digits", "preset_overrides": ["init"]}, "preset_overrides must be a mapping"),
-    ({"dataset": "digits", "lr": -1.0}, r"sections.table2: lr=-1.0 is not a finite number in \(0, 3.4e\+37\]"),
-    ({"dataset": "digits", "batch_size": 1}, r"batch_size=1 is not an integer >= 2"),
-    ({"dataset": "digits", "limit_train": 1}, r"limit_train=1 is not an integer >= 2"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"dataset": "digits", "epoch": 3}, r"unknown key\(s\) \['epoch'\]"),
+        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+        ({"dataset": "digits", "presets": ["papr"]}, "unknown preset 'papr'"),
+        ({"dataset": "digits", "baselines": ["svm"]}, "unknown baseline 'svm'.*ocsvm"),
+        ({"dataset": "digits", "classes": ["11"]}, r"unknown class\(es\) \['11'\]"),
+        ({"dataset": "digits", "protocol": "mvtec"}, "unknown protocol 'mvtec'"),
+        ({"classes": ["0"]}, "'dataset' is required"),
+        (
+            {"dataset": "digits", "preset_overrides": {"se_reductoin": 4}},
+            r"unknown preset field\(s\) \['se_reductoin'\]",
+        ),
+        ({"dataset": "digits", "checkpoint_every": 0}, "checkpoint_every must be >= 1"),
+        (
+            {"dataset": "digits", "preset_overrides": {"decode_vector": "longst"}},
+            (
+                r"sections.table2: preset_overrides: decode_vector='longst' is not one of "
+                r"first_train_longest_eval, longest, first \(preset paper\)"
+            ),
+        ),
+        (
+            {"dataset": "digits", "flips": ["decode_vector"], "preset_overrides": {"lambda_ssim": -1.0}},
+            r"preset_overrides: lambda_ssim=-1.0 is not a finite number >= 0",
+        ),
+        (
+            {"dataset": "digits", "presets": ["authors_code"], "preset_overrides": {"pyramid_channels": [64, 64]}},
+            r"preset_overrides: pyramid_channels=\[64, 64\] must have one entry per pyramid scale",
+        ),
+        ({"dataset": "digits", "preset_overrides": {"pyramid_mode": "global"}}, "pyramid_mode was removed"),
+        ({"dataset": "digits", "preset_overrides": ["init"]}, "preset_overrides must be a mapping"),
+        ({"dataset": "digits", "lr": -1.0}, r"sections.table2: lr=-1.0 is not a finite number in \(0, 3.4e\+37\]"),
+        ({"dataset": "digits", "batch_size": 1}, r"batch_size=1 is not an integer >= 2"),
+        ({"dataset": "digits", "limit_train": 1}, r"limit_train=1 is not an integer >= 2"),
+    ],
+)
 def test_malformed_profiles_are_refused_with_the_reason(tmp_path, section, message):
     with pytest.raises(profiles.ProfileError, match=message):
         profiles.load_profile(_write(tmp_path, {"sections": {"table2": section}}))
 
 
 def test_shared_run_folders_must_share_settings(tmp_path):
-    raw = {"sections": {
-        "table3": {"dataset": "textures", "classes": ["brick"], "epochs": 3},
-        "figure4": {"dataset": "textures", "classes": ["brick"], "n_vectors": [1, 2], "epochs": 5}}}
+    raw = {
+        "sections": {
+            "table3": {"dataset": "textures", "classes": ["brick"], "epochs": 3},
+            "figure4": {"dataset": "textures", "classes": ["brick"], "n_vectors": [1, 2], "epochs": 5},
+        }
+    }
     with pytest.raises(profiles.ProfileError, match="same run folder"):
         profiles.load_profile(_write(tmp_path, raw))
     raw["sections"]["figure4"]["epochs"] = 3
@@ -116,8 +134,11 @@ def test_notebook_parameters_come_from_the_profile():
 
 def test_params_command_prints_and_writes_papermill_yaml(tmp_path, capsys):
     assert cli.main(["profile", "params", "smoke", "notebooks/04_ablation.ipynb", "--results-root", "somewhere"]) == 0
-    assert yaml.safe_load(capsys.readouterr().out) == {"profile": "smoke", "results_root": "somewhere",
-                                                       "sections": ["figure4"]}
+    assert yaml.safe_load(capsys.readouterr().out) == {
+        "profile": "smoke",
+        "results_root": "somewhere",
+        "sections": ["figure4"],
+    }
     assert cli.main(["profile", "params", "smoke", *profiles.NOTEBOOKS, "--out-dir", str(tmp_path)]) == 0
     assert sorted(p.stem for p in tmp_path.glob("*.yaml")) == list(profiles.NOTEBOOKS)
     assert yaml.safe_load((tmp_path / "02_training.yaml").read_text())["sections"] == ["table2", "table3", "table4"]
@@ -133,9 +154,17 @@ def test_command_line_exit_codes(capsys):
 def test_check_passes_for_offline_data_and_names_missing_data(tmp_path, monkeypatch):
     assert preflight.check_profile("smoke") == []
     monkeypatch.setenv("PIADE_DATA", str(tmp_path / "empty"))
-    prof = profiles.load_profile(_write(tmp_path, {"sections": {
-        "table3": {"dataset": "mvtec", "classes": ["bottle", "wood"]},
-        "table4": {"dataset": "coil100", "classes": ["obj1"]}}}))
+    prof = profiles.load_profile(
+        _write(
+            tmp_path,
+            {
+                "sections": {
+                    "table3": {"dataset": "mvtec", "classes": ["bottle", "wood"]},
+                    "table4": {"dataset": "coil100", "classes": ["obj1"]},
+                }
+            },
+        )
+    )
     problems = preflight.check_profile(prof)
     assert len(problems) == 2
     mvtec, coil = problems

@@ -3,6 +3,7 @@
 Run folders are written here with known scores (no training), so the tables' values, mean rows,
 intervals and paper columns can be checked exactly.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +35,16 @@ def test_table_shapes_and_known_cells():
     assert list(t2.columns) == ["OC SVM", "KDE", "DAE", "VAE", "Pix CNN", "GAN", "LSA", "Ours"]
     assert t2.loc["4", "Ours"] == 0.805 and t2.loc["mean", "LSA"] == 0.641
     assert len(t3) == 16 and set(t3.index) - {"mean"} == set(paper_results.FIGURE4_CATEGORIES) | {
-        "grid", "tile", "cable", "metal_nut", "pill", "screw", "toothbrush", "transistor", "zipper"}
+        "grid",
+        "tile",
+        "cable",
+        "metal_nut",
+        "pill",
+        "screw",
+        "toothbrush",
+        "transistor",
+        "zipper",
+    }
     assert t3.loc["wood", "Ours"] == 0.978 and t3.loc["mean", "Ours"] == 0.762
     assert paper_results.table4().loc["Ours", "auc"] == 0.998
     assert paper_results.TABLE4_MEAN == {"GPND": 0.979, "OCGAN": 0.995, "DCAE": 0.908, "Ours": 0.998}
@@ -63,8 +73,9 @@ def test_paper_lookup_by_class_name_and_sources():
 # ---------------------------------------------------------------------------------------------
 def _section(tmp_path, sections: dict) -> profiles.Profile:
     path = tmp_path / "fake.yaml"
-    path.write_text(yaml.safe_dump({"name": "fake", "defaults": {"n_bootstrap": 50, "epochs": 1},
-                                    "sections": sections}))
+    path.write_text(
+        yaml.safe_dump({"name": "fake", "defaults": {"n_bootstrap": 50, "epochs": 1}, "sections": sections})
+    )
     return profiles.load_profile(path)
 
 
@@ -85,8 +96,18 @@ def _fake_runs(section, root, shift_by_variant: dict[str, float]) -> None:
 
 def test_section_table_on_the_papers_dataset(tmp_path):
     classes = list(paper_results.CIFAR10_CLASS_NAMES[:4])
-    prof = _section(tmp_path, {"table2": {"dataset": "cifar10", "protocol": "lsa", "classes": classes,
-                                          "presets": ["paper", "authors_code"], "baselines": ["ocsvm", "kde"]}})
+    prof = _section(
+        tmp_path,
+        {
+            "table2": {
+                "dataset": "cifar10",
+                "protocol": "lsa",
+                "classes": classes,
+                "presets": ["paper", "authors_code"],
+                "baselines": ["ocsvm", "kde"],
+            }
+        },
+    )
     s = prof.sections["table2"]
     _fake_runs(s, tmp_path, {"paper-v2": 1.5, "authors_code-v2": 0.5})
     t = tables.section_table(s, tmp_path)
@@ -112,9 +133,13 @@ def test_section_table_on_the_papers_dataset(tmp_path):
 
 
 def test_standin_leaves_paper_auc_empty_and_table4_only_has_a_mean(tmp_path):
-    prof = _section(tmp_path, {
-        "table2": {"dataset": "digits", "protocol": "lsa", "classes": ["0", "1", "2"], "baselines": ["ocsvm"]},
-        "table4": {"dataset": "coil100", "protocol": "gpnd", "classes": ["obj1", "obj2"]}})
+    prof = _section(
+        tmp_path,
+        {
+            "table2": {"dataset": "digits", "protocol": "lsa", "classes": ["0", "1", "2"], "baselines": ["ocsvm"]},
+            "table4": {"dataset": "coil100", "protocol": "gpnd", "classes": ["obj1", "obj2"]},
+        },
+    )
     for s in prof.sections.values():
         _fake_runs(s, tmp_path, {})
     t2 = tables.section_table(prof.sections["table2"], tmp_path)
@@ -135,19 +160,30 @@ def test_missing_runs_are_named(tmp_path):
 
 
 def _valid_table() -> pd.DataFrame:
-    return pd.DataFrame({"dataset": ["d", "d", "d"], "class": ["a", "b", "mean"], "ours_auc": [0.8, 0.6, 0.7],
-                         "ours_ci_low": [0.7, 0.5, 0.62], "ours_ci_high": [0.9, 0.7, 0.78],
-                         "paper_auc": [None, None, None], "ocsvm_auc": [0.5, 0.5, 0.5]})
+    return pd.DataFrame(
+        {
+            "dataset": ["d", "d", "d"],
+            "class": ["a", "b", "mean"],
+            "ours_auc": [0.8, 0.6, 0.7],
+            "ours_ci_low": [0.7, 0.5, 0.62],
+            "ours_ci_high": [0.9, 0.7, 0.78],
+            "paper_auc": [None, None, None],
+            "ocsvm_auc": [0.5, 0.5, 0.5],
+        }
+    )
 
 
-@pytest.mark.parametrize("breakage, message", [
-    (lambda t: t.drop(columns="paper_auc"), "lacks column"),
-    (lambda t: t.iloc[:-1], "final 'mean' row"),
-    (lambda t: t.assign(ocsvm_auc=[0.5, 1.5, 1.0]), "outside"),
-    (lambda t: t.assign(ours_ci_low=[0.85, 0.5, 0.62]), "outside \\[ours_ci_low"),
-    (lambda t: t.assign(ours_auc=[0.8, 0.6, 0.9]), "not the mean"),
-    (lambda t: t[["class", "dataset", "ours_auc", "ours_ci_low", "ours_ci_high", "paper_auc"]], "first columns"),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        (lambda t: t.drop(columns="paper_auc"), "lacks column"),
+        (lambda t: t.iloc[:-1], "final 'mean' row"),
+        (lambda t: t.assign(ocsvm_auc=[0.5, 1.5, 1.0]), "outside"),
+        (lambda t: t.assign(ours_ci_low=[0.85, 0.5, 0.62]), "outside \\[ours_ci_low"),
+        (lambda t: t.assign(ours_auc=[0.8, 0.6, 0.9]), "not the mean"),
+        (lambda t: t[["class", "dataset", "ours_auc", "ours_ci_low", "ours_ci_high", "paper_auc"]], "first columns"),
+    ],
+)
 def test_validate_table_rejects_broken_tables(breakage, message):
     tables.validate_table(_valid_table())
     with pytest.raises(tables.TableSchemaError, match=message):
@@ -184,5 +220,10 @@ def test_run_facts_ignore_runs_moved_aside_by_overwrite(tmp_path):
     old = current.with_name("paper-v2.old-20240101-000000")
     files.write_json(old / "provenance.json", {"pretrained": False, "device_name": "cpu", "wall_seconds": 99})
     facts = readme._run_facts(tmp_path)
-    assert facts == {"n_runs": 1, "devices": ["gpu"], "pretrained": [True], "run_seconds": 10.0,
-                     "locks": [(None, None, None)]}  # no lock recorded: runs from before the lock file
+    assert facts == {
+        "n_runs": 1,
+        "devices": ["gpu"],
+        "pretrained": [True],
+        "run_seconds": 10.0,
+        "locks": [(None, None, None)],
+    }  # no lock recorded: runs from before the lock file

@@ -1,4 +1,5 @@
 """run_all.sh refuses what it cannot run, before training anything."""
+
 from __future__ import annotations
 
 import os
@@ -16,17 +17,20 @@ def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedPro
     """./run_all.sh with this interpreter's environment active (so env.sh sets up nothing), an empty
     data root, an empty torch cache and results under tmp_path unless overridden."""
     base = dict(os.environ)
-    base.update({
-        "VIRTUAL_ENV": sys.prefix,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PIADE_DATA": str(tmp_path / "no_data"),
-        "PIADE_RESULTS": str(tmp_path / "results"),
-        "TORCH_HOME": str(tmp_path / "torch_home"),
-        "PIADE_NO_DOWNLOAD": "1",
-    })
+    base.update(
+        {
+            "VIRTUAL_ENV": sys.prefix,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PIADE_DATA": str(tmp_path / "no_data"),
+            "PIADE_RESULTS": str(tmp_path / "results"),
+            "TORCH_HOME": str(tmp_path / "torch_home"),
+            "PIADE_NO_DOWNLOAD": "1",
+        }
+    )
     base.update(env)
-    return subprocess.run([str(ROOT / "run_all.sh"), *args], cwd=tmp_path, env=base, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [str(ROOT / "run_all.sh"), *args], cwd=tmp_path, env=base, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_unknown_profile_exits_2_listing_the_valid_ones(tmp_path):
@@ -48,8 +52,18 @@ def test_paper_profile_stops_before_training_and_says_what_is_missing(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode not in (0, 2), out
     # which datasets, where they were looked for, where to get them, how to point at them
-    for needle in ("cifar10", "mvtec", "coil100", "mnist", "fashion_mnist", "cifar-10-python.tar.gz",
-                   "mvtec_anomaly_detection.tar.xz", "coil-100.zip", "PIADE_DATA", str(tmp_path / "no_data")):
+    for needle in (
+        "cifar10",
+        "mvtec",
+        "coil100",
+        "mnist",
+        "fashion_mnist",
+        "cifar-10-python.tar.gz",
+        "mvtec_anomaly_detection.tar.xz",
+        "coil-100.zip",
+        "PIADE_DATA",
+        str(tmp_path / "no_data"),
+    ):
         assert needle in out, f"{needle!r} missing from the message:\n{out}"
     # which weight files, in which folder
     for needle in ("resnet18-f37072fd.pth", "vgg11-8a719046.pth", str(tmp_path / "torch_home")):
@@ -60,8 +74,15 @@ def test_paper_profile_stops_before_training_and_says_what_is_missing(tmp_path):
 
 def test_a_profile_file_with_missing_data_is_refused(tmp_path):
     profile = tmp_path / "mine.yaml"
-    profile.write_text(yaml.safe_dump({"name": "mine", "defaults": {"pretrained": False, "epochs": 1},
-                                       "sections": {"table3": {"dataset": "mvtec", "classes": ["bottle"]}}}))
+    profile.write_text(
+        yaml.safe_dump(
+            {
+                "name": "mine",
+                "defaults": {"pretrained": False, "epochs": 1},
+                "sections": {"table3": {"dataset": "mvtec", "classes": ["bottle"]}},
+            }
+        )
+    )
     r = _run([str(profile)], tmp_path, PIADE_DATA=str(tmp_path / "empty_data"))
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
@@ -73,18 +94,28 @@ def test_a_profile_file_with_missing_data_is_refused(tmp_path):
 
 def test_a_bad_preset_override_is_refused_within_a_minute_before_anything_trains(tmp_path):
     profile = tmp_path / "bad_override.yaml"
-    profile.write_text(yaml.safe_dump({"name": "bad_override", "defaults": {"pretrained": False, "steps": 2},
-                                       "sections": {"table2": {"dataset": "digits", "classes": ["0"]},
-                                                    "extra": {"dataset": "digits", "classes": ["1"],
-                                                              "preset_overrides": {"decode_vector": "longst"}}}}))
+    profile.write_text(
+        yaml.safe_dump(
+            {
+                "name": "bad_override",
+                "defaults": {"pretrained": False, "steps": 2},
+                "sections": {
+                    "table2": {"dataset": "digits", "classes": ["0"]},
+                    "extra": {"dataset": "digits", "classes": ["1"], "preset_overrides": {"decode_vector": "longst"}},
+                },
+            }
+        )
+    )
     start = time.monotonic()
     r = _run([str(profile)], tmp_path)
     elapsed = time.monotonic() - start
     out = r.stdout + r.stderr
     assert r.returncode == 2, out
     assert elapsed < 60, f"took {elapsed:.0f} s"
-    assert ("sections.extra: preset_overrides: decode_vector='longst' is not one of first_train_longest_eval, "
-            "longest, first") in r.stderr
+    assert (
+        "sections.extra: preset_overrides: decode_vector='longst' is not one of first_train_longest_eval, "
+        "longest, first"
+    ) in r.stderr
     assert "Traceback" not in out
     assert not (tmp_path / "results").exists()
     assert not list(tmp_path.rglob("runs"))

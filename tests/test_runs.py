@@ -1,4 +1,5 @@
 """Run folders: config hashing, refusal to overwrite, atomic writes, checkpoints, RNG state, provenance."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,14 @@ from piade_lib.engine import checkpoints, files, folders, provenance
 
 
 def _config(**kw):
-    cfg = {"dataset": "digits", "normal_class": "0", "epochs": 4, "lr": 1e-3, "device": "cpu",
-           "preset_resolved": {"name": "paper", "se_reduction": 2}}
+    cfg = {
+        "dataset": "digits",
+        "normal_class": "0",
+        "epochs": 4,
+        "lr": 1e-3,
+        "device": "cpu",
+        "preset_resolved": {"name": "paper", "se_reduction": 2},
+    }
     cfg.update(kw)
     return cfg
 
@@ -24,7 +31,10 @@ def _config(**kw):
 def test_run_dir_layout(tmp_path: Path) -> None:
     d = folders.run_dir_for(tmp_path, "mvtec", "mvtec", "metal_nut", folders.piade_variant("paper", 2))
     assert d == tmp_path / "runs" / "mvtec-mvtec" / "metal_nut" / "paper-v2"
-    assert folders.run_dir_for(tmp_path, "digits", "lsa", 3, folders.baseline_variant("kde")).parts[-2:] == ("3", "baseline-kde")
+    assert folders.run_dir_for(tmp_path, "digits", "lsa", 3, folders.baseline_variant("kde")).parts[-2:] == (
+        "3",
+        "baseline-kde",
+    )
     with pytest.raises(ValueError):
         folders.safe_name("..")
 
@@ -33,11 +43,16 @@ def test_config_hash_ignores_execution_keys_only() -> None:
     base = _config()
     assert folders.config_hash(base) == folders.config_hash(_config(device="cuda", checkpoint_every=5, n_bootstrap=10))
     assert folders.config_hash(base) != folders.config_hash(_config(epochs=5))
-    assert folders.config_hash(base) != folders.config_hash(_config(preset_resolved={"name": "paper", "se_reduction": 16}))
+    assert folders.config_hash(base) != folders.config_hash(
+        _config(preset_resolved={"name": "paper", "se_reduction": 16})
+    )
     # download=True only fetches the data (its checksum is checked by the manifest): same run
-    assert folders.config_hash(_config(protocol_params={"download": True})) == folders.config_hash(_config(protocol_params={}))
+    assert folders.config_hash(_config(protocol_params={"download": True})) == folders.config_hash(
+        _config(protocol_params={})
+    )
     assert folders.config_hash(_config(protocol_params={"holdout_fraction": 0.1})) != folders.config_hash(
-        _config(protocol_params={}))
+        _config(protocol_params={})
+    )
 
 
 def test_prepare_run_dir_refuses_a_different_config_and_names_the_keys(tmp_path: Path) -> None:
@@ -79,7 +94,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
     files.write_json(path, {"auc": 0.5})
 
     def failing(f):
-        f.write("{\"auc\": 0.9")  # half written
+        f.write('{"auc": 0.9')  # half written
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
@@ -89,8 +104,13 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
 
 
 def _state(epoch: int, h: str = "abc") -> dict:
-    return {"epoch": epoch, "model": {"w": torch.full((3,), float(epoch))}, "optimizer": {}, "rng": {},
-            "config_hash": h}
+    return {
+        "epoch": epoch,
+        "model": {"w": torch.full((3,), float(epoch))},
+        "optimizer": {},
+        "rng": {},
+        "config_hash": h,
+    }
 
 
 def test_checkpoints_keep_the_last_k_and_load_the_newest(tmp_path: Path) -> None:
@@ -121,7 +141,10 @@ def test_truncated_checkpoint_is_detected_not_loaded(tmp_path: Path) -> None:
 def test_checkpoint_of_another_config_is_skipped_and_all_bad_raises(tmp_path: Path) -> None:
     ck = tmp_path / "checkpoints"
     checkpoints.save_checkpoint(ck, _state(1, h="other"), keep=0)
-    with pytest.warns(UserWarning, match="config hash"), pytest.raises(checkpoints.CheckpointError, match="no usable checkpoint"):
+    with (
+        pytest.warns(UserWarning, match="config hash"),
+        pytest.raises(checkpoints.CheckpointError, match="no usable checkpoint"),
+    ):
         checkpoints.load_latest_checkpoint(ck, "abc")
 
 
@@ -129,8 +152,15 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path)
     gen = torch.Generator().manual_seed(7)
     checkpoints.seed_everything(3)
     torch.rand(5), np.random.rand(3), random.random(), torch.randperm(10, generator=gen)
-    checkpoints.save_checkpoint(tmp_path, {"epoch": 1, "model": {}, "optimizer": {}, "rng": checkpoints.rng_state(gen)}, keep=1)
-    expected = (torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)], torch.randperm(10, generator=gen))
+    checkpoints.save_checkpoint(
+        tmp_path, {"epoch": 1, "model": {}, "optimizer": {}, "rng": checkpoints.rng_state(gen)}, keep=1
+    )
+    expected = (
+        torch.rand(4),
+        np.random.rand(4),
+        [random.random() for _ in range(4)],
+        torch.randperm(10, generator=gen),
+    )
     checkpoints.seed_everything(99)
     gen2 = torch.Generator().manual_seed(0)
     state, _ = checkpoints.load_latest_checkpoint(tmp_path)
@@ -141,8 +171,9 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path)
 
 
 def test_provenance_records_versions_and_sessions_without_hostname(tmp_path: Path) -> None:
-    provenance.update_provenance(tmp_path, {"started": "t1", "ended": "t2", "wall_seconds": 2.0},
-                           **provenance.provenance(5, "cpu", False))
+    provenance.update_provenance(
+        tmp_path, {"started": "t1", "ended": "t2", "wall_seconds": 2.0}, **provenance.provenance(5, "cpu", False)
+    )
     provenance.update_provenance(tmp_path, {"started": "t3", "ended": "t4", "wall_seconds": 3.5})
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["seed"] == 5 and prov["pretrained"] is False
@@ -160,9 +191,12 @@ def test_git_info_dirty_ignores_results_but_not_code(tmp_path):
 
     if shutil.which("git") is None:
         pytest.skip("git not installed")
+
     def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
+
     git("init", "-q")
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "table.csv").write_text("a\n")

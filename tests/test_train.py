@@ -1,6 +1,7 @@
 """Training engine: complete run folders, exact resume, skip of finished runs, refusal to overwrite,
 NaN guard (the corrupt-checkpoint fallback itself is tested in test_runs.py).
 Tiny settings: digits, 4 train images, batch 2 (2 batches per epoch), 2 epochs, 32x32, CPU."""
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,18 @@ def test_limit_dataset_is_seeded_and_stratified() -> None:
 def test_run_folder_is_complete(straight_run: Path) -> None:
     d = straight_run
     assert d.parts[-4:] == ("runs", "digits-lsa", "1", "paper-v2")
-    for name in ("config.json", "manifest.json", "provenance.json", "history.csv", "scores.csv", "roc.csv",
-                 "metrics.json", "checkpoints/final.pt", "checkpoints/last.pt", "checkpoints/epoch_0002.pt"):
+    for name in (
+        "config.json",
+        "manifest.json",
+        "provenance.json",
+        "history.csv",
+        "scores.csv",
+        "roc.csv",
+        "metrics.json",
+        "checkpoints/final.pt",
+        "checkpoints/last.pt",
+        "checkpoints/epoch_0002.pt",
+    ):
         assert (d / name).is_file(), name
     assert sorted(p.name for p in (d / "checkpoints").glob("epoch_*.pt")) == ["epoch_0001.pt", "epoch_0002.pt"]
     config = json.loads((d / "config.json").read_text())
@@ -142,8 +153,7 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path, straight_r
     pd.testing.assert_frame_equal(_losses(d), _losses(straight_run))
 
 
-def test_nan_loss_stops_with_last_good_checkpoint_intact(
-        tmp_path: Path, monkeypatch) -> None:
+def test_nan_loss_stops_with_last_good_checkpoint_intact(tmp_path: Path, monkeypatch) -> None:
     from piade_lib.model.losses import PiadeLoss
 
     original = PiadeLoss.per_image
@@ -201,8 +211,16 @@ def test_failed_start_leaves_no_run_folder(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_dataset_with_masks_gets_a_pixel_auroc(tmp_path: Path) -> None:
-    cfg = RunConfig(dataset="textures", normal_class="brick", epochs=1, batch_size=2, limit_train=2, limit_test=4,
-                    n_bootstrap=5, device="cpu")
+    cfg = RunConfig(
+        dataset="textures",
+        normal_class="brick",
+        epochs=1,
+        batch_size=2,
+        limit_train=2,
+        limit_test=4,
+        n_bootstrap=5,
+        device="cpu",
+    )
     d = train_run(cfg, tmp_path, progress=False)
     metrics = json.loads((d / "metrics.json").read_text())
     assert d.parts[-3:] == ("textures-mvtec", "brick", "paper-v2")

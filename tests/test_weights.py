@@ -3,6 +3,7 @@
 No network: the "ImageNet" files are state dicts of randomly initialised torchvision models written
 into a temporary $TORCH_HOME under the file names torchvision expects.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -70,11 +71,14 @@ def test_loss_loads_the_cached_vgg11(torch_home):
     assert all(not p.requires_grad for p in loss_fn.vgg.parameters())
 
 
-@pytest.mark.parametrize("arch,make", [
-    ("resnet18", lambda: build_model("paper", 32, pretrained=True)),
-    ("resnet50", lambda: build_model("authors_code", 32, pretrained=True)),
-    ("vgg11", lambda: PiadeLoss("paper", pretrained=True)),
-])
+@pytest.mark.parametrize(
+    "arch,make",
+    [
+        ("resnet18", lambda: build_model("paper", 32, pretrained=True)),
+        ("resnet50", lambda: build_model("authors_code", 32, pretrained=True)),
+        ("vgg11", lambda: PiadeLoss("paper", pretrained=True)),
+    ],
+)
 def test_missing_weights_raise_a_clear_error(torch_home, arch, make):
     with pytest.raises(PretrainedWeightsUnavailable) as info:
         make()

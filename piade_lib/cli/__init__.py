@@ -6,7 +6,8 @@
     piade download mnist --root data
 
 ``download`` fetches one of the paper's datasets into the data root, checks its checksums and
-unpacks it (see docs/datasets.md). ``train`` is resumable: the same command again returns at once when the run has finished and
+unpacks it (see docs/datasets.md). ``train`` is resumable: the same command again returns at once when the run
+has finished and
 resumes from the last checkpoint when it was interrupted. ``score`` preprocesses new images exactly
 like the run's training images (the data package's ``load_image_for_scoring``) and flags the ones
 whose total score is above a threshold recorded in the run's metrics.json: by default the 95th
@@ -18,6 +19,7 @@ Every option is range-checked by the parser (:mod:`piade_lib.cli.args`). Errors 
 ``piade <command>: error: ...``, exit status 2 for bad input and 1 for a failure at run time;
 ``piade --debug ...`` (or ``PIADE_DEBUG=1``) shows the traceback instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,14 +34,19 @@ SUBCOMMANDS = ("train", "evaluate", "score", "download", "profile", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="piade", description="PIADE image anomaly detection: train, evaluate, score; "
-                                     "download the paper's datasets.",
-                                     epilog="Errors are reported as one line `piade <command>: error: ...`: exit "
-                                     "status 2 for bad input (an argument, a file or folder it names, a profile), "
-                                     "1 for a failure while running (a diverged training, a damaged checkpoint, "
-                                     "a disk that is full or read-only, ...).")
-    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback instead of one "
-                        "line (also: environment variable PIADE_DEBUG=1)")
+    parser = argparse.ArgumentParser(
+        prog="piade",
+        description="PIADE image anomaly detection: train, evaluate, score; download the paper's datasets.",
+        epilog="Errors are reported as one line `piade <command>: error: ...`: exit "
+        "status 2 for bad input (an argument, a file or folder it names, a profile), "
+        "1 for a failure while running (a diverged training, a damaged checkpoint, "
+        "a disk that is full or read-only, ...).",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, show the full traceback instead of one line (also: environment variable PIADE_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
 
     from piade_lib.cli import download, profile, report, score, train
@@ -69,8 +76,18 @@ def exit_status(exc: BaseException) -> int | None:
     from piade_lib.model.weights import PretrainedWeightsUnavailable
     from piade_lib.reporting.results import MissingRunsError
 
-    if isinstance(exc, (PiadeDataError, RunConfigMismatchError, PretrainedWeightsUnavailable, FileNotFoundError,
-                        FileExistsError, ValueError, KeyError)):
+    if isinstance(
+        exc,
+        (
+            PiadeDataError,
+            RunConfigMismatchError,
+            PretrainedWeightsUnavailable,
+            FileNotFoundError,
+            FileExistsError,
+            ValueError,
+            KeyError,
+        ),
+    ):
         return 2  # an argument, or a file, folder, dataset or profile it names, is wrong or missing
     if isinstance(exc, (FloatingPointError, CheckpointError, MissingRunsError, OSError)):
         return 1  # diverged training, damaged checkpoint, permission, disk full, not a directory, ...
@@ -93,8 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
         text = one_line(msg)
         if isinstance(exc, OSError) and text.startswith("[Errno"):  # the operating system's own message
-            text = (f"{type(exc).__name__}: {text} (fix this and run the same command again: files are written "
-                    "atomically, so nothing half-written was kept)")
+            text = (
+                f"{type(exc).__name__}: {text} (fix this and run the same command again: files are written "
+                "atomically, so nothing half-written was kept)"
+            )
         print(f"piade {args.command}: error: {text or type(exc).__name__}", file=sys.stderr)
         return status
 

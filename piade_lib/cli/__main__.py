@@ -1,4 +1,5 @@
 """``python -m piade_lib.cli``: the ``piade`` command."""
+
 import sys
 
 from piade_lib.cli import main

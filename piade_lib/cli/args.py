@@ -41,9 +41,7 @@ def finite_float(
     if high is not None:
         want = f"a finite number in {'(' if strict else '['}{low:g}, {high:.3g}]"
     else:
-        want = "a finite number" + (
-            "" if low is None else f" {'>' if strict else '>='} {low:g}"
-        )
+        want = "a finite number" + ("" if low is None else f" {'>' if strict else '>='} {low:g}")
     want += f" ({note})" if note else ""
 
     def parse(text: str) -> float:
@@ -106,8 +104,7 @@ def _check_parent_chain(path: Path, what: str) -> None:
     base = _first_existing(path.parent if path.parent != path else path)
     if not base.is_dir():
         raise argparse.ArgumentTypeError(
-            f"{str(path)!r} cannot be created: {str(base)!r} is a file, not a folder; "
-            f"give {what} under a folder"
+            f"{str(path)!r} cannot be created: {str(base)!r} is a file, not a folder; give {what} under a folder"
         )
     if not os.access(base, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(
@@ -122,14 +119,10 @@ def output_folder(what: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         path = Path(text)
         if path.exists() and not path.is_dir():
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is a file, not a folder; give {what}"
-            )
+            raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; give {what}")
         if path.is_dir():
             if not os.access(path, os.W_OK | os.X_OK):
-                raise argparse.ArgumentTypeError(
-                    f"the folder {text!r} is not writable; give {what} you may write to"
-                )
+                raise argparse.ArgumentTypeError(f"the folder {text!r} is not writable; give {what} you may write to")
         else:
             _check_parent_chain(path, what)
         return text
@@ -145,8 +138,7 @@ def output_file(what: str) -> Callable[[str], str]:
         path = Path(text)
         if path.is_dir():
             raise argparse.ArgumentTypeError(
-                f"{text!r} is a folder; give the path of {what}, e.g. "
-                f"{str(path / 'scores.csv')!r}"
+                f"{text!r} is a folder; give the path of {what}, e.g. {str(path / 'scores.csv')!r}"
             )
         _check_parent_chain(path, what)
         return text

@@ -1,4 +1,5 @@
 """``piade profile list|check|params|prepare``: what ``run_all.sh`` asks of a profile before it runs the notebooks."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,13 +9,17 @@ from typing import Any
 
 
 def add_parsers(sub: Any) -> None:
-    ap = sub.add_parser("profile", help="list, check or prepare a run profile (configs/<name>.yaml)",
-                        description="Profiles are the run plans of run_all.sh (configs/<name>.yaml). `check` "
-                        "validates a profile (its keys, its preset values, its datasets and weights) without "
-                        "training anything; `params` prints a notebook's papermill parameters; `prepare` checks, then "
-                        "prints the results folder.")
-    ps = ap.add_subparsers(dest="profile_command", required=True, metavar="{list,check,params,prepare}",
-                          help="what to do with the profile")
+    ap = sub.add_parser(
+        "profile",
+        help="list, check or prepare a run profile (configs/<name>.yaml)",
+        description="Profiles are the run plans of run_all.sh (configs/<name>.yaml). `check` "
+        "validates a profile (its keys, its preset values, its datasets and weights) without "
+        "training anything; `params` prints a notebook's papermill parameters; `prepare` checks, then "
+        "prints the results folder.",
+    )
+    ps = ap.add_subparsers(
+        dest="profile_command", required=True, metavar="{list,check,params,prepare}", help="what to do with the profile"
+    )
     ps.add_parser("list", help="print the valid profile names")
     c = ps.add_parser("check", help="check that a profile is valid and its datasets and weights are available")
     c.add_argument("profile", help="a profile name (configs/<name>.yaml) or the path of a profile YAML file")
@@ -60,10 +65,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
             print(f"{i}. {msg}\n", file=sys.stderr)
         print("Nothing was trained. See README.md ('Reproducing the paper') and docs/datasets.md.", file=sys.stderr)
         return 1
-    print(f"[piade] profile {prof.name!r}: datasets and weights available "
-          f"({', '.join(sorted({s.dataset for s in prof.sections.values()}))}; "
-          f"pretrained={'yes' if prof.pretrained else 'no'})",
-          file=sys.stderr if args.profile_command == "prepare" else sys.stdout)
+    print(
+        f"[piade] profile {prof.name!r}: datasets and weights available "
+        f"({', '.join(sorted({s.dataset for s in prof.sections.values()}))}; "
+        f"pretrained={'yes' if prof.pretrained else 'no'})",
+        file=sys.stderr if args.profile_command == "prepare" else sys.stdout,
+    )
     if args.profile_command == "prepare":
         print(prof.results_root)
     return 0

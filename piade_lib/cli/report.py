@@ -1,4 +1,5 @@
 """``piade report readme``: the results README of a profile, from its tables and run folders."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,11 @@ from typing import Any
 
 
 def add_parsers(sub: Any) -> None:
-    ap = sub.add_parser("report", help="write reports from a profile's run folders",
-                        description="Reports are written from run folders and tables only (no model is loaded).")
+    ap = sub.add_parser(
+        "report",
+        help="write reports from a profile's run folders",
+        description="Reports are written from run folders and tables only (no model is loaded).",
+    )
     rs = ap.add_subparsers(dest="report_command", required=True, metavar="{readme}", help="which report")
     r = rs.add_parser("readme", help="write <results root>/README.md from the tables and run folders")
     r.add_argument("profile", help="a profile name or YAML file")

@@ -1,4 +1,5 @@
 """``piade score``: score new images with a trained run, optionally writing heat maps."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,30 +11,55 @@ from piade_lib.cli import args as A
 
 
 def add_parsers(sub: Any) -> None:
-    s = sub.add_parser("score", help="score new images with a trained run",
-                       description="Score images (files or folders, searched recursively) with a trained run. "
-                       "Images are preprocessed exactly like the run's training images. Writes a CSV with the "
-                       "loss terms, the total anomaly score, whether it is above the threshold and a status "
-                       "('ok', or why the image could not be read: such images get empty scores, are listed on "
-                       "the console and the others are still scored; --strict stops instead).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s = sub.add_parser(
+        "score",
+        help="score new images with a trained run",
+        description="Score images (files or folders, searched recursively) with a trained run. "
+        "Images are preprocessed exactly like the run's training images. Writes a CSV with the "
+        "loss terms, the total anomaly score, whether it is above the threshold and a status "
+        "('ok', or why the image could not be read: such images get empty scores, are listed on "
+        "the console and the others are still scored; --strict stops instead).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     s.add_argument("run_dir", help="a finished PIADE run folder")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
-    s.add_argument("--output", type=A.output_file("the CSV file to write"), default="scores.csv",
-                   help="CSV to write (path, mse, perceptual, ssim_loss, total, above_threshold, status)")
-    s.add_argument("--maps", type=A.output_folder("a folder for the heat maps"), default=None, metavar="MAPS_DIR",
-                   help="also write a heat map (1 - SSIM between the image and its reconstruction) over each "
-                   "image as PNG into this folder")
-    s.add_argument("--threshold-from", default="train", choices=["train", "test_normal"],
-                   help="which 95th percentile recorded in metrics.json decides above_threshold: of the normal "
-                   "train images, or of the normal test images")
-    s.add_argument("--threshold", type=A.THRESHOLD, default=None, help="explicit threshold on the total score, a "
-                   "finite number (overrides --threshold-from)")
+    s.add_argument(
+        "--output",
+        type=A.output_file("the CSV file to write"),
+        default="scores.csv",
+        help="CSV to write (path, mse, perceptual, ssim_loss, total, above_threshold, status)",
+    )
+    s.add_argument(
+        "--maps",
+        type=A.output_folder("a folder for the heat maps"),
+        default=None,
+        metavar="MAPS_DIR",
+        help="also write a heat map (1 - SSIM between the image and its reconstruction) over each "
+        "image as PNG into this folder",
+    )
+    s.add_argument(
+        "--threshold-from",
+        default="train",
+        choices=["train", "test_normal"],
+        help="which 95th percentile recorded in metrics.json decides above_threshold: of the normal "
+        "train images, or of the normal test images",
+    )
+    s.add_argument(
+        "--threshold",
+        type=A.THRESHOLD,
+        default=None,
+        help="explicit threshold on the total score, a finite number (overrides --threshold-from)",
+    )
     s.add_argument("--batch-size", type=A.SCORE_BATCH, default=32, help="images per forward pass (>= 1)")
-    s.add_argument("--device", type=A.device, default="auto", help="auto, cpu, cuda, cuda:N or mps, if this "
-                   "machine has it")
-    s.add_argument("--strict", action="store_true", help="stop at the first image that cannot be read (exit 2, "
-                   "nothing scored or written) instead of reporting it in the status column and scoring the others")
+    s.add_argument(
+        "--device", type=A.device, default="auto", help="auto, cpu, cuda, cuda:N or mps, if this machine has it"
+    )
+    s.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first image that cannot be read (exit 2, "
+        "nothing scored or written) instead of reporting it in the status column and scoring the others",
+    )
     s.add_argument("--force", action="store_true", help="replace an existing --output file / map files")
 
     s.set_defaults(handler=cmd_score)
@@ -122,8 +148,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model, loss_fn, cfg = load_trained(run_dir, device)
-    rows = _score_images(paths, load, model, loss_fn, device, threshold, args.batch_size,
-                         targets if maps_dir is not None else None)
+    rows = _score_images(
+        paths, load, model, loss_fn, device, threshold, args.batch_size, targets if maps_dir is not None else None
+    )
     frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
     files.write_csv(out, frame)
     return _summarise(frame, run_dir, threshold, rule, out, maps_dir)
@@ -151,14 +178,18 @@ def _choose_threshold(args: argparse.Namespace, run_dir: Path) -> tuple[float, s
         return args.threshold, "--threshold"
     mpath = run_dir / "metrics.json"
     if not mpath.is_file():
-        raise FileNotFoundError(f"{mpath} not found: the run is trained but not evaluated; run `piade evaluate "
-                                f"{run_dir}` first, or pass --threshold")
+        raise FileNotFoundError(
+            f"{mpath} not found: the run is trained but not evaluated; run `piade evaluate "
+            f"{run_dir}` first, or pass --threshold"
+        )
     thresholds = files.read_json(mpath).get("thresholds") or {}
     threshold = thresholds.get(args.threshold_from)
     rule = f"95th percentile of the normal {args.threshold_from.replace('_', ' ')} scores"
     if threshold is None:
-        raise ValueError(f"{mpath} records no '{args.threshold_from}' threshold; re-run `piade evaluate "
-                         f"{run_dir}` or pass --threshold")
+        raise ValueError(
+            f"{mpath} records no '{args.threshold_from}' threshold; re-run `piade evaluate "
+            f"{run_dir}` or pass --threshold"
+        )
     return threshold, rule
 
 
@@ -178,13 +209,16 @@ def _read_all_or_refuse(paths: list[Path], load: Callable[[Path], Any]) -> None:
         try:
             load(p)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read image {p} ({unreadable_reason(exc)}); --strict: nothing was scored "
-                             "or written (without --strict the other images are scored and this one is "
-                             "reported in the CSV's status column)") from exc
+            raise ValueError(
+                f"cannot read image {p} ({unreadable_reason(exc)}); --strict: nothing was scored "
+                "or written (without --strict the other images are scored and this one is "
+                "reported in the CSV's status column)"
+            ) from exc
 
 
-def _read_chunk(chunk: list[Path], start: int,
-                load: Callable[[Path], Any]) -> tuple[list[dict[str, Any]], list[Any], list[int]]:
+def _read_chunk(
+    chunk: list[Path], start: int, load: Callable[[Path], Any]
+) -> tuple[list[dict[str, Any]], list[Any], list[int]]:
     """One row per image of ``chunk`` with its status, the images read and their positions among all rows."""
     import math
     import sys
@@ -195,8 +229,12 @@ def _read_chunk(chunk: list[Path], start: int,
     images: list[Any] = []
     good: list[int] = []  # positions in rows of the images read
     for i, p in enumerate(chunk):
-        row: dict[str, Any] = {"path": str(p), **{k: math.nan for k in TERM_COLUMNS}, "above_threshold": pd.NA,
-                               "status": "ok"}
+        row: dict[str, Any] = {
+            "path": str(p),
+            **{k: math.nan for k in TERM_COLUMNS},
+            "above_threshold": pd.NA,
+            "status": "ok",
+        }
         try:
             images.append(load(p))
             good.append(start + i)
@@ -207,8 +245,16 @@ def _read_chunk(chunk: list[Path], start: int,
     return rows, images, good
 
 
-def _score_images(paths: list[Path], load: Callable[[Path], Any], model: Any, loss_fn: Any, device: Any,
-                  threshold: float, batch_size: int, targets: list[Path] | None) -> list[dict[str, Any]]:
+def _score_images(
+    paths: list[Path],
+    load: Callable[[Path], Any],
+    model: Any,
+    loss_fn: Any,
+    device: Any,
+    threshold: float,
+    batch_size: int,
+    targets: list[Path] | None,
+) -> list[dict[str, Any]]:
     """Score ``paths`` in batches: one row per image; a heat map into ``targets`` too when given."""
     import torch
 
@@ -216,7 +262,7 @@ def _score_images(paths: list[Path], load: Callable[[Path], Any], model: Any, lo
 
     rows: list[dict[str, Any]] = []
     for start in range(0, len(paths), batch_size):
-        chunk_rows, images, good = _read_chunk(paths[start:start + batch_size], start, load)
+        chunk_rows, images, good = _read_chunk(paths[start : start + batch_size], start, load)
         rows.extend(chunk_rows)
         if not images:
             continue
@@ -240,11 +286,15 @@ def _summarise(frame: Any, run_dir: Path, threshold: float, rule: str, out: Path
     n_bad = int((frame["status"] != "ok").sum())
     n_ok = len(frame) - n_bad
     n_above = int(frame["above_threshold"].eq(True).sum())  # NA for unreadable images
-    print(f"scored {n_ok} of {len(frame)} image(s) with {run_dir}; threshold {threshold:.6g} ({rule}); "
-          f"{n_above} above it" + (f"; {n_bad} could not be read (see the status column)" if n_bad else ""))
+    print(
+        f"scored {n_ok} of {len(frame)} image(s) with {run_dir}; threshold {threshold:.6g} ({rule}); "
+        f"{n_above} above it" + (f"; {n_bad} could not be read (see the status column)" if n_bad else "")
+    )
     print(f"scores: {out}" + (f"; maps: {maps_dir}" if maps_dir else ""))
     if n_ok == 0:
-        print(f"piade score: error: none of the {len(frame)} image(s) could be read; the reasons are in {out}",
-              file=sys.stderr)
+        print(
+            f"piade score: error: none of the {len(frame)} image(s) could be read; the reasons are in {out}",
+            file=sys.stderr,
+        )
         return 1
     return 0

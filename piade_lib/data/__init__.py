@@ -13,6 +13,7 @@ Before training, ``validate_split(split, "train")`` (or ``validate_task(task)``)
 filling the split's cache, and raises one :class:`InvalidSplitError` listing every unreadable file,
 wrong mask or out-of-range image.
 """
+
 from piade_lib.data.archives import SOURCES, RemoteFile, safe_extract
 from piade_lib.data.base import ENV_VAR, ImageDataset, OneClassTask, Record, data_root
 from piade_lib.data.errors import (
@@ -55,13 +56,47 @@ from piade_lib.data.transforms import (
 from piade_lib.data.validation import ItemFailure, SplitCheck, validate_split, validate_task
 
 __all__ = [
-    "DATASETS", "DEFAULT_IMAGE_SIZE", "DOWNLOADABLE", "ENV_VAR", "IMAGE_EXTENSIONS", "SOURCES",
+    "DATASETS",
+    "DEFAULT_IMAGE_SIZE",
+    "DOWNLOADABLE",
+    "ENV_VAR",
+    "IMAGE_EXTENSIONS",
+    "SOURCES",
     "SUPPORTED_IMAGE_SIZES",
-    "ChecksumMismatchError", "CorruptImageError", "DataWarning", "DatasetDownloadError", "DatasetNotFoundError",
-    "DatasetSpec", "ImageDataset", "IncompleteDatasetWarning", "InvalidSplitError", "ItemFailure", "MaskPairingError",
-    "OneClassTask", "PiadeDataError", "Record", "RemoteFile", "SplitCheck",
-    "UnknownClassError", "UnknownDatasetError", "UnknownProtocolError", "UnsafeArchiveError",
-    "UnsupportedImageSizeError", "UnverifiedDataWarning", "classes", "data_root", "download", "download_sources",
-    "image_transform", "load_image", "load_image_for_scoring", "manual_download_help", "mask_transform",
-    "one_class_task", "preprocessing_summary", "safe_extract", "validate_split", "validate_task",
+    "ChecksumMismatchError",
+    "CorruptImageError",
+    "DataWarning",
+    "DatasetDownloadError",
+    "DatasetNotFoundError",
+    "DatasetSpec",
+    "ImageDataset",
+    "IncompleteDatasetWarning",
+    "InvalidSplitError",
+    "ItemFailure",
+    "MaskPairingError",
+    "OneClassTask",
+    "PiadeDataError",
+    "Record",
+    "RemoteFile",
+    "SplitCheck",
+    "UnknownClassError",
+    "UnknownDatasetError",
+    "UnknownProtocolError",
+    "UnsafeArchiveError",
+    "UnsupportedImageSizeError",
+    "UnverifiedDataWarning",
+    "classes",
+    "data_root",
+    "download",
+    "download_sources",
+    "image_transform",
+    "load_image",
+    "load_image_for_scoring",
+    "manual_download_help",
+    "mask_transform",
+    "one_class_task",
+    "preprocessing_summary",
+    "safe_extract",
+    "validate_split",
+    "validate_task",
 ]

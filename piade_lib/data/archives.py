@@ -5,6 +5,7 @@ fresh download stays as ``<name>.part`` for inspection. Extraction goes into a s
 to the target; any member that would land outside it (absolute path, ``..``), links and device
 files are rejected and the staging folder is removed.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -15,9 +16,10 @@ import stat
 import tarfile
 import urllib.error
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from torchvision.datasets.utils import download_url, extract_archive
 
@@ -202,8 +204,15 @@ def safe_extract(archive: Path, dest: Path) -> Path:
 T = TypeVar("T")
 
 
-def locate_or_extract(root: Path, remote: RemoteFile, find: Callable[[], T | None], missing: Callable[[], str],
-                      what: str, download: bool = False, url: str | None = None) -> T:
+def locate_or_extract(
+    root: Path,
+    remote: RemoteFile,
+    find: Callable[[], T | None],
+    missing: Callable[[], str],
+    what: str,
+    download: bool = False,
+    url: str | None = None,
+) -> T:
     """Return ``find()``; else extract the archive placed in ``root`` (checked first; a mismatch raises
     and keeps the file) or, with ``download``, fetch it; else raise DatasetNotFoundError(``missing()``).
     ``what`` names what the extracted archive should have held, for the error if it does not."""

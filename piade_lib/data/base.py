@@ -1,13 +1,15 @@
 """Shared pieces of the data package: data root, item sources, the Dataset class, OneClassTask, checksums."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -183,7 +185,7 @@ class ImageDataset(Dataset):
         rec = self.records[index]
         return {"image": image.clone(), "label": int(rec.label), "mask": mask.clone(), "id": rec.id}
 
-    def preload(self, num_threads: int | None = None) -> "ImageDataset":
+    def preload(self, num_threads: int | None = None) -> ImageDataset:
         """Decode and preprocess every item now, in threads (fills the cache); returns self.
 
         Call it before wrapping the split in a DataLoader with worker processes, so that the workers
@@ -254,7 +256,9 @@ def resolve_class(dataset: str, normal_class: Any, valid: Sequence[str]) -> tupl
     )
 
 
-def resolve_params(dataset: str, protocol: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_params(
+    dataset: str, protocol: str, given: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> dict[str, Any]:
     """Protocol parameters: defaults updated with ``given``; unknown names raise with the valid ones."""
     unknown = sorted(set(given) - set(defaults))
     if unknown:

@@ -9,6 +9,7 @@ normal object a seeded split of its views into ``floor(train_fraction * 72) = 57
 and 15 test views; the test set adds outliers drawn (seeded, without replacement) from all views
 of the other 99 objects so that outliers make up ``outlier_fraction`` (0.5 -> 15) of it.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,15 @@ def _missing_message(root: Path) -> str:
 
 def ensure(root: Path, download: bool = False, url: str | None = None) -> tuple[Path, str]:
     """Locate COIL-100; extract a placed archive or download it when asked."""
-    return locate_or_extract(root, SOURCES["coil100"], lambda: find_folder(root), lambda: _missing_message(root),
-                             "obj*.png files", download, url)
+    return locate_or_extract(
+        root,
+        SOURCES["coil100"],
+        lambda: find_folder(root),
+        lambda: _missing_message(root),
+        "obj*.png files",
+        download,
+        url,
+    )
 
 
 def build_gpnd(normal: str, root: Path, params: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -69,7 +77,9 @@ def build_gpnd(normal: str, root: Path, params: dict[str, Any], seed: int) -> di
     folder, layout = ensure(root, download=bool(params["download"]))
     objs = scan(folder)
     if normal not in objs:
-        raise DatasetNotFoundError(f"no views of {normal} ({normal}__<angle>.png) in {folder}. " + _missing_message(root))
+        raise DatasetNotFoundError(
+            f"no views of {normal} ({normal}__<angle>.png) in {folder}. " + _missing_message(root)
+        )
     frac = check_fraction("train_fraction", params["train_fraction"], low_open=True)
     views = objs[normal]
     n_train = math.floor(frac * len(views))
@@ -80,7 +90,10 @@ def build_gpnd(normal: str, root: Path, params: dict[str, Any], seed: int) -> di
     pool = [(o, a, f) for o in sorted(objs, key=lambda s: int(s[3:])) if o != normal for a, f in objs[o]]
     n_out = n_outliers(len(test_v), params["outlier_fraction"])
     if n_out > len(pool):
-        raise ValueError(f"outlier_fraction={params['outlier_fraction']} needs {n_out} outliers; only {len(pool)} views of other objects exist")
+        raise ValueError(
+            f"outlier_fraction={params['outlier_fraction']} needs {n_out} outliers; "
+            f"only {len(pool)} views of other objects exist"
+        )
     picked = sorted(rng.choice(len(pool), size=n_out, replace=False).tolist())
 
     def rec(name: str, label: int) -> Record:
@@ -99,11 +112,20 @@ def build_gpnd(normal: str, root: Path, params: dict[str, Any], seed: int) -> di
         "val": None,
         "test": test,
         "has_masks": False,
-        "checksum": {"algorithm": "sha256", "value": tree_sha256(folder, all_files),
-                     "of": f"the {len(all_files)} obj*.png files"},
+        "checksum": {
+            "algorithm": "sha256",
+            "value": tree_sha256(folder, all_files),
+            "of": f"the {len(all_files)} obj*.png files",
+        },
         "warnings": warns,
-        "info": {"layout": layout, "n_views": len(views), "n_objects_found": len(objs), "n_train": n_train,
-                 "n_test_normal": len(test_v), "n_test_outliers": n_out},
+        "info": {
+            "layout": layout,
+            "n_views": len(views),
+            "n_objects_found": len(objs),
+            "n_train": n_train,
+            "n_test_normal": len(test_v),
+            "n_test_outliers": n_out,
+        },
     }
 
 
@@ -111,8 +133,11 @@ def incomplete_message(folder: Path, root: Path, objs: dict[str, list[tuple[int,
     """One line: how many objects and images of COIL-100 were found, how many are expected, and the fix."""
     n_images = sum(len(v) for v in objs.values())
     short = sorted((o for o, v in objs.items() if len(v) != N_VIEWS), key=lambda o: int(o[3:]))
-    views = (f"; {len(short)} object(s) without all {N_VIEWS} views (e.g. {short[0]}: {len(objs[short[0]])})"
-             if short else "")
+    views = (
+        f"; {len(short)} object(s) without all {N_VIEWS} views (e.g. {short[0]}: {len(objs[short[0]])})"
+        if short
+        else ""
+    )
     return (
         f"incomplete COIL-100 in {folder}: found {len(objs)} of {len(CLASSES)} objects and {n_images:,} of "
         f"{len(CLASSES) * N_VIEWS:,} images{views}; the task for {normal} uses {len(objs.get(normal, []))} views and "

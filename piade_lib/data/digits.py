@@ -10,6 +10,7 @@ It is NOT CIFAR-10 or COIL-100: it exercises the same protocols on real images w
   rest split of its images; the test set adds outliers drawn from the other digits so that they make
   up ``outlier_fraction`` of it (the COIL-100 construction).
 """
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ All derive from :class:`PiadeDataError` and also from the built-in exception a c
 expect (``FileNotFoundError``, ``ValueError``, ``KeyError``, ``OSError``), so generic handlers
 keep working.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,15 +28,24 @@ class DatasetDownloadError(PiadeDataError, OSError):
 class ChecksumMismatchError(PiadeDataError, ValueError):
     """A file's checksum (or size) differs from the published one. The file is never deleted."""
 
-    def __init__(self, path: str | Path, expected: str, got: str, algorithm: str = "sha256", hint: str = "",
-                 fix: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        expected: str,
+        got: str,
+        algorithm: str = "sha256",
+        hint: str = "",
+        fix: str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.expected = expected
         self.got = got
         self.algorithm = algorithm
         if fix is None:
-            fix = ("The file was kept, not deleted. It is incomplete, corrupted or a different version: "
-                   "delete it and download it again, or fetch it by hand from the source.")
+            fix = (
+                "The file was kept, not deleted. It is incomplete, corrupted or a different version: "
+                "delete it and download it again, or fetch it by hand from the source."
+            )
         msg = f"{algorithm} mismatch for {self.path}: expected {expected}, got {got}. {fix}"
         super().__init__(msg + (f" {hint}" if hint else ""))
 

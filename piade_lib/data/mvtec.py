@@ -15,6 +15,7 @@ Order: files are sorted by name (folders alphabetically), which is also the "loa
 ``authors_subset``: the released code scores only the first 15 normal and the first 15 anomalous
 test images (5 batches of 3); it lists files with ``os.listdir`` (file-system order), we sort.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -27,8 +28,21 @@ from piade_lib.data.errors import DatasetNotFoundError, MaskPairingError
 from piade_lib.data.transforms import IMAGE_EXTENSIONS
 
 CATEGORIES: tuple[str, ...] = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile",
-    "toothbrush", "transistor", "wood", "zipper",
+    "bottle",
+    "cable",
+    "capsule",
+    "carpet",
+    "grid",
+    "hazelnut",
+    "leather",
+    "metal_nut",
+    "pill",
+    "screw",
+    "tile",
+    "toothbrush",
+    "transistor",
+    "wood",
+    "zipper",
 )
 TEXTURE_CATEGORIES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
 GRAYSCALE_CATEGORIES: tuple[str, ...] = ("grid", "screw", "zipper")
@@ -44,7 +58,8 @@ LAYOUT = (
 def _images(folder: Path) -> list[str]:
     """Names of the image files in ``folder`` (sorted; hidden and non-image files skipped)."""
     return sorted(
-        p.name for p in folder.iterdir()
+        p.name
+        for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     )
 
@@ -79,9 +94,7 @@ def _mask_files(gt_dir: Path) -> dict[str, dict[str, str]]:
     return gt
 
 
-def _defect_records(
-    test_dir: Path, gt_dir: Path, defect: str, masks: dict[str, str], need_masks: bool
-) -> list[Record]:
+def _defect_records(test_dir: Path, gt_dir: Path, defect: str, masks: dict[str, str], need_masks: bool) -> list[Record]:
     """Records of one ``test/<defect>`` folder, each paired with its mask from ``masks`` (which it empties)."""
     label = 0 if defect == "good" else 1
     records: list[Record] = []
@@ -177,21 +190,37 @@ def _missing_message(root: Path, category: str) -> str:
 
 def ensure_mvtec(root: Path, category: str, download: bool = False, url: str | None = None) -> tuple[Path, str]:
     """Locate a category; extract a placed archive or download it when asked. Returns (folder, layout used)."""
-    return locate_or_extract(root, SOURCES["mvtec"], lambda: find_category(root, category),
-                             lambda: _missing_message(root, category), f"category {category!r}", download, url)
+    return locate_or_extract(
+        root,
+        SOURCES["mvtec"],
+        lambda: find_category(root, category),
+        lambda: _missing_message(root, category),
+        f"category {category!r}",
+        download,
+        url,
+    )
 
 
 def build_mvtec(category: str, root: Path, params: dict[str, Any]) -> dict[str, Any]:
     """Records of the MVTec image-level protocol (train/good vs all of test/)."""
     cat_dir, layout = ensure_mvtec(root, category, download=bool(params["download"]))
     scan = scan_category(cat_dir, masks_required=True, require_test=True)
-    return _records(cat_dir, scan, params, has_masks=True,
-                    info={"layout": layout, "grayscale_category": category in GRAYSCALE_CATEGORIES,
-                          "texture_category": category in TEXTURE_CATEGORIES})
+    return _records(
+        cat_dir,
+        scan,
+        params,
+        has_masks=True,
+        info={
+            "layout": layout,
+            "grayscale_category": category in GRAYSCALE_CATEGORIES,
+            "texture_category": category in TEXTURE_CATEGORIES,
+        },
+    )
 
 
-def _records(cat_dir: Path, scan: dict[str, Any], params: dict[str, Any], has_masks: bool,
-             info: dict[str, Any]) -> dict[str, Any]:
+def _records(
+    cat_dir: Path, scan: dict[str, Any], params: dict[str, Any], has_masks: bool, info: dict[str, Any]
+) -> dict[str, Any]:
     """The task records of a scanned MVTec-layout category (optionally the authors' 15+15 test subset)."""
     test = authors_subset(scan["test"]) if params["authors_subset"] else scan["test"]
     return {
@@ -219,8 +248,13 @@ def build_folder(root: Path | None, params: dict[str, Any]) -> dict[str, Any]:
     scan = scan_category(cat_dir, masks_required=False, require_test=False)
     for w in scan["warnings"]:
         warnings.warn(w, UserWarning, stacklevel=4)  # build_folder <- _build_records <- one_class_task
-    return _records(cat_dir, scan, params, has_masks=scan["has_masks"],
-                    info={"layout": f"<root> = the category folder {cat_dir.name!r}"})
+    return _records(
+        cat_dir,
+        scan,
+        params,
+        has_masks=scan["has_masks"],
+        info={"layout": f"<root> = the category folder {cat_dir.name!r}"},
+    )
 
 
 def download(root: Path, url: str | None = None) -> Path:

@@ -1,11 +1,13 @@
 """The entry points: ``DATASETS``, ``classes()``, ``one_class_task()``, ``download()``."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from piade_lib.data import coil100, digits, mvtec, textures, torchvision_sets
 from piade_lib.data.archives import SOURCES, RemoteFile, checksum_text
@@ -60,44 +62,97 @@ _ICPR_NOTE = (
 
 DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(
-        "cifar10", "CIFAR-10", torchvision_sets.CLASSES["cifar10"], {"lsa": torchvision_sets.LSA_DEFAULTS},
-        "lsa", False, False, {"lsa": _LSA_NOTE.format(title="CIFAR-10")},
+        "cifar10",
+        "CIFAR-10",
+        torchvision_sets.CLASSES["cifar10"],
+        {"lsa": torchvision_sets.LSA_DEFAULTS},
+        "lsa",
+        False,
+        False,
+        {"lsa": _LSA_NOTE.format(title="CIFAR-10")},
     ),
     "mnist": DatasetSpec(
-        "mnist", "MNIST", torchvision_sets.CLASSES["mnist"], {"lsa": torchvision_sets.IDX_LSA_DEFAULTS},
-        "lsa", False, False, {"lsa": _ICPR_NOTE.format(title="MNIST")},
+        "mnist",
+        "MNIST",
+        torchvision_sets.CLASSES["mnist"],
+        {"lsa": torchvision_sets.IDX_LSA_DEFAULTS},
+        "lsa",
+        False,
+        False,
+        {"lsa": _ICPR_NOTE.format(title="MNIST")},
     ),
     "fashion_mnist": DatasetSpec(
-        "fashion_mnist", "Fashion-MNIST", torchvision_sets.CLASSES["fashion_mnist"],
-        {"lsa": torchvision_sets.IDX_LSA_DEFAULTS}, "lsa", False, False,
+        "fashion_mnist",
+        "Fashion-MNIST",
+        torchvision_sets.CLASSES["fashion_mnist"],
+        {"lsa": torchvision_sets.IDX_LSA_DEFAULTS},
+        "lsa",
+        False,
+        False,
         {"lsa": _ICPR_NOTE.format(title="Fashion-MNIST")},
     ),
     "mvtec": DatasetSpec(
-        "mvtec", "MVTec AD", mvtec.CATEGORIES, {"mvtec": mvtec.MVTEC_DEFAULTS}, "mvtec", False, True,
-        {"mvtec": "Table 3 protocol (MVTec AD, image level): train on train/good, test on all of test/ "
-                  "(good = normal, every defect folder = anomalous); masks allow pixel-level AUROC."},
+        "mvtec",
+        "MVTec AD",
+        mvtec.CATEGORIES,
+        {"mvtec": mvtec.MVTEC_DEFAULTS},
+        "mvtec",
+        False,
+        True,
+        {
+            "mvtec": "Table 3 protocol (MVTec AD, image level): train on train/good, test on all of test/ "
+            "(good = normal, every defect folder = anomalous); masks allow pixel-level AUROC."
+        },
     ),
     "coil100": DatasetSpec(
-        "coil100", "COIL-100", coil100.CLASSES, {"gpnd": coil100.GPND_DEFAULTS}, "gpnd", False, False,
-        {"gpnd": "Table 4 protocol (COIL-100, GPND-style 80/20): per object a seeded 57/15 split of its 72 views; "
-                 "test = the 15 held-out views plus outliers from the other 99 objects."},
+        "coil100",
+        "COIL-100",
+        coil100.CLASSES,
+        {"gpnd": coil100.GPND_DEFAULTS},
+        "gpnd",
+        False,
+        False,
+        {
+            "gpnd": "Table 4 protocol (COIL-100, GPND-style 80/20): per object a seeded 57/15 split of its 72 views; "
+            "test = the 15 held-out views plus outliers from the other 99 objects."
+        },
     ),
     "digits": DatasetSpec(
-        "digits", "scikit-learn digits", digits.CLASSES, {"lsa": digits.LSA_DEFAULTS, "gpnd": digits.GPND_DEFAULTS},
-        "lsa", True, False,
-        {"lsa": "STAND-IN for Table 2 (CIFAR-10, LSA protocol): scikit-learn's 8x8 digits, not CIFAR-10; seeded "
-                "stratified train/test split, train on the normal digit, test on the whole test part.",
-         "gpnd": "STAND-IN for Table 4 (COIL-100, GPND-style protocol): scikit-learn's 8x8 digits, not COIL-100; "
-                 "per digit a seeded 80/20 split plus outliers from the other digits."},
+        "digits",
+        "scikit-learn digits",
+        digits.CLASSES,
+        {"lsa": digits.LSA_DEFAULTS, "gpnd": digits.GPND_DEFAULTS},
+        "lsa",
+        True,
+        False,
+        {
+            "lsa": "STAND-IN for Table 2 (CIFAR-10, LSA protocol): scikit-learn's 8x8 digits, not CIFAR-10; seeded "
+            "stratified train/test split, train on the normal digit, test on the whole test part.",
+            "gpnd": "STAND-IN for Table 4 (COIL-100, GPND-style protocol): scikit-learn's 8x8 digits, not COIL-100; "
+            "per digit a seeded 80/20 split plus outliers from the other digits.",
+        },
     ),
     "textures": DatasetSpec(
-        "textures", "scikit-image textures with synthetic defects", textures.CLASSES, {"mvtec": textures.DEFAULTS},
-        "mvtec", True, True,
-        {"mvtec": "STAND-IN for Table 3 (MVTec AD) and the Figure 4 ablation: crops of scikit-image texture "
-                  "photographs with synthetic defects and masks, not MVTec AD; MVTec protocol."},
+        "textures",
+        "scikit-image textures with synthetic defects",
+        textures.CLASSES,
+        {"mvtec": textures.DEFAULTS},
+        "mvtec",
+        True,
+        True,
+        {
+            "mvtec": "STAND-IN for Table 3 (MVTec AD) and the Figure 4 ablation: crops of scikit-image texture "
+            "photographs with synthetic defects and masks, not MVTec AD; MVTec protocol."
+        },
     ),
     "folder": DatasetSpec(
-        "folder", "your own images (MVTec layout)", (), {"mvtec": mvtec.FOLDER_DEFAULTS}, "mvtec", False, True,
+        "folder",
+        "your own images (MVTec layout)",
+        (),
+        {"mvtec": mvtec.FOLDER_DEFAULTS},
+        "mvtec",
+        False,
+        True,
         {"mvtec": "User images in the MVTec layout, Table 3 protocol: train on train/good, test on test/."},
     ),
 }
@@ -111,7 +166,9 @@ def _spec(dataset: str) -> DatasetSpec:
 
 
 def classes(dataset: str, root: str | os.PathLike[str] | None = None) -> list[str]:
-    """Class names of ``dataset`` (index i is class i). For ``folder``: ``[folder name]`` given ``root``, else ``[]``."""
+    """Class names of ``dataset`` (index i is class i).
+
+    For ``folder``: ``[folder name]`` given ``root``, else ``[]``."""
     spec = _spec(dataset)
     if dataset == "folder":
         return [Path(root).name] if root is not None else []
@@ -138,7 +195,9 @@ def _build_records(
 ) -> tuple[str, int, dict[str, Any]]:
     """Resolve the normal class and run the dataset's builder: (class name, class index, what it built)."""
     if dataset == "folder":
-        name = str(normal_class) if normal_class not in (None, "") else (Path(root).name if root is not None else "folder")
+        name = (
+            str(normal_class) if normal_class not in (None, "") else (Path(root).name if root is not None else "folder")
+        )
         return name, 0, mvtec.build_folder(None if root is None else Path(root), params)
     name, index = resolve_class(dataset, normal_class, spec.classes)
     droot = data_root(root)
@@ -161,8 +220,11 @@ def _splits(
     itf, mtf = image_transform(dataset, size, preset), mask_transform(dataset, size, preset)
 
     def split(records: list | None) -> ImageDataset | None:
-        return None if records is None else ImageDataset(records, built["source"], itf, mtf, size,
-                                                         has_masks=bool(built["has_masks"]))
+        return (
+            None
+            if records is None
+            else ImageDataset(records, built["source"], itf, mtf, size, has_masks=bool(built["has_masks"]))
+        )
 
     return split(built["train"]), split(built["test"]), split(built["val"])
 
@@ -171,8 +233,10 @@ def _note(spec: DatasetSpec, protocol: str, params: dict[str, Any]) -> str:
     """The manifest's note: the protocol's sentence, plus the authors'-subset caveat where it applies."""
     note = spec.notes[protocol]
     if params.get("authors_subset"):
-        note += (" Authors' subset: only the first 15 normal and 15 anomalous test images (sorted order) are scored, "
-                 "like the released code; not the paper's full test set.")
+        note += (
+            " Authors' subset: only the first 15 normal and 15 anomalous test images (sorted order) are scored, "
+            "like the released code; not the paper's full test set."
+        )
     return note
 
 
@@ -244,8 +308,18 @@ def one_class_task(
         "warnings": warns,
     }
     return OneClassTask(
-        dataset=dataset, normal_class=name, protocol=protocol, seed=seed, image_size=size, preset=preset_obj.name,
-        train=train, test=test, val=val, has_masks=bool(built["has_masks"]), manifest=manifest, warnings=warns,
+        dataset=dataset,
+        normal_class=name,
+        protocol=protocol,
+        seed=seed,
+        image_size=size,
+        preset=preset_obj.name,
+        train=train,
+        test=test,
+        val=val,
+        has_masks=bool(built["has_masks"]),
+        manifest=manifest,
+        warnings=warns,
     )
 
 
@@ -253,8 +327,9 @@ def one_class_task(
 DOWNLOADABLE = ("cifar10", "mnist", "fashion_mnist", "mvtec", "coil100")
 
 
-def download_sources(dataset: str, root: str | os.PathLike[str] | None = None,
-                     url: str | None = None) -> tuple[Path, list[RemoteFile]]:
+def download_sources(
+    dataset: str, root: str | os.PathLike[str] | None = None, url: str | None = None
+) -> tuple[Path, list[RemoteFile]]:
     """The folder the published files of ``dataset`` belong in and the files (URL, name, checksum)."""
     droot = data_root(root)
     if dataset in ("mvtec", "coil100"):
@@ -272,9 +347,11 @@ def manual_download_help(dataset: str, root: str | os.PathLike[str] | None = Non
     """One sentence: which files to fetch by hand (URLs, checksums), where to put them, what to run then."""
     folder, remotes = download_sources(dataset, root, url)
     files = "; ".join(f"{r.url} ({checksum_text(r)})" for r in remotes)
-    return (f"Fetch by hand {files}, put {'it' if len(remotes) == 1 else 'them'} in {folder}/ and run "
-            f"`piade download {dataset} --root {data_root(root)}` again: it checks "
-            f"{'it' if len(remotes) == 1 else 'them'} and unpacks without network access.")
+    return (
+        f"Fetch by hand {files}, put {'it' if len(remotes) == 1 else 'them'} in {folder}/ and run "
+        f"`piade download {dataset} --root {data_root(root)}` again: it checks "
+        f"{'it' if len(remotes) == 1 else 'them'} and unpacks without network access."
+    )
 
 
 def download(dataset: str, root: str | os.PathLike[str] | None = None, url: str | None = None) -> Path | None:

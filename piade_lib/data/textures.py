@@ -20,10 +20,11 @@ the crops are random and the category is a stationary texture, as MVTec's textur
 It is NOT MVTec AD: it exercises the MVTec protocol (train on normals, image- and pixel-level test)
 on real texture photographs without a download.
 """
+
 from __future__ import annotations
 
 import colorsys
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -46,13 +47,15 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def photo(name: str) -> np.ndarray:
     """The grayscale photograph of a category as float32 (H, W) in [0, 1] (bundled with scikit-image)."""
-    return (getattr(skdata, name)().astype(np.float32) / 255.0)
+    return getattr(skdata, name)().astype(np.float32) / 255.0
 
 
-def random_crop(img: np.ndarray, rng: np.random.Generator, h: int, w: int, rows: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+def random_crop(
+    img: np.ndarray, rng: np.random.Generator, h: int, w: int, rows: tuple[int, int]
+) -> tuple[np.ndarray, int, int]:
     """A seeded ``h x w`` crop whose rows lie in ``[rows[0], rows[1])``; returns (crop, top, left)."""
     y = int(rng.integers(rows[0], rows[1] - h + 1))
     x = int(rng.integers(0, img.shape[1] - w + 1))
@@ -70,9 +73,12 @@ def aligned_crop(img: np.ndarray, rng: np.random.Generator, size: int, jitter: i
 def _ellipse_mask(rng: np.random.Generator, size: int, r_lo: float, r_hi: float) -> np.ndarray:
     mask = np.zeros((size, size), dtype=bool)
     rr, cc = ellipse(
-        rng.uniform(0.25, 0.75) * size, rng.uniform(0.25, 0.75) * size,
-        rng.uniform(r_lo, r_hi) * size, rng.uniform(r_lo, r_hi) * size,
-        shape=mask.shape, rotation=rng.uniform(-np.pi, np.pi),
+        rng.uniform(0.25, 0.75) * size,
+        rng.uniform(0.25, 0.75) * size,
+        rng.uniform(r_lo, r_hi) * size,
+        rng.uniform(r_lo, r_hi) * size,
+        shape=mask.shape,
+        rotation=rng.uniform(-np.pi, np.pi),
     )
     mask[rr, cc] = True
     return mask
@@ -81,7 +87,9 @@ def _ellipse_mask(rng: np.random.Generator, size: int, r_lo: float, r_hi: float)
 def apply_defect(
     clean: np.ndarray, kind: str, rng: np.random.Generator, others: tuple[np.ndarray, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Add one defect to ``clean`` (3, S, S) in [0,1]; returns (image, mask (S, S) bool). Pixels outside the mask are untouched."""
+    """Add one defect to ``clean`` (3, S, S) in [0,1]; returns (image, mask (S, S) bool).
+
+    Pixels outside the mask are untouched."""
     size = clean.shape[-1]
     new = clean.copy()
     if kind == "patch":
@@ -196,11 +204,21 @@ def build(class_index: int, params: dict[str, Any], seed: int) -> dict[str, Any]
         "val": None,
         "test": test,
         "has_masks": True,
-        "checksum": {"algorithm": "sha256", "value": arrays_sha256(im_t, mk_t),
-                     "of": "the generated crops and masks (float32, before resizing)"},
-        "info": {"layout": (f"skimage.data.{name}() (ships with scikit-image), train rows [0, {half}), test rows "
-                            f"[{half}, {img.shape[0]})") if jitter is None else
-                           (f"skimage.data.{name}() (ships with scikit-image), aligned: {crop}x{crop} crops at the "
-                            f"centre shifted by at most {int(jitter)} px (train and test)"),
-                 "defect_counts": counts},
+        "checksum": {
+            "algorithm": "sha256",
+            "value": arrays_sha256(im_t, mk_t),
+            "of": "the generated crops and masks (float32, before resizing)",
+        },
+        "info": {
+            "layout": (
+                f"skimage.data.{name}() (ships with scikit-image), train rows [0, {half}), test rows "
+                f"[{half}, {img.shape[0]})"
+            )
+            if jitter is None
+            else (
+                f"skimage.data.{name}() (ships with scikit-image), aligned: {crop}x{crop} crops at the "
+                f"centre shifted by at most {int(jitter)} px (train and test)"
+            ),
+            "defect_counts": counts,
+        },
     }

@@ -15,6 +15,7 @@ md5 (cached per path, size and modification time). ``verify_checksums=False`` (a
 parameter) accepts well-formed IDX files that are not the official release; their structure is
 still checked. The manifest records the md5s of the raw files either way.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -48,8 +49,18 @@ CLASSES: dict[str, tuple[str, ...]] = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     "mnist": tuple(str(i) for i in range(10)),
     # torchvision's names ("T-shirt/top", ...) made safe for folder names
-    "fashion_mnist": ("tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                      "ankle_boot"),
+    "fashion_mnist": (
+        "tshirt_top",
+        "trouser",
+        "pullover",
+        "dress",
+        "coat",
+        "sandal",
+        "shirt",
+        "sneaker",
+        "bag",
+        "ankle_boot",
+    ),
 }
 TV_CLASS = {"cifar10": CIFAR10, "mnist": MNIST, "fashion_mnist": FashionMNIST}
 LSA_DEFAULTS: dict[str, Any] = {"holdout_fraction": 0.0, "download": False}
@@ -131,8 +142,10 @@ def _gz_content_md5(gz: Path) -> str:
 
 
 def _idx_fix(dataset: str, root: Path) -> str:
-    return (f"Delete it and run `piade download {dataset} --root {root}` (it fetches the official files, checks "
-            f"their md5s and unpacks them; .gz files already in the folder are checked and reused).")
+    return (
+        f"Delete it and run `piade download {dataset} --root {root}` (it fetches the official files, checks "
+        f"their md5s and unpacks them; .gz files already in the folder are checked and reused)."
+    )
 
 
 def _read_idx_count(path: Path, kind: str, dataset: str, root: Path) -> int:
@@ -147,8 +160,11 @@ def _read_idx_count(path: Path, kind: str, dataset: str, root: Path) -> int:
     magic, count = struct.unpack(">II", head[:8])
     if magic != IDX_MAGIC[kind]:
         raise CorruptImageError(
-            path, f"not an IDX {kind} file: magic number {magic}, expected {IDX_MAGIC[kind]}"
-            + (" (it is gzip-compressed: unpack it, or name it *.gz)" if head[:2] == b"\x1f\x8b" else ""), fix=fix)
+            path,
+            f"not an IDX {kind} file: magic number {magic}, expected {IDX_MAGIC[kind]}"
+            + (" (it is gzip-compressed: unpack it, or name it *.gz)" if head[:2] == b"\x1f\x8b" else ""),
+            fix=fix,
+        )
     if kind == "images":
         rows, cols = struct.unpack(">II", head[8:16])
         if (rows, cols) != (IDX_SIDE, IDX_SIDE):
@@ -159,8 +175,11 @@ def _read_idx_count(path: Path, kind: str, dataset: str, root: Path) -> int:
         whole = max(0, size - n_header) // per
         state = "truncated" if size < want else "longer than its header says"
         raise CorruptImageError(
-            path, f"{state}: its header announces {count:,} {kind} ({want:,} bytes), the file has {size:,} bytes "
-            f"({whole:,} complete {kind})", fix=fix)
+            path,
+            f"{state}: its header announces {count:,} {kind} ({want:,} bytes), the file has {size:,} bytes "
+            f"({whole:,} complete {kind})",
+            fix=fix,
+        )
     return count
 
 
@@ -175,8 +194,11 @@ def _check_idx_structure(dataset: str, root: Path, raw: Path, official: list[Idx
         if counts[img] != counts[lab]:
             n_off = IDX_OFFICIAL[dataset][img][0]
             raise CorruptImageError(
-                raw / lab, f"holds {counts[lab]:,} labels but {raw / img} holds {counts[img]:,} images: expected one "
-                f"label per image ({n_off:,} of each in the official files)", fix=fix)
+                raw / lab,
+                f"holds {counts[lab]:,} labels but {raw / img} holds {counts[img]:,} images: expected one "
+                f"label per image ({n_off:,} of each in the official files)",
+                fix=fix,
+            )
         labels = np.fromfile(raw / lab, dtype=np.uint8, offset=IDX_HEADER["labels"])
         if labels.size and int(labels.max()) > 9:
             bad = int(np.flatnonzero(labels > 9)[0])
@@ -193,8 +215,11 @@ def _match_official(
     for f in official:
         if counts[f.name] == f.count and md5s[f.name] == f.md5:
             how[f.name] = "official md5"
-        elif (raw / f.gz).is_file() and file_digest(raw / f.gz, "md5") == f.gz_md5 \
-                and _gz_content_md5(raw / f.gz) == md5s[f.name]:
+        elif (
+            (raw / f.gz).is_file()
+            and file_digest(raw / f.gz, "md5") == f.gz_md5
+            and _gz_content_md5(raw / f.gz) == md5s[f.name]
+        ):
             how[f.name] = f"unpacked from {f.gz}, md5 as torchvision's table"
         else:
             mismatches.append(f)
@@ -206,21 +231,28 @@ def _not_official(cls_name: str, raw: Path, f: IdxFile, count: int, md5: str, fi
     path = raw / f.name
     gz_note = ""
     if (raw / f.gz).is_file():
-        gz_note = (f"{raw / f.gz} is there too but "
-                   + ("its md5 is not torchvision's. " if file_digest(raw / f.gz, "md5") != f.gz_md5
-                      else "unpacks to other bytes. "))
+        gz_note = f"{raw / f.gz} is there too but " + (
+            "its md5 is not torchvision's. "
+            if file_digest(raw / f.gz, "md5") != f.gz_md5
+            else "unpacks to other bytes. "
+        )
     return ChecksumMismatchError(
-        path, f"{f.md5} (the official file: {f.count:,} {f.kind}, {f.size:,} bytes)",
-        f"{md5} ({count:,} {f.kind}, {path.stat().st_size:,} bytes)", algorithm="md5",
+        path,
+        f"{f.md5} (the official file: {f.count:,} {f.kind}, {f.size:,} bytes)",
+        f"{md5} ({count:,} {f.kind}, {path.stat().st_size:,} bytes)",
+        algorithm="md5",
         fix=f"It is not the official {cls_name} file (another version, or damaged). {gz_note}{fix} "
-            f"To use IDX files of your own, pass verify_checksums=False (their structure is still checked).")
+        f"To use IDX files of your own, pass verify_checksums=False (their structure is still checked).",
+    )
 
 
 def _verification_text(how: dict[str, str], mismatches: list[IdxFile]) -> str:
     """The recorded sentence on how the raw files were verified."""
     if mismatches:
-        return (f"skipped (verify_checksums=False): {', '.join(f.name for f in mismatches)} "
-                f"{'is' if len(mismatches) == 1 else 'are'} not the official file(s); the IDX structure was checked")
+        return (
+            f"skipped (verify_checksums=False): {', '.join(f.name for f in mismatches)} "
+            f"{'is' if len(mismatches) == 1 else 'are'} not the official file(s); the IDX structure was checked"
+        )
     if all(h == "official md5" for h in how.values()):
         return "official: the item counts and md5s of the four unpacked files match the official release"
     return "official: " + "; ".join(f"{n}: {h}" for n, h in how.items())
@@ -251,10 +283,18 @@ def check_idx_files(dataset: str, root: Path, verify_checksums: bool = True) -> 
         # stacklevel: check_idx_files <- load_arrays <- build_lsa <- lambda <- _build_records <- one_class_task
         warnings.warn(
             f"{dataset}: {', '.join(str(raw / f.name) for f in mismatches)} "
-            f"{'is' if len(mismatches) == 1 else 'are'} not the official {cls.__name__} release (verify_checksums=False): "
-            f"numbers on this data are not comparable with published results.", UnverifiedDataWarning, stacklevel=7)
-    return {"files": {f"{cls.__name__}/raw/{n}": m for n, m in md5s.items()}, "official": not mismatches,
-            "verification": _verification_text(how, mismatches), "counts": counts}
+            f"{'is' if len(mismatches) == 1 else 'are'} not the official {cls.__name__} release "
+            "(verify_checksums=False): "
+            f"numbers on this data are not comparable with published results.",
+            UnverifiedDataWarning,
+            stacklevel=7,
+        )
+    return {
+        "files": {f"{cls.__name__}/raw/{n}": m for n, m in md5s.items()},
+        "official": not mismatches,
+        "verification": _verification_text(how, mismatches),
+        "counts": counts,
+    }
 
 
 def _layout(dataset: str) -> str:
@@ -274,7 +314,8 @@ def _not_found(dataset: str, root: Path, detail: str) -> DatasetNotFoundError:
     return DatasetNotFoundError(
         f"{dataset} not found: {detail}. Expected layout: {_layout(dataset)}. Get it with "
         f"`piade download {dataset} --root {root}` (or piade_lib.data.download({dataset!r}, root), or "
-        f"one_class_task(..., download=True); the md5s are checked), or place the files by hand. " + how_to_point_at_data(root)
+        f"one_class_task(..., download=True); the md5s are checked), or place the files by hand. "
+        + how_to_point_at_data(root)
     )
 
 
@@ -387,8 +428,9 @@ class SplitSource:
 
 def build_lsa(dataset: str, class_index: int, root: Path, params: dict[str, Any], seed: int) -> dict[str, Any]:
     """Records of the LSA protocol for a torchvision dataset."""
-    d = load_arrays(dataset, root, download=bool(params["download"]),
-                    verify_checksums=bool(params.get("verify_checksums", True)))
+    d = load_arrays(
+        dataset, root, download=bool(params["download"]), verify_checksums=bool(params.get("verify_checksums", True))
+    )
     normal = np.flatnonzero(d["train_targets"] == class_index).tolist()
     keep, val = holdout_split(normal, params["holdout_fraction"], seed)
     train = [Record(f"train/{i:05d}", 0, ("train", i)) for i in keep]
@@ -402,10 +444,18 @@ def build_lsa(dataset: str, class_index: int, root: Path, params: dict[str, Any]
         "test": test,
         "has_masks": False,
         "checksum": d["checksum"],
-        "info": {"layout": layout, "n_train_split": int(len(d["train_targets"])),
-                 **({"verification": d["verification"], "official_files": d["official"]}
-                    if d["verification"] is not None else {})},
-        "warnings": [] if d["official"] else [
+        "info": {
+            "layout": layout,
+            "n_train_split": int(len(d["train_targets"])),
+            **(
+                {"verification": d["verification"], "official_files": d["official"]}
+                if d["verification"] is not None
+                else {}
+            ),
+        },
+        "warnings": []
+        if d["official"]
+        else [
             f"{dataset}: the raw files are not the official release (verify_checksums=False); see source.verification"
         ],
     }
@@ -419,12 +469,20 @@ def remote_files(dataset: str) -> tuple[str, list[RemoteFile]]:
     ``<Name>/raw/``, unpacked beside themselves).
     """
     if dataset == "cifar10":
-        return "", [RemoteFile(url=CIFAR10.url, filename=CIFAR10.filename, sha256=None, md5=CIFAR10.tgz_md5,
-                               folder=CIFAR10.base_folder)]
+        return "", [
+            RemoteFile(
+                url=CIFAR10.url, filename=CIFAR10.filename, sha256=None, md5=CIFAR10.tgz_md5, folder=CIFAR10.base_folder
+            )
+        ]
     cls = TV_CLASS[dataset]
     return f"{cls.__name__}/raw", [
-        RemoteFile(url=f"{cls.mirrors[0]}{f.gz}", filename=f.gz, sha256=None, md5=f.gz_md5,
-                   mirrors=tuple(f"{m}{f.gz}" for m in cls.mirrors[1:]))
+        RemoteFile(
+            url=f"{cls.mirrors[0]}{f.gz}",
+            filename=f.gz,
+            sha256=None,
+            md5=f.gz_md5,
+            mirrors=tuple(f"{m}{f.gz}" for m in cls.mirrors[1:]),
+        )
         for f in official_idx_files(dataset)
     ]
 
@@ -435,7 +493,9 @@ def _cifar_complete(folder: Path) -> Path | None:
 
 
 def _gunzip(archive: Path, target: Path) -> None:
-    """Unpack a verified ``.gz`` to ``target`` through a temporary name: a half-written file never has the final name."""
+    """Unpack a verified ``.gz`` to ``target`` through a temporary name.
+
+    A half-written file never has the final name."""
     tmp = target.with_name(f"{target.name}.part-{os.getpid()}")
     try:
         with gzip.open(archive, "rb") as src, open(tmp, "wb") as dst:
@@ -459,9 +519,14 @@ def download(dataset: str, root: Path) -> Path:
     sub, remotes = remote_files(dataset)
     if dataset == "cifar10":
         folder = root / CIFAR10.base_folder
-        locate_or_extract(root, remotes[0], lambda: _cifar_complete(folder),
-                          lambda: str(_not_found("cifar10", root, f"{folder} is incomplete")), "CIFAR-10 batch files",
-                          download=True)
+        locate_or_extract(
+            root,
+            remotes[0],
+            lambda: _cifar_complete(folder),
+            lambda: str(_not_found("cifar10", root, f"{folder} is incomplete")),
+            "CIFAR-10 batch files",
+            download=True,
+        )
         return folder
     raw = root / sub
     for remote in remotes:

@@ -16,6 +16,7 @@ Geometry, per dataset family:
 Images are resized bilinearly with antialiasing; masks get the same geometry with nearest
 interpolation and are re-binarised (> 0.5).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -128,7 +129,9 @@ def image_transform(dataset: str, image_size: int | None = None, preset: str | P
 
 
 def mask_transform(dataset: str, image_size: int | None = None, preset: str | Preset = "paper") -> v2.Compose:
-    """The mask preprocessing matching :func:`image_transform`: same geometry, nearest interpolation -> (1, S, S) {0,1}."""
+    """The mask preprocessing matching :func:`image_transform`.
+
+    Same geometry, nearest interpolation -> (1, S, S) {0,1}."""
     size = resolve_image_size(dataset, image_size)
     r = _resize_size(dataset, size, preset)
     return v2.Compose(
@@ -141,7 +144,9 @@ def mask_transform(dataset: str, image_size: int | None = None, preset: str | Pr
     )
 
 
-def preprocessing_summary(dataset: str, image_size: int | None = None, preset: str | Preset = "paper") -> dict[str, Any]:
+def preprocessing_summary(
+    dataset: str, image_size: int | None = None, preset: str | Preset = "paper"
+) -> dict[str, Any]:
     """JSON-able description of the preprocessing (recorded in every manifest)."""
     size = resolve_image_size(dataset, image_size)
     r = _resize_size(dataset, size, preset)

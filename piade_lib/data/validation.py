@@ -17,6 +17,7 @@ Every item is checked (a failure does not stop the check) and one
 few files with the reason of each. Works on a split, on a ``torch.utils.data.Subset`` of one (the
 training code limits splits that way; only the subset's items are decoded), and on nested subsets.
 """
+
 from __future__ import annotations
 
 import os
@@ -86,8 +87,9 @@ def check_item(image: Any, mask: Any, label: Any, image_size: int, has_masks: bo
     """The problems of one preprocessed item (empty when it is fine); ``mask`` may be None."""
     problems: list[str] = []
     s = int(image_size)
-    if not (isinstance(label, (int, bool)) or (isinstance(label, torch.Tensor) and label.numel() == 1)) \
-            or int(label) not in (0, 1):
+    if not (isinstance(label, (int, bool)) or (isinstance(label, torch.Tensor) and label.numel() == 1)) or int(
+        label
+    ) not in (0, 1):
         problems.append(f"label {label!r}, expected 0 (normal) or 1 (anomalous)")
         label = None
     else:
@@ -200,10 +202,11 @@ def _run_checks(check: _Check, n: int, todo: list[int], workers: int, bar: Any) 
             results.append(check(pos))
             bar.update(1)
     else:
+
         def run(chunk: list[int]) -> list[_Result]:
             return [check(pos) for pos in chunk]
 
-        chunks = [todo[k: k + _CHUNK] for k in range(0, len(todo), _CHUNK)]
+        chunks = [todo[k : k + _CHUNK] for k in range(0, len(todo), _CHUNK)]
         with ThreadPoolExecutor(workers) as pool:
             for part in pool.map(run, chunks):
                 results.extend(part)
@@ -281,5 +284,8 @@ def validate_task(task: Any, progress: bool | None = None) -> dict[str, Any]:
     caches); see :func:`validate_split`. Returns ``{split name: SplitCheck}``; raises
     :class:`~piade_lib.data.errors.InvalidSplitError` for the first split with failures."""
     splits = {"train": task.train, "val": getattr(task, "val", None), "test": task.test}
-    return {name: validate_split(ds, f"{task.dataset} {task.normal_class} {name}", progress=progress)
-            for name, ds in splits.items() if ds is not None}
+    return {
+        name: validate_split(ds, f"{task.dataset} {task.normal_class} {name}", progress=progress)
+        for name, ds in splits.items()
+        if ds is not None
+    }

@@ -18,10 +18,12 @@ Convolutional autoencoders (Table 3's AE-L2 / AE-SSIM columns; Bergmann et al. 2
     on the L2 loss (``cae_l2``) or on 1 - SSIM (``cae_ssim``, pytorch-msssim, window 11).
     Score = per-image mean squared error, or 1 - SSIM. Higher score = more anomalous throughout.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +81,9 @@ def pca_features(train_x: np.ndarray, variance: float = PCA_VARIANCE, seed: int 
     full = PCA(svd_solver="full").fit(scaled)
     k = int(np.searchsorted(np.cumsum(full.explained_variance_ratio_), variance) + 1)
     k = max(1, min(k, n - 1, full.n_components_))
-    return Pipeline([("scale", StandardScaler()), ("pca", PCA(n_components=k, svd_solver="full", random_state=seed))]).fit(train_x)
+    return Pipeline(
+        [("scale", StandardScaler()), ("pca", PCA(n_components=k, svd_solver="full", random_state=seed))]
+    ).fit(train_x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,7 +96,7 @@ class Baseline:
     name = "baseline"
     uses_epochs = False
 
-    def fit(self, images: torch.Tensor) -> "Baseline":  # pragma: no cover - interface
+    def fit(self, images: torch.Tensor) -> Baseline:  # pragma: no cover - interface
         raise NotImplementedError
 
     def score(self, images: torch.Tensor) -> np.ndarray:  # pragma: no cover - interface
@@ -107,13 +111,14 @@ class OCSVMBaseline(Baseline):
 
     name = "ocsvm"
 
-    def __init__(self, nu: float = 0.1, feature_size: int | None = None, variance: float = PCA_VARIANCE,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, nu: float = 0.1, feature_size: int | None = None, variance: float = PCA_VARIANCE, seed: int = 0
+    ) -> None:
         self.nu, self.feature_size, self.variance, self.seed = nu, feature_size, variance, seed
         self.features: Pipeline | None = None
         self.svm: OneClassSVM | None = None
 
-    def fit(self, images: torch.Tensor) -> "OCSVMBaseline":
+    def fit(self, images: torch.Tensor) -> OCSVMBaseline:
         x = image_features(images, self.feature_size)
         self.features = pca_features(x, self.variance, self.seed)
         self.svm = OneClassSVM(kernel="rbf", gamma="scale", nu=self.nu).fit(self.features.transform(x))
@@ -126,8 +131,14 @@ class OCSVMBaseline(Baseline):
 
     def describe(self) -> dict[str, Any]:
         k = int(self.features.named_steps["pca"].n_components_) if self.features is not None else None
-        return {"nu": self.nu, "gamma": "scale", "kernel": "rbf", "feature_size": self.feature_size,
-                "pca_variance": self.variance, "pca_components": k}
+        return {
+            "nu": self.nu,
+            "gamma": "scale",
+            "kernel": "rbf",
+            "feature_size": self.feature_size,
+            "pca_variance": self.variance,
+            "pca_components": k,
+        }
 
 
 class KDEBaseline(Baseline):
@@ -135,9 +146,21 @@ class KDEBaseline(Baseline):
 
     name = "kde"
 
-    def __init__(self, feature_size: int | None = None, variance: float = PCA_VARIANCE, cv: int = 5,
-                 n_bandwidths: int = 25, seed: int = 0) -> None:
-        self.feature_size, self.variance, self.cv, self.n_bandwidths, self.seed = feature_size, variance, cv, n_bandwidths, seed
+    def __init__(
+        self,
+        feature_size: int | None = None,
+        variance: float = PCA_VARIANCE,
+        cv: int = 5,
+        n_bandwidths: int = 25,
+        seed: int = 0,
+    ) -> None:
+        self.feature_size, self.variance, self.cv, self.n_bandwidths, self.seed = (
+            feature_size,
+            variance,
+            cv,
+            n_bandwidths,
+            seed,
+        )
         self.features: Pipeline | None = None
         self.kde: KernelDensity | None = None
         self.grid: np.ndarray | None = None
@@ -150,7 +173,7 @@ class KDEBaseline(Baseline):
         med = float(np.median(pdist(sub))) or 1.0
         return med * np.logspace(-2, np.log10(3.0), self.n_bandwidths)
 
-    def fit(self, images: torch.Tensor) -> "KDEBaseline":
+    def fit(self, images: torch.Tensor) -> KDEBaseline:
         x = image_features(images, self.feature_size)
         self.features = pca_features(x, self.variance, self.seed)
         z = self.features.transform(x)
@@ -169,11 +192,18 @@ class KDEBaseline(Baseline):
     def describe(self) -> dict[str, Any]:
         bw = float(self.kde.bandwidth) if self.kde is not None else None
         grid = self.grid
-        return {"kernel": "gaussian", "bandwidth": bw, "cv_folds": self.cv, "feature_size": self.feature_size,
-                "pca_variance": self.variance,
-                "pca_components": int(self.features.named_steps["pca"].n_components_) if self.features is not None else None,
-                "bandwidth_grid": [float(grid[0]), float(grid[-1]), len(grid)] if grid is not None else None,
-                "bandwidth_at_grid_edge": bool(grid is not None and bw is not None and bw in (grid[0], grid[-1]))}
+        return {
+            "kernel": "gaussian",
+            "bandwidth": bw,
+            "cv_folds": self.cv,
+            "feature_size": self.feature_size,
+            "pca_variance": self.variance,
+            "pca_components": int(self.features.named_steps["pca"].n_components_)
+            if self.features is not None
+            else None,
+            "bandwidth_grid": [float(grid[0]), float(grid[-1]), len(grid)] if grid is not None else None,
+            "bandwidth_at_grid_edge": bool(grid is not None and bw is not None and bw in (grid[0], grid[-1])),
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +212,9 @@ class KDEBaseline(Baseline):
 class ConvAutoencoder(nn.Module):
     """Small Bergmann-style convolutional autoencoder for ``(B, 3, S, S)`` images in [0, 1]."""
 
-    def __init__(self, image_size: int = 32, latent_dim: int = 100, channels: tuple[int, ...] = (32, 64, 128, 128)) -> None:
+    def __init__(
+        self, image_size: int = 32, latent_dim: int = 100, channels: tuple[int, ...] = (32, 64, 128, 128)
+    ) -> None:
         super().__init__()
         sizes = [image_size]
         while sizes[-1] > 8:
@@ -199,8 +231,10 @@ class ConvAutoencoder(nn.Module):
         s = sizes[-1]
         self.bottleneck = nn.Conv2d(chans[-1], latent_dim, s)  # dense latent vector (latent_dim, 1, 1)
         self.expand = nn.ConvTranspose2d(latent_dim, chans[-1], s)
-        self.up = nn.ModuleList(nn.ConvTranspose2d(cout, cin if cin != 3 else 32, 4, 2, 1)
-                                for cin, cout in reversed(list(zip(chans[:-1], chans[1:]))))
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(cout, cin if cin != 3 else 32, 4, 2, 1)
+            for cin, cout in reversed(list(zip(chans[:-1], chans[1:])))
+        )
         self.head = nn.Conv2d(32, 3, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,9 +259,18 @@ class CAEBaseline(Baseline):
 
     uses_epochs = True
 
-    def __init__(self, loss: str = "l2", epochs: int = 100, batch_size: int = 128, lr: float = 2e-4,
-                 weight_decay: float = 1e-5, latent_dim: int = 100, seed: int = 0, device: str = "auto",
-                 progress: bool = False) -> None:
+    def __init__(
+        self,
+        loss: str = "l2",
+        epochs: int = 100,
+        batch_size: int = 128,
+        lr: float = 2e-4,
+        weight_decay: float = 1e-5,
+        latent_dim: int = 100,
+        seed: int = 0,
+        device: str = "auto",
+        progress: bool = False,
+    ) -> None:
         cae_loss(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16), loss)  # validates the name
         self.loss, self.epochs, self.batch_size, self.lr = loss, int(epochs), int(batch_size), float(lr)
         self.weight_decay, self.latent_dim, self.seed = float(weight_decay), int(latent_dim), int(seed)
@@ -237,15 +280,16 @@ class CAEBaseline(Baseline):
         self.model: ConvAutoencoder | None = None
         self.history: list[dict[str, float]] = []
 
-    def fit(self, images: torch.Tensor) -> "CAEBaseline":
+    def fit(self, images: torch.Tensor) -> CAEBaseline:
         torch.manual_seed(self.seed)
         self.model = ConvAutoencoder(images.shape[-1], self.latent_dim).to(self.device)
         opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         gen = torch.Generator().manual_seed(self.seed)
         n = images.shape[0]
         drop_last = n > self.batch_size and n % self.batch_size == 1
-        loader = DataLoader(TensorDataset(images), batch_size=self.batch_size, shuffle=True, generator=gen,
-                            drop_last=drop_last)
+        loader = DataLoader(
+            TensorDataset(images), batch_size=self.batch_size, shuffle=True, generator=gen, drop_last=drop_last
+        )
         self.model.train()
         self.history = []
         for epoch in tqdm(range(1, self.epochs + 1), desc=self.name, disable=not self.progress, unit="epoch"):
@@ -271,14 +315,20 @@ class CAEBaseline(Baseline):
         self.model.eval()
         out = []
         for i in range(0, images.shape[0], 256):
-            x = images[i:i + 256].to(self.device)
+            x = images[i : i + 256].to(self.device)
             out.append(cae_loss(self.model(x), x, self.loss).cpu())
         return torch.cat(out).double().numpy()
 
     def describe(self) -> dict[str, Any]:
-        return {"loss": self.loss, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                "weight_decay": self.weight_decay, "latent_dim": self.latent_dim,
-                "final_train_loss": self.history[-1]["loss"] if self.history else None}
+        return {
+            "loss": self.loss,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "latent_dim": self.latent_dim,
+            "final_train_loss": self.history[-1]["loss"] if self.history else None,
+        }
 
 
 BASELINES: dict[str, Callable[..., Baseline]] = {
@@ -289,8 +339,9 @@ BASELINES: dict[str, Callable[..., Baseline]] = {
 }
 
 
-def make_baseline(name: str, seed: int = 0, epochs: int = 100, device: str = "auto", progress: bool = False,
-                  **params: Any) -> Baseline:
+def make_baseline(
+    name: str, seed: int = 0, epochs: int = 100, device: str = "auto", progress: bool = False, **params: Any
+) -> Baseline:
     """Instantiate a baseline by name with its parameters (``epochs``/``device`` only for the CAEs)."""
     if name not in BASELINES:
         raise KeyError(f"unknown baseline {name!r}; valid baselines: {sorted(BASELINES)}")

@@ -5,14 +5,16 @@ with ``torch.load(..., weights_only=True)``; an unreadable one (or one of anothe
 skipped with a warning and the previous one is used. RNG states are stored as tensors and plain
 types so that ``weights_only`` loading can read them.
 """
+
 from __future__ import annotations
 
 import os
 import random
 import re
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,10 +46,18 @@ def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
     py_state = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"name": str(np_state[0]), "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": {"version": int(py_state[0]), "state": torch.tensor(py_state[1], dtype=torch.int64),
-                   "gauss_next": py_state[2]},
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {
+            "version": int(py_state[0]),
+            "state": torch.tensor(py_state[1], dtype=torch.int64),
+            "gauss_next": py_state[2],
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = list(torch.cuda.get_rng_state_all())
@@ -60,8 +70,9 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = Non
     """Restore what :func:`rng_state` recorded."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -123,9 +134,12 @@ def _valid(state: Any, config_hash_: str | None, required: Iterable[str]) -> str
     return None
 
 
-def load_latest_checkpoint(ckpt_dir: str | os.PathLike, config_hash_: str | None = None,
-                           required: Iterable[str] = ("epoch", "model", "optimizer", "rng"),
-                           map_location: Any = "cpu") -> tuple[dict[str, Any], Path] | None:
+def load_latest_checkpoint(
+    ckpt_dir: str | os.PathLike,
+    config_hash_: str | None = None,
+    required: Iterable[str] = ("epoch", "model", "optimizer", "rng"),
+    map_location: Any = "cpu",
+) -> tuple[dict[str, Any], Path] | None:
     """The newest readable checkpoint in ``ckpt_dir`` as ``(state, path)``, or None if there is none.
 
     Candidates, newest epoch first: ``last.pt`` and every ``epoch_XXXX.pt``. A candidate that cannot
@@ -169,6 +183,8 @@ def load_latest_checkpoint(ckpt_dir: str | os.PathLike, config_hash_: str | None
         return best
     if problems:
         raise CheckpointError(
-            f"no usable checkpoint in {ckpt_dir}:\n  " + "\n  ".join(problems)
-            + "\nMove the folder aside (or pass overwrite=True / --overwrite) to start the run again.")
+            f"no usable checkpoint in {ckpt_dir}:\n  "
+            + "\n  ".join(problems)
+            + "\nMove the folder aside (or pass overwrite=True / --overwrite) to start the run again."
+        )
     return None

@@ -4,6 +4,7 @@ Unset values (None) come from the preset (Table 1 of the paper, or the released 
 from the dataset's defaults; :meth:`RunConfig.resolved` fills them, and :meth:`RunConfig.to_dict` is
 what ``config.json`` holds. :func:`canonical_class` is the one resolver of class names and indices.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,8 +69,11 @@ class RunConfig:
         protocol, size = dataset_defaults(self.dataset)
         names = [] if self.dataset == "folder" else [str(c) for c in classes(self.dataset)]
         cls = canonical_class(self.normal_class, names, self.dataset)
-        for name, value in (("checkpoint_every", 1 if self.checkpoint_every is None else self.checkpoint_every),
-                            ("n_vectors", self.n_vectors), ("steps", 1 if self.steps is None else self.steps)):
+        for name, value in (
+            ("checkpoint_every", 1 if self.checkpoint_every is None else self.checkpoint_every),
+            ("n_vectors", self.n_vectors),
+            ("steps", 1 if self.steps is None else self.steps),
+        ):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         from piade_lib.engine.precision import PRECISIONS
@@ -83,21 +87,36 @@ class RunConfig:
         # a step budget replaces epochs: the epoch count then follows from the training set's size
         epochs = None if self.steps is not None else int(self.epochs if self.epochs is not None else p.epochs)
         return PiadeSpec(
-            dataset=self.dataset, normal_class=cls, protocol=self.protocol or protocol, preset=self.preset,
-            n_vectors=int(self.n_vectors), image_size=int(self.image_size or size), epochs=epochs,
+            dataset=self.dataset,
+            normal_class=cls,
+            protocol=self.protocol or protocol,
+            preset=self.preset,
+            n_vectors=int(self.n_vectors),
+            image_size=int(self.image_size or size),
+            epochs=epochs,
             steps=None if self.steps is None else int(self.steps),
             batch_size=int(self.batch_size or p.batch_size),
             lr=float(self.lr if self.lr is not None else p.lr),
             weight_decay=float(self.weight_decay if self.weight_decay is not None else p.weight_decay),
-            seed=int(self.seed), pretrained=bool(self.pretrained), device=str(self.device),
+            seed=int(self.seed),
+            pretrained=bool(self.pretrained),
+            device=str(self.device),
             checkpoint_every=None if self.checkpoint_every is None else int(self.checkpoint_every),
-            checkpoint_minutes=float(self.checkpoint_minutes), keep_checkpoints=int(self.keep_checkpoints),
-            data_root=self.data_root, protocol_params=dict(self.protocol_params or {}),
-            n_bootstrap=int(self.n_bootstrap), limit_train=self.limit_train, limit_test=self.limit_test,
-            num_workers=int(self.num_workers), amp=bool(self.amp), preset_overrides=dict(self.preset_overrides or {}),
+            checkpoint_minutes=float(self.checkpoint_minutes),
+            keep_checkpoints=int(self.keep_checkpoints),
+            data_root=self.data_root,
+            protocol_params=dict(self.protocol_params or {}),
+            n_bootstrap=int(self.n_bootstrap),
+            limit_train=self.limit_train,
+            limit_test=self.limit_test,
+            num_workers=int(self.num_workers),
+            amp=bool(self.amp),
+            preset_overrides=dict(self.preset_overrides or {}),
             variant=self.variant or folders.piade_variant(self.preset, int(self.n_vectors), int(self.seed)),
-            eval_steps=tuple(sorted({int(s) for s in self.eval_steps or []})), compile=bool(self.compile),
-            precision=str(self.precision))
+            eval_steps=tuple(sorted({int(s) for s in self.eval_steps or []})),
+            compile=bool(self.compile),
+            precision=str(self.precision),
+        )
 
     def run_dir(self, results_root: str | Path) -> Path:
         """The run folder of this config under ``results_root``."""
@@ -191,11 +210,25 @@ class BaselineSpec:
     kind = "baseline"
 
     @classmethod
-    def build(cls, name: str, dataset: str, normal_class: str | int, protocol: str | None = None, seed: int = 0,
-              image_size: int | None = None, epochs: int = 100, *, preset: str = "paper",
-              data_root: str | None = None, limit_train: int | None = None, limit_test: int | None = None,
-              n_bootstrap: int = 1000, device: str = "auto", params: dict[str, Any] | None = None,
-              **task_params: Any) -> BaselineSpec:
+    def build(
+        cls,
+        name: str,
+        dataset: str,
+        normal_class: str | int,
+        protocol: str | None = None,
+        seed: int = 0,
+        image_size: int | None = None,
+        epochs: int = 100,
+        *,
+        preset: str = "paper",
+        data_root: str | None = None,
+        limit_train: int | None = None,
+        limit_test: int | None = None,
+        n_bootstrap: int = 1000,
+        device: str = "auto",
+        params: dict[str, Any] | None = None,
+        **task_params: Any,
+    ) -> BaselineSpec:
         """The spec of baseline ``name`` with the dataset's defaults filled (``task_params`` go to
         ``one_class_task``; ``epochs`` only matters for the autoencoders)."""
         from piade_lib.data import classes
@@ -208,10 +241,22 @@ class BaselineSpec:
         if name.startswith("cae_"):
             p["epochs"] = int(epochs)
         names = [] if dataset == "folder" else [str(c) for c in classes(dataset)]
-        return cls(baseline=name, dataset=dataset, normal_class=canonical_class(normal_class, names, dataset),
-                   protocol=protocol or default_protocol, seed=int(seed), image_size=int(image_size or default_size),
-                   preset=preset, protocol_params=dict(task_params), limit_train=limit_train, limit_test=limit_test,
-                   params=p, n_bootstrap=int(n_bootstrap), device=device, data_root=data_root)
+        return cls(
+            baseline=name,
+            dataset=dataset,
+            normal_class=canonical_class(normal_class, names, dataset),
+            protocol=protocol or default_protocol,
+            seed=int(seed),
+            image_size=int(image_size or default_size),
+            preset=preset,
+            protocol_params=dict(task_params),
+            limit_train=limit_train,
+            limit_test=limit_test,
+            params=p,
+            n_bootstrap=int(n_bootstrap),
+            device=device,
+            data_root=data_root,
+        )
 
     @property
     def variant(self) -> str:

@@ -5,6 +5,7 @@ resumable, milestones) and scores with the training loss; :class:`BaselineDetect
 baselines of :mod:`piade_lib.engine.baselines` (OC-SVM, KDE, autoencoders). The run lifecycle
 (:mod:`piade_lib.engine.lifecycle`) drives both the same way: it never asks which kind it holds.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,16 @@ from piade_lib.engine.splits import Splits
 from piade_lib.engine.trainer import NonFiniteLossError, Trainer, budget, stack_images
 from piade_lib.metrics import RECON_KEYS, pixel_auroc, reconstruction_summary
 
-CONVERGENCE_COLUMNS = ("step", "epoch", "auc", "mse_auc", "normal_recon_mse", "normal_mean_image_mse",
-                       "recon_to_mean_image", "train_seconds")
+CONVERGENCE_COLUMNS = (
+    "step",
+    "epoch",
+    "auc",
+    "mse_auc",
+    "normal_recon_mse",
+    "normal_mean_image_mse",
+    "recon_to_mean_image",
+    "train_seconds",
+)
 
 
 @dataclass
@@ -86,15 +95,17 @@ class Milestones:
     train-mean image. Nothing random is drawn, so a run with milestones trains exactly as one
     without."""
 
-    def __init__(self, eval_steps: tuple[int, ...], total_steps: int, splits: Splits, device: torch.device,
-                 batch_size: int) -> None:
+    def __init__(
+        self, eval_steps: tuple[int, ...], total_steps: int, splits: Splits, device: torch.device, batch_size: int
+    ) -> None:
         self.steps = {int(s) for s in eval_steps if int(s) < total_steps}
         self.splits, self.device = splits, device
         self.batch_size = max(int(batch_size), 64)
         self._mean: torch.Tensor | None = None
 
-    def evaluate(self, model: torch.nn.Module, loss_fn: torch.nn.Module, step: int, epoch: int,
-                 train_seconds: float) -> dict[str, Any]:
+    def evaluate(
+        self, model: torch.nn.Module, loss_fn: torch.nn.Module, step: int, epoch: int, train_seconds: float
+    ) -> dict[str, Any]:
         if self._mean is None:
             self._mean = mean_image(self.splits.train)
         scores = score_dataset(model, loss_fn, self.splits.test, self.batch_size, self.device, reference=self._mean)
@@ -103,9 +114,14 @@ class Milestones:
 
     @staticmethod
     def final_row(metrics: dict[str, Any], step: int, epoch: int, train_seconds: float) -> dict[str, Any]:
-        return {"step": step, "epoch": epoch, "auc": metrics.get("auc"),
-                "mse_auc": (metrics.get("term_auc") or {}).get("mse"), **{k: metrics.get(k) for k in RECON_KEYS},
-                "train_seconds": round(train_seconds, 3)}
+        return {
+            "step": step,
+            "epoch": epoch,
+            "auc": metrics.get("auc"),
+            "mse_auc": (metrics.get("term_auc") or {}).get("mse"),
+            **{k: metrics.get(k) for k in RECON_KEYS},
+            "train_seconds": round(train_seconds, 3),
+        }
 
 
 class CheckpointPolicy:
@@ -138,8 +154,9 @@ class PiadeDetector(Detector):
         self.spec, self.device, self.config_hash = spec, device, config_hash
         preset = spec.preset_obj()
         pretrained = spec.pretrained and fresh  # resumed or trained: every weight comes from the run folder
-        self.model = build_model(preset, image_size=spec.image_size, n_vectors=spec.n_vectors,
-                                 pretrained=pretrained).to(device)
+        self.model = build_model(
+            preset, image_size=spec.image_size, n_vectors=spec.n_vectors, pretrained=pretrained
+        ).to(device)
         self.loss_fn = PiadeLoss(preset=preset, pretrained=pretrained).to(device)
         self.history: list[dict[str, Any]] = []
         self.convergence: list[dict[str, Any]] = []
@@ -153,9 +170,18 @@ class PiadeDetector(Detector):
     def fit(self, splits: Splits, run_dir: Path, *, progress: bool, stop_after: int | None) -> dict[str, Any] | None:
         spec = self.spec
         ckpt_dir = run_dir / "checkpoints"
-        trainer = Trainer(self.model, self.loss_fn, stack_images(splits.train, self.device), lr=spec.lr,
-                          weight_decay=spec.weight_decay, batch_size=spec.batch_size, seed=spec.seed,
-                          amp=spec.amp, compile=spec.compile, precision=spec.precision)
+        trainer = Trainer(
+            self.model,
+            self.loss_fn,
+            stack_images(splits.train, self.device),
+            lr=spec.lr,
+            weight_decay=spec.weight_decay,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            amp=spec.amp,
+            compile=spec.compile,
+            precision=spec.precision,
+        )
         last_good = self._resume(trainer, ckpt_dir, progress)
         self.epochs, self.total_steps = budget(spec.epochs, spec.steps, trainer.steps_per_epoch)
         milestones = Milestones(spec.eval_steps, self.total_steps, splits, self.device, spec.batch_size)
@@ -164,17 +190,28 @@ class PiadeDetector(Detector):
 
         def at_milestone(step: int, epoch: int, epoch_seconds: float) -> float:
             t0 = time.time()
-            trainer.convergence.append(milestones.evaluate(self.model, self.loss_fn, step, epoch,
-                                                           trainer.train_seconds + epoch_seconds))
+            trainer.convergence.append(
+                milestones.evaluate(self.model, self.loss_fn, step, epoch, trainer.train_seconds + epoch_seconds)
+            )
             files.write_csv(run_dir / "convergence.csv", pd.DataFrame(trainer.convergence, columns=CONVERGENCE_COLUMNS))
             return time.time() - t0
 
-        bar = tqdm(range(trainer.epochs_done + 1, end_epoch + 1), desc=f"{spec.dataset}/{spec.normal_class} "
-                   f"{spec.variant}", initial=trainer.epochs_done, total=self.epochs, disable=not progress, unit="epoch")
+        bar = tqdm(
+            range(trainer.epochs_done + 1, end_epoch + 1),
+            desc=f"{spec.dataset}/{spec.normal_class} {spec.variant}",
+            initial=trainer.epochs_done,
+            total=self.epochs,
+            disable=not progress,
+            unit="epoch",
+        )
         for epoch in bar:
             try:
-                result = trainer.train_epoch(last_step=self.total_steps, milestones=milestones.steps,
-                                             on_milestone=at_milestone, progress=progress)
+                result = trainer.train_epoch(
+                    last_step=self.total_steps,
+                    milestones=milestones.steps,
+                    on_milestone=at_milestone,
+                    progress=progress,
+                )
             except NonFiniteLossError as exc:
                 raise self._nan_error(run_dir, exc.epoch, exc.batch, last_good, str(exc)) from None
             bar.set_postfix({k: f"{v:.4f}" for k, v in result.means.items()}, refresh=False)
@@ -183,18 +220,27 @@ class PiadeDetector(Detector):
             if policy.due(epoch, end_epoch):
                 if not trainer.weights_are_finite():
                     raise self._nan_error(run_dir, epoch, 0, last_good, f"non-finite model weights after epoch {epoch}")
-                last_good = checkpoints.save_checkpoint(ckpt_dir, {**trainer.state_dict(),
-                                                                   "config_hash": self.config_hash},
-                                                        keep=spec.keep_checkpoints)
+                last_good = checkpoints.save_checkpoint(
+                    ckpt_dir, {**trainer.state_dict(), "config_hash": self.config_hash}, keep=spec.keep_checkpoints
+                )
                 policy.saved()
         bar.close()
         self.history, self.convergence = trainer.history, trainer.convergence
         if end_epoch < self.epochs:
             return None
-        files.atomic_torch_save({"epoch": self.epochs, "step": self.total_steps, "model": self.model.state_dict(),
-                                 "model_config": self.model.config, "loss": self.loss_fn.state_dict(),
-                                 "config_hash": self.config_hash, "history": trainer.history,
-                                 "convergence": trainer.convergence}, ckpt_dir / checkpoints.FINAL)
+        files.atomic_torch_save(
+            {
+                "epoch": self.epochs,
+                "step": self.total_steps,
+                "model": self.model.state_dict(),
+                "model_config": self.model.config,
+                "loss": self.loss_fn.state_dict(),
+                "config_hash": self.config_hash,
+                "history": trainer.history,
+                "convergence": trainer.convergence,
+            },
+            ckpt_dir / checkpoints.FINAL,
+        )
         return {"train_seconds": round(trainer.train_seconds, 3), "steps": self.total_steps}
 
     def _resume(self, trainer: Trainer, ckpt_dir: Path, progress: bool) -> Path | None:
@@ -211,12 +257,19 @@ class PiadeDetector(Detector):
 
     @staticmethod
     def _nan_error(run_dir: Path, epoch: int, batch: int, last_good: Path | None, what: str) -> NonFiniteLossError:
-        good = (f"the last good checkpoint is {last_good}, left intact; re-running resumes from it"
-                if last_good is not None else "no checkpoint was written yet, so a re-run starts afresh")
+        good = (
+            f"the last good checkpoint is {last_good}, left intact; re-running resumes from it"
+            if last_good is not None
+            else "no checkpoint was written yet, so a re-run starts afresh"
+        )
         return NonFiniteLossError(
             f"{what} in {run_dir}; {good}. Nothing was overwritten. To change settings, e.g. a lower learning "
             "rate (--lr) or amp=False on CUDA, start a new run (another --output or --variant, or --overwrite, "
-            "which moves this folder aside); also check the input images for NaNs.", epoch, batch, last_good)
+            "which moves this folder aside); also check the input images for NaNs.",
+            epoch,
+            batch,
+            last_good,
+        )
 
     # ---- scoring ---------------------------------------------------------------------------------
     def load_fitted(self, run_dir: Path) -> None:
@@ -232,8 +285,17 @@ class PiadeDetector(Detector):
 
     def score(self, splits: Splits, *, progress: bool) -> Scored:
         bs = self.spec.batch_size
-        out = score_dataset(self.model, self.loss_fn, splits.test, bs, self.device, progress=progress,
-                            with_maps=splits.has_masks, desc="test", reference=mean_image(splits.train))
+        out = score_dataset(
+            self.model,
+            self.loss_fn,
+            splits.test,
+            bs,
+            self.device,
+            progress=progress,
+            with_maps=splits.has_masks,
+            desc="test",
+            reference=mean_image(splits.train),
+        )
         pix = None
         if splits.has_masks:
             scores, maps, masks = out  # type: ignore[misc]
@@ -281,9 +343,15 @@ class BaselineDetector(Detector):
         self.model.fit(train_x)
         self.fit_seconds = round(time.time() - t0, 3)
         if isinstance(self.model, CAEBaseline) and self.model.model is not None:
-            files.atomic_torch_save({"model": self.model.model.state_dict(), "image_size": int(train_x.shape[-1]),
-                                     "latent_dim": self.model.latent_dim, "history": self.model.history},
-                                    run_dir / "checkpoints" / checkpoints.FINAL)
+            files.atomic_torch_save(
+                {
+                    "model": self.model.model.state_dict(),
+                    "image_size": int(train_x.shape[-1]),
+                    "latent_dim": self.model.latent_dim,
+                    "history": self.model.history,
+                },
+                run_dir / "checkpoints" / checkpoints.FINAL,
+            )
             files.write_csv(run_dir / "history.csv", pd.DataFrame(self.model.history))
         return {"fit_seconds": self.fit_seconds}
 

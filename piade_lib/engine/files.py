@@ -3,13 +3,15 @@ fsynced and ``os.replace``-d into place, so an interrupted process leaves the ol
 never half a file. JSON, CSV and ``torch.save`` go through :func:`atomic_write`; ``to_jsonable`` is the
 one converter to JSON-safe values.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,7 +103,7 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} is not valid JSON ({exc}); restore it or move the run folder aside") from exc
 
 
-def write_csv(path: str | os.PathLike, frame: "Any") -> Path:
+def write_csv(path: str | os.PathLike, frame: Any) -> Path:
     """Atomically write a pandas DataFrame as CSV (no index)."""
     return atomic_write(path, lambda f: frame.to_csv(f, index=False), mode="w")
 

@@ -5,6 +5,7 @@ A run folder is ``<results_root>/runs/<dataset>-<protocol>/<class>/<variant>/`` 
 identified by the hash of its ``config.json`` without the execution keys (device, workers, checkpoint
 interval...); a folder holding another configuration is refused, or moved aside (never deleted).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,18 @@ from piade_lib.engine.files import read_json, to_jsonable, write_json
 # recorded in config.json but left out of the config hash, so a run started on one device (or
 # with another checkpoint interval, or a moved data folder) can be resumed or skipped on another.
 EXECUTION_KEYS = frozenset(
-    {"device", "num_workers", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "n_bootstrap", "data_root",
-     "eval_steps", "compile", "precision"}
+    {
+        "device",
+        "num_workers",
+        "checkpoint_every",
+        "checkpoint_minutes",
+        "keep_checkpoints",
+        "n_bootstrap",
+        "data_root",
+        "eval_steps",
+        "compile",
+        "precision",
+    }
 )
 
 
@@ -48,11 +59,15 @@ def safe_name(value: Any) -> str:
     return s
 
 
-def run_dir_for(results_root: str | os.PathLike, dataset: str, protocol: str, normal_class: Any,
-                variant: str) -> Path:
+def run_dir_for(results_root: str | os.PathLike, dataset: str, protocol: str, normal_class: Any, variant: str) -> Path:
     """``<results_root>/runs/<dataset>-<protocol>/<class>/<variant>``."""
-    return (Path(results_root) / "runs" / f"{safe_name(dataset)}-{safe_name(protocol)}"
-            / safe_name(normal_class) / safe_name(variant))
+    return (
+        Path(results_root)
+        / "runs"
+        / f"{safe_name(dataset)}-{safe_name(protocol)}"
+        / safe_name(normal_class)
+        / safe_name(variant)
+    )
 
 
 def seed_suffix(seed: int) -> str:
@@ -91,8 +106,9 @@ def config_hash(config: dict[str, Any], exclude: Iterable[str] = EXECUTION_KEYS)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def config_diff(old: dict[str, Any], new: dict[str, Any], exclude: Iterable[str] = EXECUTION_KEYS,
-                prefix: str = "") -> dict[str, tuple[Any, Any]]:
+def config_diff(
+    old: dict[str, Any], new: dict[str, Any], exclude: Iterable[str] = EXECUTION_KEYS, prefix: str = ""
+) -> dict[str, tuple[Any, Any]]:
     """Keys (dotted for nested dicts) whose values differ: ``{key: (old, new)}``."""
     ex = set(exclude)
     out: dict[str, tuple[Any, Any]] = {}
@@ -161,8 +177,9 @@ def load_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """config.json of a run folder (without its ``config_hash``); a clear error if it is missing."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a run folder (expected config.json, "
-                                "written by train_run/run_baseline)")
+        raise FileNotFoundError(
+            f"{path} not found: {run_dir} is not a run folder (expected config.json, written by train_run/run_baseline)"
+        )
     cfg = read_json(path)
     cfg.pop("config_hash", None)
     return cfg
@@ -196,7 +213,8 @@ def inspect_run_dir(run_dir: str | os.PathLike, config: dict[str, Any]) -> str:
         f"run folder {run_dir} holds a run with a different configuration:\n{detail}\n"
         "Nothing was changed. To keep both, use another results root (--output) or variant; "
         "to replace it, pass overwrite=True (--overwrite), which moves the old folder to "
-        f"{run_dir.name}.old-<timestamp> beside it (nothing is deleted).")
+        f"{run_dir.name}.old-<timestamp> beside it (nothing is deleted)."
+    )
 
 
 class RunFolderBusyError(RuntimeError):
@@ -232,10 +250,18 @@ def locked(run_dir: str | os.PathLike, wait: float | None = None) -> Iterator[Pa
         raise RunFolderBusyError(
             f"{run_dir} is in use by another process (pid {who.get('pid', '?')} on {who.get('host', '?')}, "
             f"{who.get('command', '?')}, since {who.get('since', '?')}); nothing was changed. Wait for it to "
-            "finish (or set PIADE_LOCK_WAIT=<seconds> to wait), or stop that process first.") from None
+            "finish (or set PIADE_LOCK_WAIT=<seconds> to wait), or stop that process first."
+        ) from None
     try:
-        write_json(holder, {"pid": os.getpid(), "host": platform.node(), "since": _dt.datetime.now().astimezone()
-                            .isoformat(timespec="seconds"), "command": " ".join(sys.argv[:3]) or "python"})
+        write_json(
+            holder,
+            {
+                "pid": os.getpid(),
+                "host": platform.node(),
+                "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "command": " ".join(sys.argv[:3]) or "python",
+            },
+        )
         yield run_dir
     finally:
         holder.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ A run that fails before it saved any progress leaves no folder behind, so the co
 is not refused. :func:`train_run`, :func:`run_baseline` and :func:`evaluate_run` (the ``piade
 train`` / ``piade evaluate`` commands) are thin callers of it.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -40,8 +41,14 @@ class DataChangedError(folders.RunConfigMismatchError):
     """The data a run folder was trained on is not the data found now."""
 
 
-def execute(spec: RunSpec, results_root: str | Path, *, overwrite: bool = False, progress: bool = True,
-            stop_after: int | None = None) -> Path:
+def execute(
+    spec: RunSpec,
+    results_root: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> Path:
     """Run ``spec`` under ``results_root`` (see the module docstring); returns its run folder.
 
     ``stop_after``: leave after that epoch (checkpointed) without finishing, as an interruption
@@ -75,10 +82,19 @@ def execute(spec: RunSpec, results_root: str | Path, *, overwrite: bool = False,
     return run_dir
 
 
-def _fit_and_evaluate(spec: RunSpec, detector: Detector, splits: Splits, run_dir: Path, device: torch.device,
-                      progress: bool, stop_after: int | None, chash: str) -> None:
-    with provenance.session(run_dir, device=device, seed=spec.seed,
-                            pretrained=spec.pretrained if isinstance(spec, PiadeSpec) else False) as session:
+def _fit_and_evaluate(
+    spec: RunSpec,
+    detector: Detector,
+    splits: Splits,
+    run_dir: Path,
+    device: torch.device,
+    progress: bool,
+    stop_after: int | None,
+    chash: str,
+) -> None:
+    with provenance.session(
+        run_dir, device=device, seed=spec.seed, pretrained=spec.pretrained if isinstance(spec, PiadeSpec) else False
+    ) as session:
         if all((run_dir / f).is_file() for f in detector.fitted_files):
             detector.load_fitted(run_dir)  # trained in an earlier session, not (fully) evaluated
         else:
@@ -94,13 +110,20 @@ def _fit_and_evaluate(spec: RunSpec, detector: Detector, splits: Splits, run_dir
         session.facts["auc"] = metrics.get("auc")
 
 
-def evaluate_detector(detector: Detector, splits: Splits, run_dir: Path, n_bootstrap: int, seed: int, chash: str,
-                      progress: bool) -> dict[str, Any]:
+def evaluate_detector(
+    detector: Detector, splits: Splits, run_dir: Path, n_bootstrap: int, seed: int, chash: str, progress: bool
+) -> dict[str, Any]:
     """Score the splits with a fitted detector and write scores.csv, train_scores.csv, roc.csv and,
     last, metrics.json (with the config hash it belongs to). Returns the metrics."""
     scored = detector.score(splits, progress=progress)
-    metrics = compute_metrics(scored.test, n_bootstrap=n_bootstrap, seed=seed, terms=scored.terms,
-                              pixel=scored.pixel_auroc, train_scores=scored.train["total"].to_numpy())
+    metrics = compute_metrics(
+        scored.test,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        terms=scored.terms,
+        pixel=scored.pixel_auroc,
+        train_scores=scored.train["total"].to_numpy(),
+    )
     metrics.update(scored.extra or {})
     metrics["config_hash"] = chash
     write_results(run_dir, scored.test, metrics, scored.train)
@@ -124,8 +147,11 @@ def _folder_state(run_dir: Path, config: dict[str, Any], overwrite: bool) -> str
 
 
 def _finished_files(spec: RunSpec) -> tuple[str, ...]:
-    return ("scores.csv", "metrics.json") if isinstance(spec, BaselineSpec) else (
-        "checkpoints/" + checkpoints.FINAL, "metrics.json")
+    return (
+        ("scores.csv", "metrics.json")
+        if isinstance(spec, BaselineSpec)
+        else ("checkpoints/" + checkpoints.FINAL, "metrics.json")
+    )
 
 
 def _finished(run_dir: Path, spec: RunSpec, chash: str) -> bool:
@@ -135,7 +161,8 @@ def _finished(run_dir: Path, spec: RunSpec, chash: str) -> bool:
     if recorded is not None and recorded != chash:
         raise folders.RunConfigMismatchError(
             f"{run_dir / 'metrics.json'} belongs to configuration {recorded}, but {run_dir / 'config.json'} is "
-            f"configuration {chash}: the folder mixes two runs. Move it aside (or --overwrite) and run again.")
+            f"configuration {chash}: the folder mixes two runs. Move it aside (or --overwrite) and run again."
+        )
     return True
 
 
@@ -165,7 +192,8 @@ def _check_data(run_dir: Path, splits: Splits, accept_changed: bool) -> None:
             f"the data of {run_dir} changed since the run was trained: manifest checksum {old.get('checksum')} "
             f"(in {path}) vs {splits.manifest.get('checksum')} now. Restore the data (the manifest lists "
             "train_ids/test_ids), or start afresh with --overwrite, or (piade evaluate) pass "
-            "--accept-changed-data to score the data as it is now and record it in the manifest.")
+            "--accept-changed-data to score the data as it is now and record it in the manifest."
+        )
     files.write_json(path, splits.manifest)
 
 
@@ -183,16 +211,23 @@ def refresh_metrics(run_dir: str | Path, n_bootstrap: int | None = None) -> dict
     cfg = folders.load_config(run_dir)
     scores_path = run_dir / "scores.csv"
     if not scores_path.is_file():
-        raise FileNotFoundError(f"{scores_path} not found: the run in {run_dir} has not been evaluated; run it "
-                                "to the end first (the same `piade train` command resumes it)")
+        raise FileNotFoundError(
+            f"{scores_path} not found: the run in {run_dir} has not been evaluated; run it "
+            "to the end first (the same `piade train` command resumes it)"
+        )
     old = files.read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     scores = pd.read_csv(scores_path)
     train_path = run_dir / "train_scores.csv"
     nb = int(cfg.get("n_bootstrap", 1000) if n_bootstrap is None else n_bootstrap)
     terms = ("total",) if cfg.get("kind") == "baseline" else TERMS
-    metrics = compute_metrics(scores, n_bootstrap=nb, seed=int(cfg.get("seed", 0)), terms=terms,
-                              pixel=old.get("pixel_auroc"),
-                              train_scores=pd.read_csv(train_path)["total"].to_numpy() if train_path.is_file() else None)
+    metrics = compute_metrics(
+        scores,
+        n_bootstrap=nb,
+        seed=int(cfg.get("seed", 0)),
+        terms=terms,
+        pixel=old.get("pixel_auroc"),
+        train_scores=pd.read_csv(train_path)["total"].to_numpy() if train_path.is_file() else None,
+    )
     metrics.update({k: v for k, v in old.items() if k not in metrics})
     metrics["config_hash"] = folders.config_hash(cfg)
     write_results(run_dir, scores, metrics)
@@ -202,32 +237,73 @@ def refresh_metrics(run_dir: str | Path, n_bootstrap: int | None = None) -> dict
 # ----------------------------------------------------------------------------------------------
 # the entry points
 # ----------------------------------------------------------------------------------------------
-def train_run(cfg: RunConfig | PiadeSpec, results_root: str | Path, progress: bool = True, *, overwrite: bool = False,
-              stop_after: int | None = None) -> Path:
+def train_run(
+    cfg: RunConfig | PiadeSpec,
+    results_root: str | Path,
+    progress: bool = True,
+    *,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+) -> Path:
     """Train (or resume, or skip) the PIADE run ``cfg`` under ``results_root``, then evaluate it.
     Returns the run folder."""
     return execute(cfg.resolved(), results_root, overwrite=overwrite, progress=progress, stop_after=stop_after)
 
 
-def run_baseline(name: str, dataset: str, normal_class: str | int, results_root: str | Path,
-                 protocol: str | None = None, seed: int = 0, image_size: int | None = None, epochs: int = 100, *,
-                 preset: str = "paper", data_root: str | None = None, limit_train: int | None = None,
-                 limit_test: int | None = None, n_bootstrap: int = 1000, device: str = "auto",
-                 params: dict[str, Any] | None = None, overwrite: bool = False, progress: bool = True,
-                 **task_params: Any) -> Path:
+def run_baseline(
+    name: str,
+    dataset: str,
+    normal_class: str | int,
+    results_root: str | Path,
+    protocol: str | None = None,
+    seed: int = 0,
+    image_size: int | None = None,
+    epochs: int = 100,
+    *,
+    preset: str = "paper",
+    data_root: str | None = None,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    n_bootstrap: int = 1000,
+    device: str = "auto",
+    params: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **task_params: Any,
+) -> Path:
     """Fit baseline ``name`` on the normal train images of the task and score its test images, in
     ``<results_root>/runs/<dataset>-<protocol>/<class>/baseline-<name>/`` (config.json, manifest.json,
     scores.csv ``id,label,total``, train_scores.csv, metrics.json, provenance.json). ``task_params``
     go to ``one_class_task``."""
-    spec = BaselineSpec.build(name, dataset, normal_class, protocol, seed, image_size, epochs, preset=preset,
-                              data_root=data_root, limit_train=limit_train, limit_test=limit_test,
-                              n_bootstrap=n_bootstrap, device=device, params=params, **task_params)
+    spec = BaselineSpec.build(
+        name,
+        dataset,
+        normal_class,
+        protocol,
+        seed,
+        image_size,
+        epochs,
+        preset=preset,
+        data_root=data_root,
+        limit_train=limit_train,
+        limit_test=limit_test,
+        n_bootstrap=n_bootstrap,
+        device=device,
+        params=params,
+        **task_params,
+    )
     return execute(spec, results_root, overwrite=overwrite, progress=progress)
 
 
-def evaluate_run(run_dir: str | Path, n_bootstrap: int | None = None, *, device: str | torch.device | None = "auto",
-                 progress: bool = True, splits: Splits | tuple[Any, Dataset, Dataset] | None = None,
-                 accept_changed_data: bool = False) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path,
+    n_bootstrap: int | None = None,
+    *,
+    device: str | torch.device | None = "auto",
+    progress: bool = True,
+    splits: Splits | tuple[Any, Dataset, Dataset] | None = None,
+    accept_changed_data: bool = False,
+) -> dict[str, Any]:
     """(Re)score a finished run's test and train images and write its metrics (``piade evaluate``).
 
     PIADE runs are scored again with ``checkpoints/final.pt``, on the data found now, which must be

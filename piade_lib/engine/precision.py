@@ -38,6 +38,7 @@ A training step (what ``train_run`` should do)::
 ``prec`` may be given as a name everywhere (``"bf16"``) or as the :class:`StepPrecision` that
 :func:`resolve` returns.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -88,8 +89,9 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def resolve(device: torch.device | str, precision: str | StepPrecision = "auto",
-            channels_last: bool | None = None) -> StepPrecision:
+def resolve(
+    device: torch.device | str, precision: str | StepPrecision = "auto", channels_last: bool | None = None
+) -> StepPrecision:
     """The settings a training step on ``device`` uses for ``precision`` (one of :data:`PRECISIONS`).
 
     ``channels_last``: None = the default (yes: on CUDA as before, and on the CPU, where it makes float32
@@ -109,13 +111,17 @@ def resolve(device: torch.device | str, precision: str | StepPrecision = "auto",
         else:
             precision = "fp32"
     if precision == "fp16" and dev.type != "cuda":
-        raise ValueError(f"precision 'fp16' (with a GradScaler) is for CUDA devices; on {dev.type} use 'bf16' or 'fp32'")
+        raise ValueError(
+            f"precision 'fp16' (with a GradScaler) is for CUDA devices; on {dev.type} use 'bf16' or 'fp32'"
+        )
     if channels_last is None:
         channels_last = True
     return StepPrecision(dev.type, precision, bool(channels_last))
 
 
-def amp_settings(device: torch.device | str, precision: str | StepPrecision = "auto") -> tuple[torch.dtype | None, bool]:
+def amp_settings(
+    device: torch.device | str, precision: str | StepPrecision = "auto"
+) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None, use GradScaler): the pair ``train.amp_settings`` returns, for any precision."""
     p = resolve(device, precision)
     return p.autocast_dtype, p.grad_scaler
@@ -153,8 +159,14 @@ def set_memory_format(module: nn.Module, fmt: torch.memory_format) -> nn.Module:
     return module
 
 
-def prepare_model(model: nn.Module, device: torch.device | str, precision: str | StepPrecision = "auto", *,
-                  compile: bool = False, compile_options: dict[str, Any] | None = None) -> nn.Module:
+def prepare_model(
+    model: nn.Module,
+    device: torch.device | str,
+    precision: str | StepPrecision = "auto",
+    *,
+    compile: bool = False,
+    compile_options: dict[str, Any] | None = None,
+) -> nn.Module:
     """Set the memory format of ``model``'s convolutions (in place) and, with ``compile=True``, return
     ``torch.compile(model, **compile_options)`` (opt-in: its first steps compile for minutes on a CPU; the
     compiled wrapper shares the parameters, but its state dict keys are prefixed ``_orig_mod.``, so
@@ -189,8 +201,12 @@ def fused_adam_available(device: torch.device | str) -> bool:
     return True
 
 
-def optimizer(params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], lr: float, weight_decay: float,
-              device: torch.device | str) -> torch.optim.Adam:
+def optimizer(
+    params: Iterable[nn.Parameter] | Iterable[dict[str, Any]],
+    lr: float,
+    weight_decay: float,
+    device: torch.device | str,
+) -> torch.optim.Adam:
     """Adam with L2 weight decay (the paper's and the released code's optimizer), in torch's fused
     implementation where the device supports it (one kernel for all parameters: on a CPU ~10x faster
     than the default per-parameter loop; the same update up to float32 rounding), else the default."""

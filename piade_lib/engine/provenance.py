@@ -1,6 +1,7 @@
 """provenance.json: which code, packages, device and command produced a run, one entry per session
 (start, end, wall time, status). No host or user names are recorded.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,6 +29,7 @@ from piade_lib.engine.files import read_json, to_jsonable, write_json
 def _version(module: str) -> str | None:
     try:
         from importlib.metadata import version
+
         return version(module)
     except Exception:
         return None
@@ -37,6 +39,7 @@ def package_versions() -> dict[str, str | None]:
     """Versions of python and the packages a result depends on."""
     import sklearn
     import torchvision
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -60,12 +63,16 @@ def git_info(start: str | os.PathLike | None = None) -> dict[str, Any] | None:
     if git is None:
         return None
     try:
-        commit = subprocess.run([git, "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10)
+        commit = subprocess.run([git, "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return None
-        status = subprocess.run([git, "status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)results"], cwd=here,
-                                capture_output=True, text=True, timeout=30)
+        status = subprocess.run(
+            [git, "status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)results"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return None
@@ -78,7 +85,8 @@ def device_name(device: str | torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple MPS"
-    return f"cpu ({platform.machine() or 'unknown'}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
+    machine = platform.machine() or "unknown"
+    return f"cpu ({machine}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
 
 
 def now_iso() -> str:
@@ -155,8 +163,11 @@ def mark_killed_sessions(run_dir: str | os.PathLike) -> int:
     n = 0
     for s in prov.get("sessions", []):
         if s.get("status") == "running":
-            s.update(status="killed", note=f"its process ended without recording an end (killed or crashed); "
-                     f"found at {now_iso()} by the next session")
+            s.update(
+                status="killed",
+                note=f"its process ended without recording an end (killed or crashed); "
+                f"found at {now_iso()} by the next session",
+            )
             n += 1
     if n:
         write_json(path, prov)
@@ -184,8 +195,9 @@ def session(run_dir: str | os.PathLike, *, device: Any, seed: int, pretrained: b
     with its status, also when the body raises (``"stopped: <Error>"``, then the error goes on)."""
     run_dir = Path(run_dir)
     mark_killed_sessions(run_dir)
-    s = Session(run_dir, new_session(device=str(device), device_name=device_name(device), status="running",
-                                     pid=os.getpid()))
+    s = Session(
+        run_dir, new_session(device=str(device), device_name=device_name(device), status="running", pid=os.getpid())
+    )
     update_provenance(run_dir, s.entry, **provenance(seed, device, pretrained))
     try:
         yield s

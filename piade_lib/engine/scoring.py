@@ -7,6 +7,7 @@ Gaussian window 11 / sigma 1.5 (the window of the SSIM loss), reflect padding so
 image size, averaged over the 3 channels. pytorch-msssim only returns SSIM means, so the map is
 computed here with the same window and constants.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,15 +36,23 @@ def _gauss_1d(size: int, sigma: float, device: torch.device, dtype: torch.dtype)
     return g / g.sum()
 
 
-def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: int = 11,
-             win_sigma: float = 1.5, k: tuple[float, float] = (0.01, 0.03)) -> torch.Tensor:
+def ssim_map(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    win_size: int = 11,
+    win_sigma: float = 1.5,
+    k: tuple[float, float] = (0.01, 0.03),
+) -> torch.Tensor:
     """Per-pixel SSIM of two ``(B, C, H, W)`` batches, averaged over channels: ``(B, 1, H, W)``.
 
     Same Gaussian window and constants as pytorch-msssim, but with reflect padding so the map keeps
     the image size (pytorch-msssim uses a valid convolution and only returns means).
     """
     if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(f"ssim_map needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"ssim_map needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     x, y = x.float(), y.float()
     c = x.shape[1]
     win = min(win_size, 2 * (min(x.shape[-2:]) // 2) - 1)  # odd, and padding < size for tiny images
@@ -103,8 +112,7 @@ def anomaly_map(model: torch.nn.Module, images: torch.Tensor, data_range: float 
 # scoring
 # --------------------------------------------------------------------------------------------
 def _loader(dataset: Dataset, batch_size: int, device: torch.device) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
-                      pin_memory=device.type == "cuda")
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=device.type == "cuda")
 
 
 def _as_list(v: Any, n: int) -> list:
@@ -116,10 +124,18 @@ def _as_list(v: Any, n: int) -> list:
 
 
 @torch.no_grad()
-def score_dataset(model: torch.nn.Module, loss_fn: torch.nn.Module, dataset: Dataset, batch_size: int = 64,
-                  device: str | torch.device = "cpu", *, progress: bool = False, with_maps: bool = False,
-                  desc: str = "scoring", reference: torch.Tensor | None = None
-                  ) -> pd.DataFrame | tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
+def score_dataset(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    dataset: Dataset,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    *,
+    progress: bool = False,
+    with_maps: bool = False,
+    desc: str = "scoring",
+    reference: torch.Tensor | None = None,
+) -> pd.DataFrame | tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
     """Score every item of ``dataset`` (dict items with ``image``, ``label``, ``id``): a DataFrame
     ``id, label, mse, perceptual, ssim_loss, total`` from ``loss_fn.per_image`` (model in eval mode,
     previous mode restored). With ``reference`` (a ``(3, S, S)`` image, e.g. :func:`mean_image` of
@@ -176,8 +192,9 @@ def mean_image(dataset: Dataset, batch_size: int = 256) -> torch.Tensor:
     return (total / n).float()
 
 
-def write_results(run_dir: str | os.PathLike, scores: pd.DataFrame, metrics: dict[str, Any],
-                  train_scores: pd.DataFrame | None = None) -> None:
+def write_results(
+    run_dir: str | os.PathLike, scores: pd.DataFrame, metrics: dict[str, Any], train_scores: pd.DataFrame | None = None
+) -> None:
     """Write scores.csv, roc.csv, (train_scores.csv) and, last, metrics.json, all atomically."""
     run_dir = Path(run_dir)
     files.write_csv(run_dir / "scores.csv", scores)
@@ -193,8 +210,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device "
-                           f"(torch {torch.__version__}); use --device cpu or auto")
+        raise RuntimeError(
+            "device 'cuda' was asked for but torch sees no CUDA device "
+            f"(torch {torch.__version__}); use --device cpu or auto"
+        )
     return dev
 
 
@@ -206,18 +225,21 @@ def load_final(run_dir: str | os.PathLike, config_hash: str | None = None) -> di
     if not final_path.is_file():
         raise FileNotFoundError(
             f"{final_path} not found: the run in {run_dir} has not finished training. "
-            "Run `piade train` with the same settings (it resumes) before evaluating or scoring.")
+            "Run `piade train` with the same settings (it resumes) before evaluating or scoring."
+        )
     expected = config_hash or folders.config_hash(folders.load_config(run_dir))
     final = checkpoints.load_torch(final_path)
     if final.get("config_hash") != expected:
         raise folders.RunConfigMismatchError(
             f"{final_path} belongs to configuration {final.get('config_hash')}, but {run_dir / 'config.json'} "
-            f"is configuration {expected}: the folder mixes two runs. Move it aside and train again.")
+            f"is configuration {expected}: the folder mixes two runs. Move it aside and train again."
+        )
     return final
 
 
-def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu"
-                 ) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, Any]]:
+def load_trained(
+    run_dir: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, Any]]:
     """(model, loss_fn, config) of a finished PIADE run, from ``checkpoints/final.pt`` (checked
     against config.json's hash), in eval mode on ``device``."""
     from piade_lib.model.losses import PiadeLoss

@@ -2,6 +2,7 @@
 package, optionally limited to a seeded (stratified, for the test split) subset, and the manifest that
 records which images the run used.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,10 +50,16 @@ def task_from_config(config: dict[str, Any]) -> tuple[Any, Dataset, Dataset]:
 
     overrides = config.get("preset_overrides") or {}
     preset: str | Preset = get_preset(config["preset"], **overrides) if overrides else config["preset"]
-    task = one_class_task(config["dataset"], config["normal_class"], protocol=config.get("protocol"),
-                          seed=int(config.get("seed", 0)), root=config.get("data_root"),
-                          image_size=config.get("image_size"), preset=preset,
-                          **(config.get("protocol_params") or {}))
+    task = one_class_task(
+        config["dataset"],
+        config["normal_class"],
+        protocol=config.get("protocol"),
+        seed=int(config.get("seed", 0)),
+        root=config.get("data_root"),
+        image_size=config.get("image_size"),
+        preset=preset,
+        **(config.get("protocol_params") or {}),
+    )
     seed = int(config.get("seed", 0))
     labels = (getattr(task, "manifest", None) or {}).get("test_labels")
     train = limit_dataset(task.train, config.get("limit_train"), seed)
@@ -88,8 +95,9 @@ class Splits:
 
     def same_data_as(self, recorded: dict[str, Any]) -> bool:
         """Whether a recorded manifest names the same images (checksum and subset positions)."""
-        return (recorded.get("checksum") == self.manifest.get("checksum")
-                and recorded.get("subset") == self.manifest.get("subset"))
+        return recorded.get("checksum") == self.manifest.get("checksum") and recorded.get(
+            "subset"
+        ) == self.manifest.get("subset")
 
 
 def load_splits(config: dict[str, Any], *, validate: bool = True, progress: bool = False) -> Splits:
@@ -101,8 +109,10 @@ def load_splits(config: dict[str, Any], *, validate: bool = True, progress: bool
 
     task, train, test = task_from_config(config)
     if len(train) < 2:  # type: ignore[arg-type]
-        raise ValueError(f"{config['dataset']} class {config['normal_class']}: {len(train)} training image(s); "  # type: ignore[arg-type]
-                         "need at least 2")
+        raise ValueError(
+            f"{config['dataset']} class {config['normal_class']}: {len(train)} training image(s); "  # type: ignore[arg-type]
+            "need at least 2"
+        )
     if validate:
         validate_split(train, "train", progress=progress)
         validate_split(test, "test", progress=progress)

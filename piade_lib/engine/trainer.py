@@ -18,6 +18,7 @@ they were trained through a DataLoader. The loss terms are summed on the device 
 epoch; a non-finite batch is remembered on the device (its index) and reported at the end of the
 epoch, before anything is checkpointed.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,8 +68,10 @@ def budget(epochs: int | None, steps: int | None, steps_per_epoch: int) -> tuple
 @torch.no_grad()
 def stack_images(dataset: Dataset, device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """Every image of ``dataset`` as one ``(N, 3, S, S)`` float32 tensor on ``device``, in dataset order."""
-    parts = [batch["image"].to(device, torch.float32)
-             for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)]
+    parts = [
+        batch["image"].to(device, torch.float32)
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    ]
     if not parts:
         raise ValueError("the training split is empty")
     return torch.cat(parts)
@@ -107,9 +110,20 @@ class EpochResult:
 class Trainer:
     """Adam on ``loss_fn.per_image(model(x), x)["total"].mean()`` over the images of ``images``."""
 
-    def __init__(self, model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.Tensor, *, lr: float,
-                 weight_decay: float, batch_size: int, seed: int, amp: bool = True, compile: bool | str = False,
-                 precision: str = "auto") -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: torch.nn.Module,
+        images: torch.Tensor,
+        *,
+        lr: float,
+        weight_decay: float,
+        batch_size: int,
+        seed: int,
+        amp: bool = True,
+        compile: bool | str = False,
+        precision: str = "auto",
+    ) -> None:
         self.model, self.loss_fn = model, loss_fn
         self.device = images.device
         self.batch_size = int(batch_size)
@@ -148,8 +162,9 @@ class Trainer:
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """One optimiser step on the batch ``x``; the batch's per-term loss sums, on the device."""
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
             recon = self.forward(x).reconstruction
         terms = self.loss_fn.per_image(recon.float(), x)
         loss = terms["total"].mean()
@@ -159,9 +174,14 @@ class Trainer:
         self.scaler.update()
         return torch.stack([terms[t].detach().float().sum() for t in TERMS])
 
-    def train_epoch(self, *, last_step: int, milestones: set[int] | frozenset[int] = frozenset(),
-                    on_milestone: Callable[[int, int, float], float] | None = None,
-                    progress: bool = False) -> EpochResult:
+    def train_epoch(
+        self,
+        *,
+        last_step: int,
+        milestones: set[int] | frozenset[int] = frozenset(),
+        on_milestone: Callable[[int, int, float], float] | None = None,
+        progress: bool = False,
+    ) -> EpochResult:
         """One epoch (cut at optimiser step ``last_step``). After each step of ``milestones``,
         ``on_milestone(step, epoch, training seconds of this epoch so far)`` runs and returns the seconds
         it spent (milestone scoring: not counted as training time). Raises :class:`NonFiniteLossError`
@@ -175,21 +195,24 @@ class Trainer:
         sums = torch.zeros(len(TERMS), device=self.device, dtype=torch.float64)
         first_bad = torch.full((), -1, device=self.device, dtype=torch.int64)
         seen, step, excluded = 0, first_step - 1, 0.0
-        for b in tqdm(range(1, n_batches + 1), desc=f"epoch {epoch}", leave=False, disable=not progress,
-                      unit="batch"):
+        for b in tqdm(range(1, n_batches + 1), desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch"):
             if first_step + b - 1 > last_step:  # a step budget ends inside the last epoch
                 break
             step = first_step + b - 1
-            idx = order[(b - 1) * self.batch_size:b * self.batch_size].to(self.device)
+            idx = order[(b - 1) * self.batch_size : b * self.batch_size].to(self.device)
             try:
                 batch_sums = self.step(self.images.index_select(0, idx).contiguous(memory_format=self.memory_format))
             except RuntimeError as exc:  # e.g. Adam's step size overflowing float32 for an absurd lr
                 if "overflow" not in str(exc):
                     raise
-                raise NonFiniteLossError(f"the optimiser step overflowed at epoch {epoch}, batch {b} ({exc}; "
-                                         f"learning rate {self.lr:g})", epoch, b) from None
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(batch_sums).all(),
-                                    torch.full_like(first_bad, b), first_bad)
+                raise NonFiniteLossError(
+                    f"the optimiser step overflowed at epoch {epoch}, batch {b} ({exc}; learning rate {self.lr:g})",
+                    epoch,
+                    b,
+                ) from None
+            first_bad = torch.where(
+                (first_bad < 0) & ~torch.isfinite(batch_sums).all(), torch.full_like(first_bad, b), first_bad
+            )
             sums += batch_sums.double()
             seen += int(idx.numel())
             if step in milestones and on_milestone is not None:
@@ -213,11 +236,17 @@ class Trainer:
 
     # ---- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epochs_done, "model": self.model.state_dict(), "model_config": self.model.config,
-                "loss": self.loss_fn.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-                "rng": checkpoints.rng_state(self.generator), "history": list(self.history),
-                "convergence": list(self.convergence)}
+        return {
+            "epoch": self.epochs_done,
+            "model": self.model.state_dict(),
+            "model_config": self.model.config,
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": checkpoints.rng_state(self.generator),
+            "history": list(self.history),
+            "convergence": list(self.convergence),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])

@@ -5,6 +5,7 @@ specs with their folders; ``runner`` executes them (skipping finished runs, resu
 ``executors`` say where they execute (this process, or Ray tasks); ``preflight`` checks a profile before
 anything trains.
 """
+
 from __future__ import annotations
 
 from piade_lib.experiments.executors import (  # noqa: F401

@@ -17,6 +17,7 @@ filesystem every worker sees) are the single source of truth, so skip and resume
 whichever executor ran a run before. :func:`make_executor` picks one: an explicit choice, else
 ``$PIADE_EXECUTOR`` (``local`` | ``ray``), else the profile's ``executor`` key, else local.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,7 +62,7 @@ class RunFailure:
 def _short(text: str, limit: int = 240) -> str:
     """The first line of an error message, cut at ``limit`` characters (the full text is in the summary)."""
     first = text.strip().splitlines()[0] if text.strip() else "(no message)"
-    return first if len(first) <= limit else first[:limit - 1] + "…"
+    return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
 class RunsFailedError(RuntimeError):
@@ -94,9 +95,18 @@ class Executor:
         """One line: where the runs execute."""
         return self.kind
 
-    def run(self, plan: Sequence[PlannedRun], results_root: str | Path, execute: Execute, *,
-            progress: bool = False, prune: bool = True, verbose: bool = True, bar: bool = True,
-            desc: str = "runs") -> list[Path]:
+    def run(
+        self,
+        plan: Sequence[PlannedRun],
+        results_root: str | Path,
+        execute: Execute,
+        *,
+        progress: bool = False,
+        prune: bool = True,
+        verbose: bool = True,
+        bar: bool = True,
+        desc: str = "runs",
+    ) -> list[Path]:
         """Execute every run of ``plan`` through ``execute``; return their folders in plan order.
 
         A run folder planned twice (sections may share runs) is executed once. ``verbose`` prints one
@@ -119,8 +129,9 @@ class Executor:
             position.append(sizes[p.section])
         finished_before = [p.is_finished() for p in unique]
         if verbose and unique:
-            print(f"[{desc}] {len(unique)} run(s), {sum(finished_before)} finished before; {self.describe()}",
-                  flush=True)
+            print(
+                f"[{desc}] {len(unique)} run(s), {sum(finished_before)} finished before; {self.describe()}", flush=True
+            )
 
         done: list[Path | None] = [None] * len(unique)
         failures: dict[int, RunFailure] = {}
@@ -140,8 +151,16 @@ class Executor:
             counter.update()
 
         try:
-            self._execute(unique, Path(results_root), execute, progress=progress, prune=prune, verbose=verbose,
-                          finished_before=finished_before, report=report)
+            self._execute(
+                unique,
+                Path(results_root),
+                execute,
+                progress=progress,
+                prune=prune,
+                verbose=verbose,
+                finished_before=finished_before,
+                report=report,
+            )
         finally:
             counter.close()
         if failures:
@@ -151,16 +170,32 @@ class Executor:
             raise RunsFailedError(ordered, len(unique))
         return [done[first[str(p.run_dir)]] for p in plan]  # type: ignore[misc]
 
-    def _execute(self, runs: list[PlannedRun], results_root: Path, execute: Execute, *, progress: bool,
-                 prune: bool, verbose: bool, finished_before: list[bool],
-                 report: Callable[[int, Path | None, float | None, RunFailure | None], None]) -> None:
+    def _execute(
+        self,
+        runs: list[PlannedRun],
+        results_root: Path,
+        execute: Execute,
+        *,
+        progress: bool,
+        prune: bool,
+        verbose: bool,
+        finished_before: list[bool],
+        report: Callable[[int, Path | None, float | None, RunFailure | None], None],
+    ) -> None:
         """Execute ``runs`` and call ``report(i, run_dir, seconds, None)`` or ``report(i, None, None,
         failure)`` once for each, as it finishes."""
         raise NotImplementedError
 
 
-def _run_here(i: int, p: PlannedRun, results_root: Path, execute: Execute, progress: bool, prune: bool,
-              report: Callable[..., None]) -> None:
+def _run_here(
+    i: int,
+    p: PlannedRun,
+    results_root: Path,
+    execute: Execute,
+    progress: bool,
+    prune: bool,
+    report: Callable[..., None],
+) -> None:
     """Execute one run in this process and report it (a failure is reported, not raised)."""
     try:
         run_dir, seconds = _timed(execute, p, str(results_root), progress, prune)
@@ -219,8 +254,14 @@ class RayExecutor(Executor):
 
     kind = "ray"
 
-    def __init__(self, num_gpus_per_run: float = 0.25, num_cpus_per_run: float = 1, max_retries: int = 3,
-                 address: str | None = None, log_to_driver: bool = False) -> None:
+    def __init__(
+        self,
+        num_gpus_per_run: float = 0.25,
+        num_cpus_per_run: float = 1,
+        max_retries: int = 3,
+        address: str | None = None,
+        log_to_driver: bool = False,
+    ) -> None:
         self.num_gpus_per_run = float(num_gpus_per_run)
         self.num_cpus_per_run = float(num_cpus_per_run)
         self.max_retries = int(max_retries)
@@ -229,8 +270,12 @@ class RayExecutor(Executor):
 
     @classmethod
     def from_settings(cls, settings: ExecutorSettings, **kwargs: Any) -> RayExecutor:
-        return cls(num_gpus_per_run=settings.num_gpus_per_run, num_cpus_per_run=settings.num_cpus_per_run,
-                   max_retries=settings.max_retries, **kwargs)
+        return cls(
+            num_gpus_per_run=settings.num_gpus_per_run,
+            num_cpus_per_run=settings.num_cpus_per_run,
+            max_retries=settings.max_retries,
+            **kwargs,
+        )
 
     def describe(self) -> str:
         return "executor: ray (one task per run, in parallel)"
@@ -256,7 +301,8 @@ class RayExecutor(Executor):
                     f"could not join the Ray cluster at {address} ($RAY_ADDRESS): {exc}. Is it running (`ray status`)? "
                     "If it uses Ray's token authentication (on by default for `ray start` when ~/.ray/auth_token "
                     "exists), set RAY_AUTH_MODE=token for this process too, or use RAY_ADDRESS=auto on a node of the "
-                    "cluster. Unset RAY_ADDRESS to start a local Ray runtime instead.") from exc
+                    "cluster. Unset RAY_ADDRESS to start a local Ray runtime instead."
+                ) from exc
             return True, f"cluster at {address}"
         ray.init(address="local", include_dashboard=False, **quiet)
         return True, "local runtime started for these runs"
@@ -285,22 +331,37 @@ class RayExecutor(Executor):
         started, where = self._connect()
         try:
             root = results_root.expanduser().resolve()  # workers may start elsewhere: absolute paths
-            pending = self._submit(ray, runs, todo, root, execute, progress=progress, prune=prune, verbose=verbose,
-                                   where=where)
+            pending = self._submit(
+                ray, runs, todo, root, execute, progress=progress, prune=prune, verbose=verbose, where=where
+            )
             _collect(ray, pending, runs, root, results_root, report)
         finally:
             if started:
                 ray.shutdown()
 
-    def _submit(self, ray: Any, runs: list[PlannedRun], todo: list[int], root: Path, execute: Execute, *,
-                progress: bool, prune: bool, verbose: bool, where: str) -> dict[Any, int]:
+    def _submit(
+        self,
+        ray: Any,
+        runs: list[PlannedRun],
+        todo: list[int],
+        root: Path,
+        execute: Execute,
+        *,
+        progress: bool,
+        prune: bool,
+        verbose: bool,
+        where: str,
+    ) -> dict[Any, int]:
         """Start one Ray task for each run in ``todo``; return the task references -> run positions."""
         resources = ray.cluster_resources()
         gpus_in_cluster = float(resources.get("GPU", 0))
         use_gpus = self.num_gpus_per_run if gpus_in_cluster > 0 else 0.0
         if verbose:
-            print(f"[ray] {where}: {resources.get('CPU', 0):g} CPU, {gpus_in_cluster:g} GPU; each run asks for "
-                  f"{self.num_cpus_per_run:g} CPU" + (f" and {use_gpus:g} GPU" if use_gpus else ""), flush=True)
+            print(
+                f"[ray] {where}: {resources.get('CPU', 0):g} CPU, {gpus_in_cluster:g} GPU; each run asks for "
+                f"{self.num_cpus_per_run:g} CPU" + (f" and {use_gpus:g} GPU" if use_gpus else ""),
+                flush=True,
+            )
         env = {"env_vars": self._env_vars()}
         base = {"num_cpus": self.num_cpus_per_run, "max_retries": self.max_retries, "runtime_env": env}
         on_cpu = ray.remote(**base)(_timed)
@@ -313,8 +374,14 @@ class RayExecutor(Executor):
         return pending
 
 
-def _collect(ray: Any, pending: dict[Any, int], runs: list[PlannedRun], root: Path, results_root: Path,
-             report: Callable[[int, Path | None, float | None, RunFailure | None], None]) -> None:
+def _collect(
+    ray: Any,
+    pending: dict[Any, int],
+    runs: list[PlannedRun],
+    root: Path,
+    results_root: Path,
+    report: Callable[[int, Path | None, float | None, RunFailure | None], None],
+) -> None:
     """Report each of the ``pending`` Ray tasks as it finishes; cancel those left when interrupted."""
     try:
         while pending:
@@ -393,6 +460,8 @@ def check_environment() -> list[str]:
         try:
             import ray  # noqa: F401
         except ImportError as exc:
-            return [f"${ENV_VAR}=ray but Ray cannot be imported ({exc}); install the project's environment "
-                    "(scripts/env.sh) or unset it"]
+            return [
+                f"${ENV_VAR}=ray but Ray cannot be imported ({exc}); install the project's environment "
+                "(scripts/env.sh) or unset it"
+            ]
     return []

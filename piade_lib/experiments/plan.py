@@ -1,6 +1,7 @@
 """The runs a profile section plans, each with its run folder: PIADE runs for every (class, preset,
 n_vectors, seed, flipped reading), then the baselines, as typed run specs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,8 +15,16 @@ from piade_lib.engine.config import BaselineSpec, PiadeSpec, RunConfig, RunSpec
 from piade_lib.experiments.profiles import Section
 
 # RunConfig fields a baseline run shares with the section's PIADE runs (same task, same test set).
-_BASELINE_TASK_FIELDS = ("protocol", "seed", "image_size", "data_root", "limit_train", "limit_test",
-                         "n_bootstrap", "device")
+_BASELINE_TASK_FIELDS = (
+    "protocol",
+    "seed",
+    "image_size",
+    "data_root",
+    "limit_train",
+    "limit_test",
+    "n_bootstrap",
+    "device",
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,11 @@ class PlannedRun:
 
     @property
     def finished_files(self) -> tuple[str, ...]:
-        return ("scores.csv", "metrics.json") if self.kind == "baseline" else (
-            "checkpoints/" + checkpoints.FINAL, "metrics.json")
+        return (
+            ("scores.csv", "metrics.json")
+            if self.kind == "baseline"
+            else ("checkpoints/" + checkpoints.FINAL, "metrics.json")
+        )
 
     def is_finished(self) -> bool:
         return folders.is_finished(self.run_dir, self.finished_files)
@@ -99,7 +111,16 @@ def baseline_kwargs(section: Section, normal_class: str, name: str, seed: int | 
 
 def plan_frame(section: Section, results_root: str | Path) -> pd.DataFrame:
     """The section's runs as a table: class, kind, variant, finished, run folder."""
-    rows = [{"section": p.section, "class": p.normal_class, "kind": p.kind, "variant": p.variant, "seed": p.seed,
-             "finished": p.is_finished(), "run_dir": str(p.run_dir)}
-            for p in planned_runs(section, results_root)]
+    rows = [
+        {
+            "section": p.section,
+            "class": p.normal_class,
+            "kind": p.kind,
+            "variant": p.variant,
+            "seed": p.seed,
+            "finished": p.is_finished(),
+            "run_dir": str(p.run_dir),
+        }
+        for p in planned_runs(section, results_root)
+    ]
     return pd.DataFrame(rows)

@@ -2,6 +2,7 @@
 asked for) the pretrained weights. Each problem is one message naming what is missing and the
 command that fixes it (``piade download ...``). The command line is ``piade profile check PROFILE``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -60,7 +61,9 @@ def _dataset_problems(prof: Profile) -> list[str]:
             cls, exc = failed[0]
             msg = f"[section {s.name}] dataset {s.dataset!r}, class {cls!r}: {type(exc).__name__}:\n{_indent(str(exc))}"
             if len(failed) > 1:
-                msg += f"\n    The same holds for {len(failed) - 1} more class(es): {', '.join(c for c, _ in failed[1:])}"
+                msg += (
+                    f"\n    The same holds for {len(failed) - 1} more class(es): {', '.join(c for c, _ in failed[1:])}"
+                )
             if s.dataset in DOWNLOADABLE:
                 msg += f"\n    Fetch it with: {download_command(s.dataset, s.run.get('data_root'))}"
             problems.append(msg)
@@ -79,9 +82,15 @@ def _failed_classes(s: Section, classes: list[str], checked: set[tuple]) -> list
             continue
         checked.add(key)
         try:
-            one_class_task(s.dataset, cls, protocol=s.protocol, seed=int(s.run.get("seed", 0)),
-                           root=s.run.get("data_root"), image_size=s.run.get("image_size"),
-                           **(s.run.get("protocol_params") or {}))
+            one_class_task(
+                s.dataset,
+                cls,
+                protocol=s.protocol,
+                seed=int(s.run.get("seed", 0)),
+                root=s.run.get("data_root"),
+                image_size=s.run.get("image_size"),
+                **(s.run.get("protocol_params") or {}),
+            )
         except PiadeDataError as exc:
             failed.append((cls, exc))
     return failed
@@ -93,8 +102,10 @@ def _weights_problems(prof: Profile) -> list[str]:
     from piade_lib.presets import get_preset
 
     problems: list[str] = []
-    archs = sorted({get_preset(p).backbone for s in prof.sections.values() if s.run.get("pretrained")
-                    for p in s.presets} | {"vgg11"})
+    archs = sorted(
+        {get_preset(p).backbone for s in prof.sections.values() if s.run.get("pretrained") for p in s.presets}
+        | {"vgg11"}
+    )
     for arch in archs:
         if not is_cached(arch):
             f = weights_file(arch)

@@ -4,7 +4,8 @@ A profile names the experiments (its *sections*: ``table2``, ``table3``, ``table
 ``figure4`` and optional extra ones such as the ICPR version's MNIST), the dataset and protocol
 each section uses, the classes, presets, numbers of instantiation vectors, training settings
 and baselines. :func:`load_profile` reads and validates one; :func:`notebook_parameters` turns
-it into the papermill parameters of each notebook; :func:`piade_lib.experiments.preflight.check_profile` verifies, before any
+it into the papermill parameters of each notebook;
+:func:`piade_lib.experiments.preflight.check_profile` verifies, before any
 training, that its datasets and (if asked for) pretrained weights are available.
 
 Command line (used by ``run_all.sh``)::
@@ -45,6 +46,7 @@ Profile schema (see ``configs/quick.yaml`` for a commented example)::
       num_cpus_per_run: 1              #   ray: the CPUs a run asks for (its intra-op threads)
       max_retries: 3                   #   ray: re-runs of a run whose worker died (it resumes from its checkpoint)
 """
+
 from __future__ import annotations
 
 import copy
@@ -63,8 +65,15 @@ PAPER_SECTIONS = ("table2", "table3", "table4", "figure4")
 # results of the methods the LSA paper compares (the ICPR version's MNIST numbers are not public).
 REFERENCE_TABLES = PAPER_SECTIONS + ("mnist",)
 # The notebooks run_all.sh executes, in order (notebooks/<name>.ipynb); see notebook_parameters().
-NOTEBOOKS = ("01_data_preparation", "02_training", "03_evaluation", "04_ablation", "05_paper_figures",
-             "06_convergence", "07_readings")
+NOTEBOOKS = (
+    "01_data_preparation",
+    "02_training",
+    "03_evaluation",
+    "04_ablation",
+    "05_paper_figures",
+    "06_convergence",
+    "07_readings",
+)
 
 # RunConfig fields a profile may set (in `defaults` or in a section): every field of
 # piade_lib.train.RunConfig except those the section's structure decides.
@@ -79,8 +88,18 @@ def run_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in _STRUCTURAL)
 
 
-SECTION_KEYS = ("title", "dataset", "classes", "presets", "n_vectors", "baselines", "paper_table", "baseline_params",
-                "seeds", "flips")
+SECTION_KEYS = (
+    "title",
+    "dataset",
+    "classes",
+    "presets",
+    "n_vectors",
+    "baselines",
+    "paper_table",
+    "baseline_params",
+    "seeds",
+    "flips",
+)
 TOP_FIELDS = ("name", "description", "defaults", "sections", "figure3", "results_root", "executor")
 EXECUTOR_KINDS = ("local", "ray")
 EXECUTOR_KEYS = ("kind", "num_gpus_per_run", "num_cpus_per_run", "max_retries")
@@ -214,8 +233,14 @@ class Section:
     def run_keys(self) -> list[tuple[str, str, int, int, str | None]]:
         """(class, preset, n_vectors, seed, flip) of every PIADE run, in that order; ``flip`` None is
         the preset as it is, then one run per reading of ``flips``."""
-        return [(cls, preset, int(nv), seed, flip) for cls in self.class_names() for preset in self.presets
-                for nv in self.n_vectors for seed in self.seed_list() for flip in [None, *self.flips]]
+        return [
+            (cls, preset, int(nv), seed, flip)
+            for cls in self.class_names()
+            for preset in self.presets
+            for nv in self.n_vectors
+            for seed in self.seed_list()
+            for flip in [None, *self.flips]
+        ]
 
     def run_configs(self) -> list[dict[str, Any]]:
         """RunConfig keyword arguments, one dict per :meth:`run_keys` entry."""
@@ -274,16 +299,26 @@ class Profile:
 
         rows = []
         for n, s in self.sections.items():
-            rows.append({
-                "section": n, "title": s.title, "dataset": s.dataset, "protocol": s.protocol or "(default)",
-                "paper dataset": s.paper_dataset or "", "stand-in": s.is_standin,
-                "classes": "all" if s.classes == "all" else len(s.classes),
-                "presets": ", ".join(s.presets), "n_vectors": ", ".join(map(str, s.n_vectors)),
-                "epochs": s.run.get("epochs") if s.run.get("steps") is None else None,
-                "steps": s.run.get("steps"), "batch_size": s.run.get("batch_size"),
-                "seeds": ", ".join(map(str, s.seed_list())), "flips": len(s.flips),
-                "pretrained": s.run.get("pretrained", False), "baselines": ", ".join(s.baselines),
-            })
+            rows.append(
+                {
+                    "section": n,
+                    "title": s.title,
+                    "dataset": s.dataset,
+                    "protocol": s.protocol or "(default)",
+                    "paper dataset": s.paper_dataset or "",
+                    "stand-in": s.is_standin,
+                    "classes": "all" if s.classes == "all" else len(s.classes),
+                    "presets": ", ".join(s.presets),
+                    "n_vectors": ", ".join(map(str, s.n_vectors)),
+                    "epochs": s.run.get("epochs") if s.run.get("steps") is None else None,
+                    "steps": s.run.get("steps"),
+                    "batch_size": s.run.get("batch_size"),
+                    "seeds": ", ".join(map(str, s.seed_list())),
+                    "flips": len(s.flips),
+                    "pretrained": s.run.get("pretrained", False),
+                    "baselines": ", ".join(s.baselines),
+                }
+            )
         return pd.DataFrame(rows).set_index("section")
 
 
@@ -322,15 +357,23 @@ def parse_profile(raw: dict[str, Any], path: Path) -> Profile:
     figure3 = dict(raw.get("figure3") or {})
     _check_keys(figure3, ("n_images",), f"{where}: figure3")
     results_root = str(raw.get("results_root") or f"results/{name}")
-    prof = Profile(name=name, description=str(raw.get("description", "")).strip(), sections=sections,
-                   figure3=figure3, path=path, results_root=results_root, executor=executor)
+    prof = Profile(
+        name=name,
+        description=str(raw.get("description", "")).strip(),
+        sections=sections,
+        figure3=figure3,
+        path=path,
+        results_root=results_root,
+        executor=executor,
+    )
     _validate_against_library(prof)
     _check_shared_runs(prof)
     return prof
 
 
-def _parse_section(sname: str, sraw: Any, w: str, defaults: dict[str, Any], fields: tuple[str, ...],
-                   executor: ExecutorSettings) -> Section:
+def _parse_section(
+    sname: str, sraw: Any, w: str, defaults: dict[str, Any], fields: tuple[str, ...], executor: ExecutorSettings
+) -> Section:
     """Validate one section's settings (``w`` names it in errors) and return its :class:`Section`."""
     if not isinstance(sraw, dict):
         raise ProfileError(f"{w} must be a mapping")
@@ -344,11 +387,19 @@ def _parse_section(sname: str, sraw: Any, w: str, defaults: dict[str, Any], fiel
     classes, paper_table = _classes_and_table(sname, sraw, w)
     seeds, flips = _seeds_and_flips(sraw, w)
     return Section(
-        name=sname, dataset=str(sraw["dataset"]), title=str(sraw.get("title", sname)), classes=classes,
-        presets=presets, n_vectors=n_vectors,
+        name=sname,
+        dataset=str(sraw["dataset"]),
+        title=str(sraw.get("title", sname)),
+        classes=classes,
+        presets=presets,
+        n_vectors=n_vectors,
         baselines=[str(b) for b in _as_list(sraw.get("baselines", []), f"{w}.baselines")],
-        baseline_params=dict(sraw.get("baseline_params") or {}), paper_table=paper_table, run=run,
-        seeds=seeds, flips=flips, executor=executor,
+        baseline_params=dict(sraw.get("baseline_params") or {}),
+        paper_table=paper_table,
+        run=run,
+        seeds=seeds,
+        flips=flips,
+        executor=executor,
     )
 
 
@@ -409,13 +460,17 @@ def _check_shared_runs(prof: Profile) -> None:
             key = (s.dataset, protocol, kw["normal_class"], kw["preset"], kw["n_vectors"], kw["seed"])
             if key in owner and owner[key][1] != settings:
                 other, theirs = owner[key]
-                diff = {k: (theirs.get(k), settings.get(k)) for k in set(theirs) | set(settings)
-                        if theirs.get(k) != settings.get(k)}
+                diff = {
+                    k: (theirs.get(k), settings.get(k))
+                    for k in set(theirs) | set(settings)
+                    if theirs.get(k) != settings.get(k)
+                }
                 raise ProfileError(
                     f"{prof.path}: sections {other!r} and {s.name!r} both train {s.dataset}/{kw['normal_class']} "
                     f"{kw['preset']} with {kw['n_vectors']} vector(s), in the same run folder, but with different "
                     f"settings {diff} ({other} vs {s.name}). Give them the same settings (the run is then shared) "
-                    "or use another seed in one of them.")
+                    "or use another seed in one of them."
+                )
             owner.setdefault(key, (s.name, settings))
 
 

@@ -8,6 +8,7 @@ they execute (this process, or Ray tasks across GPUs and machines) is the execut
 >>> prof = profiles.load_profile("quick")
 >>> dirs = experiments.run_section(prof.sections["table2"], "results/quick")
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,9 +33,17 @@ def execute_planned(p: PlannedRun, results_root: str | Path, *, progress: bool =
     return run_dir
 
 
-def run_section(section: Section, results_root: str | Path, *, progress: bool = False, verbose: bool = True,
-                baselines: bool = True, prune: bool = True, bar: bool = True,
-                executor: Executor | str | None = None) -> list[Path]:
+def run_section(
+    section: Section,
+    results_root: str | Path,
+    *,
+    progress: bool = False,
+    verbose: bool = True,
+    baselines: bool = True,
+    prune: bool = True,
+    bar: bool = True,
+    executor: Executor | str | None = None,
+) -> list[Path]:
     """Train/evaluate (or skip when finished) every run of ``section``; returns the run folders.
 
     ``verbose`` prints one line per run (what, and how long it took); ``bar`` shows a progress bar
@@ -48,13 +57,20 @@ def run_section(section: Section, results_root: str | Path, *, progress: bool = 
     if not baselines:
         plan = [p for p in plan if p.kind == "piade"]
     ex = executors.make_executor(executor, section.executor)
-    return ex.run(plan, results_root, execute_planned, progress=progress, prune=prune, verbose=verbose, bar=bar,
-                  desc=section.name)
+    return ex.run(
+        plan, results_root, execute_planned, progress=progress, prune=prune, verbose=verbose, bar=bar, desc=section.name
+    )
 
 
-def run_sections(profile: Profile, names: list[str], results_root: str | Path, *,
-                 progress: bool = False, verbose: bool = True,
-                 executor: Executor | str | None = None) -> dict[str, list[Path]]:
+def run_sections(
+    profile: Profile,
+    names: list[str],
+    results_root: str | Path,
+    *,
+    progress: bool = False,
+    verbose: bool = True,
+    executor: Executor | str | None = None,
+) -> dict[str, list[Path]]:
     """:func:`run_section` for several sections of a profile, as one batch: a parallel executor runs
     the sections' runs side by side, and a run two sections share (same folder) runs once."""
     for name in names:
@@ -62,11 +78,17 @@ def run_sections(profile: Profile, names: list[str], results_root: str | Path, *
             raise KeyError(f"profile {profile.name!r} has no section {name!r}; its sections: {list(profile.sections)}")
     plans = {name: planned_runs(profile.sections[name], results_root) for name in names}
     ex = executors.make_executor(executor, profile.executor)
-    dirs = ex.run([p for name in names for p in plans[name]], results_root, execute_planned, progress=progress,
-                  verbose=verbose, desc=", ".join(names) or "no sections")
+    dirs = ex.run(
+        [p for name in names for p in plans[name]],
+        results_root,
+        execute_planned,
+        progress=progress,
+        verbose=verbose,
+        desc=", ".join(names) or "no sections",
+    )
     out: dict[str, list[Path]] = {}
     for name in names:
-        out[name], dirs = dirs[:len(plans[name])], dirs[len(plans[name]):]
+        out[name], dirs = dirs[: len(plans[name])], dirs[len(plans[name]) :]
     return out
 
 

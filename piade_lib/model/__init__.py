@@ -5,6 +5,7 @@
 ``losses`` is the training loss and anomaly score (MSE + perceptual VGG11 + SSIM); ``weights`` fetches the
 ImageNet weights. Nothing here knows about run folders or datasets.
 """
+
 from __future__ import annotations
 
 from piade_lib.model.losses import TERMS, PiadeLoss  # noqa: F401

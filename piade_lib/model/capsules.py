@@ -1,4 +1,5 @@
 """Squash (Eq. 3) and dynamic routing (Algorithm 1, Sabour et al. 2017) to the instantiation vectors."""
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,18 @@ class DynamicRouting(nn.Module):
     ``"randn0.01"`` is the released code's ``0.01 * randn``.
     """
 
-    def __init__(self, n_in: int, in_dim: int = 8, n_out: int = 2, out_dim: int = 64, *, iterations: int = 3,
-                 detach: bool = False, squash_a: float = 1.0, weight_init: str = "orthogonal") -> None:
+    def __init__(
+        self,
+        n_in: int,
+        in_dim: int = 8,
+        n_out: int = 2,
+        out_dim: int = 64,
+        *,
+        iterations: int = 3,
+        detach: bool = False,
+        squash_a: float = 1.0,
+        weight_init: str = "orthogonal",
+    ) -> None:
         super().__init__()
         if iterations < 1:
             raise ValueError(f"routing needs at least 1 iteration; got {iterations}")
@@ -50,7 +61,7 @@ class DynamicRouting(nn.Module):
 
     def reset_parameters(self) -> None:
         if self.weight_init in ("orthogonal", "orthogonal_fanin"):
-            gain = 1.0 if self.weight_init == "orthogonal" else self.n_in ** -0.5
+            gain = 1.0 if self.weight_init == "orthogonal" else self.n_in**-0.5
             with torch.no_grad():
                 self.W.copy_(gain * _orthogonal_matrices(self.W.shape))
         elif self.weight_init == "randn0.01":
@@ -92,6 +103,7 @@ class DynamicRouting(nn.Module):
                 wv = torch.bmm(v, w_it.transpose(1, 2)).view(n_out, bsz, n_in, in_dim)  # W[j, i]^T v_j
                 b = b + (wv * u_it.unsqueeze(0)).sum(-1)  # b_ij += u_hat[j|i] . v_j
         return v.transpose(0, 1).contiguous(), c.permute(1, 2, 0).contiguous()
+
 
 def _orthogonal_matrices(shape: torch.Size) -> torch.Tensor:
     """Random (semi-)orthogonal matrices over the last two dims: ``nn.init.orthogonal_`` applied to each

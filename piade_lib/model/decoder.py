@@ -5,6 +5,7 @@ in-features are 512 (typo in the paper; the released code uses 512).
 Decoder input: concat(encoder features, upsampled features) along channels; when that map is not
 8x8 it is reshaped (a view, as the released code does for MVTec) to (C*H*W/64, 8, 8).
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,12 @@ class UpsamplingLayer(nn.Module):
         super().__init__()
         self.mf, self.channels = mf, channels
         layers: list[nn.Module] = [
-            nn.Linear(vector_dim, 128), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
-            nn.Linear(128, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
+            nn.Linear(vector_dim, 128),
+            nn.BatchNorm1d(128),
+            nn.ReLU(inplace=True),
+            nn.Linear(128, 512),
+            nn.BatchNorm1d(512),
+            nn.ReLU(inplace=True),
             nn.Linear(512, channels * mf * mf),
         ]
         if final_relu:
@@ -84,8 +89,9 @@ class Decoder120(nn.Module):
     def __init__(self, in_channels: int = 1024, activation: str = "tanh01") -> None:
         super().__init__()
         self.in_channels = in_channels
-        self.net = _deconv_stack([(in_channels, 16, 3, 2, 1), (16, 32, 3, 2, 1), (32, 32, 4, 2, 0),
-                                  (32, 3, 4, 2, 1)], activation)
+        self.net = _deconv_stack(
+            [(in_channels, 16, 3, 2, 1), (16, 32, 3, 2, 1), (32, 32, 4, 2, 0), (32, 3, 4, 2, 1)], activation
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _run_stack(self.net, x)
@@ -97,8 +103,17 @@ class Decoder32(nn.Module):
     def __init__(self, in_channels: int = 64, activation: str = "tanh01") -> None:
         super().__init__()
         self.in_channels = in_channels
-        self.net = _deconv_stack([(in_channels, 16, 5, 1, 1), (16, 32, 5, 1, 0), (32, 32, 6, 1, 0),
-                                  (32, 32, 6, 1, 0), (32, 32, 5, 1, 0), (32, 3, 5, 1, 0)], activation)
+        self.net = _deconv_stack(
+            [
+                (in_channels, 16, 5, 1, 1),
+                (16, 32, 5, 1, 0),
+                (32, 32, 6, 1, 0),
+                (32, 32, 6, 1, 0),
+                (32, 32, 5, 1, 0),
+                (32, 3, 5, 1, 0),
+            ],
+            activation,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _run_stack(self.net, x)
@@ -113,8 +128,10 @@ def decoder_input_channels(channels: int, size: int) -> int:
         return channels
     total = channels * size * size
     if total % (DECODER_INPUT_SIZE * DECODER_INPUT_SIZE):
-        raise ValueError(f"the decoder input ({channels}x{size}x{size} = {total} values) cannot be reshaped to "
-                         f"(C, {DECODER_INPUT_SIZE}, {DECODER_INPUT_SIZE}): {total} is not a multiple of 64")
+        raise ValueError(
+            f"the decoder input ({channels}x{size}x{size} = {total} values) cannot be reshaped to "
+            f"(C, {DECODER_INPUT_SIZE}, {DECODER_INPUT_SIZE}): {total} is not a multiple of 64"
+        )
     return total // (DECODER_INPUT_SIZE * DECODER_INPUT_SIZE)
 
 

@@ -11,6 +11,7 @@
 Targets are images in [0, 1] (docs/architecture.md). Reconstructions may use another range (the
 ``authors_code`` preset's raw Tanh output is in [-1, 1]); the terms are then computed as they come.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,7 +32,7 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """The normalised 1-D Gaussian window of ``pytorch_msssim`` (same float32 arithmetic), shape (size,)."""
     coords = torch.arange(size, dtype=torch.float)
     coords -= size // 2
-    g = torch.exp(-(coords ** 2) / (2 * sigma ** 2))
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
     g /= g.sum()
     return g
 
@@ -48,8 +49,14 @@ def _band(n: int, window: torch.Tensor) -> torch.Tensor:
     return band
 
 
-def ssim_per_image(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: int = 11,
-                   win_sigma: float = 1.5, k: tuple[float, float] = (0.01, 0.03)) -> torch.Tensor:
+def ssim_per_image(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    win_size: int = 11,
+    win_sigma: float = 1.5,
+    k: tuple[float, float] = (0.01, 0.03),
+) -> torch.Tensor:
     """SSIM per image, shape (B,): ``pytorch_msssim.ssim(x, y, data_range, size_average=False, win_size,
     win_sigma, K=k)``, reformulated for speed.
 
@@ -64,8 +71,7 @@ def ssim_per_image(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, wi
         raise ValueError(f"ssim expects two (B, C, H, W) tensors of one shape; got {tuple(x.shape)}, {tuple(y.shape)}")
     h, w = x.shape[-2:]
     if h < win_size or w < win_size:
-        return msssim_ssim(x, y, data_range=data_range, size_average=False, win_size=win_size,
-                           win_sigma=win_sigma, K=k)
+        return msssim_ssim(x, y, data_range=data_range, size_average=False, win_size=win_size, win_sigma=win_sigma, K=k)
     if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
         with torch.autocast(x.device.type, enabled=False):  # the variances below cancel: never in 16 bits
             return ssim_per_image(x.float(), y.float(), data_range, win_size, win_sigma, k)
@@ -112,7 +118,7 @@ def vgg11_head(pretrained: bool = False) -> nn.Sequential:
     features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["A"])
     if pretrained:  # load the convolutional part strictly, ignore the classifier weights
         state = pretrained_state_dict("vgg11")
-        features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+        features.load_state_dict({k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")})
     else:
         for m in features.modules():
             if isinstance(m, nn.Conv2d):  # as torchvision.models.VGG.__init__ does
@@ -144,8 +150,9 @@ class PiadeLoss(nn.Module):
     without them the perceptual term uses a randomly initialised, still frozen, VGG11.
     """
 
-    def __init__(self, preset: str | Preset = "paper", pretrained: bool = False,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, preset: str | Preset = "paper", pretrained: bool = False, device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
         self.preset = get_preset(preset)
         self.pretrained = bool(pretrained)
@@ -157,7 +164,7 @@ class PiadeLoss(nn.Module):
         if device is not None:
             self.to(device)
 
-    def train(self, mode: bool = True) -> "PiadeLoss":
+    def train(self, mode: bool = True) -> PiadeLoss:
         """Switch mode like any module, but keep the frozen VGG in eval mode."""
         super().train(mode)
         self.vgg.eval()
@@ -169,11 +176,15 @@ class PiadeLoss(nn.Module):
         if target.dim() != 4 or target.shape[1] != 3:
             raise ValueError(f"the losses expect target images (B, 3, H, W) in [0, 1]; got shape {tuple(target.shape)}")
         if recon.shape != target.shape:
-            raise ValueError(f"reconstruction shape {tuple(recon.shape)} differs from target shape {tuple(target.shape)}")
+            raise ValueError(
+                f"reconstruction shape {tuple(recon.shape)} differs from target shape {tuple(target.shape)}"
+            )
         lo, hi = float(target.min()), float(target.max())
         if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
-            raise ValueError(f"the losses expect target images in [0, 1]; got values in [{lo:.4g}, {hi:.4g}] "
-                             "(pass images before any mean/std normalisation)")
+            raise ValueError(
+                f"the losses expect target images in [0, 1]; got values in [{lo:.4g}, {hi:.4g}] "
+                "(pass images before any mean/std normalisation)"
+            )
 
     def perceptual(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-image MSE between VGG11 ``features[:4]`` activations, shape (B,)."""

@@ -4,6 +4,7 @@ Use :func:`build_model` (or :func:`model_from_config` to rebuild a checkpoint's 
 Inputs are (B, 3, S, S) images in [0, 1], S = 32 or 120; the model applies the ImageNet
 normalisation to its encoder input itself when ``preset.encoder_input_normalize``.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -46,8 +47,14 @@ class PiadeOutput(NamedTuple):
 class PIADE(nn.Module):
     """PIADE for square RGB images of ``image_size`` (32 or 120), routing to ``n_vectors`` vectors."""
 
-    def __init__(self, preset: Preset, image_size: int = 120, n_vectors: int = 2, pretrained: bool = False,
-                 initialize: bool = True) -> None:
+    def __init__(
+        self,
+        preset: Preset,
+        image_size: int = 120,
+        n_vectors: int = 2,
+        pretrained: bool = False,
+        initialize: bool = True,
+    ) -> None:
         super().__init__()
         _validate(preset, image_size, n_vectors)
         self.preset = preset
@@ -59,15 +66,29 @@ class PIADE(nn.Module):
         self.encoder = SEResNetEncoder(preset.backbone, preset.keep_maxpool, preset.se_reduction, pretrained)
         self.feature_size = self.encoder.output_size(image_size)  # mf
         self.pyramid = PyramidPooling(
-            self.encoder.out_channels, preset.pyramid_scales, preset.pyramid_channels,
-            bn_momentum=preset.pyramid_bn_momentum, relu=preset.pyramid_relu, capsule_dim=preset.capsule_dim,
-            squash_primary=preset.squash_primary, squash_a=preset.squash_a)
+            self.encoder.out_channels,
+            preset.pyramid_scales,
+            preset.pyramid_channels,
+            bn_momentum=preset.pyramid_bn_momentum,
+            relu=preset.pyramid_relu,
+            capsule_dim=preset.capsule_dim,
+            squash_primary=preset.squash_primary,
+            squash_a=preset.squash_a,
+        )
         self.n_caps = self.pyramid.n_caps
         self.routing = DynamicRouting(
-            self.n_caps, preset.capsule_dim, n_vectors, preset.vector_dim, iterations=preset.routing_iterations,
-            detach=preset.routing_detach, squash_a=preset.squash_a, weight_init=preset.routing_weight_init)
-        self.upsampling = UpsamplingLayer(preset.vector_dim, self.feature_size, UPSAMPLED_CHANNELS,
-                                          final_relu=preset.upsampling_final_relu)
+            self.n_caps,
+            preset.capsule_dim,
+            n_vectors,
+            preset.vector_dim,
+            iterations=preset.routing_iterations,
+            detach=preset.routing_detach,
+            squash_a=preset.squash_a,
+            weight_init=preset.routing_weight_init,
+        )
+        self.upsampling = UpsamplingLayer(
+            preset.vector_dim, self.feature_size, UPSAMPLED_CHANNELS, final_relu=preset.upsampling_final_relu
+        )
         concat_channels = self.encoder.out_channels + UPSAMPLED_CHANNELS
         self.decoder_in_channels = decoder_input_channels(concat_channels, self.feature_size)
         self.decoder = DECODERS[image_size](self.decoder_in_channels, preset.output_activation)
@@ -90,11 +111,15 @@ class PIADE(nn.Module):
         """Raise ValueError unless ``x`` is (B, 3, image_size, image_size)."""
         expected = f"(B, 3, {self.image_size}, {self.image_size})"
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != self.image_size or x.shape[3] != self.image_size:
-            raise ValueError(f"PIADE built for image_size={self.image_size} expects images {expected} in [0, 1]; "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"PIADE built for image_size={self.image_size} expects images {expected} in [0, 1]; "
+                f"got shape {tuple(x.shape)}"
+            )
         if self.training and x.shape[0] < 2:
-            raise ValueError("PIADE in training mode needs batches of at least 2 images (BatchNorm1d in the "
-                             "upsampling layer); drop the last incomplete batch or call model.eval()")
+            raise ValueError(
+                "PIADE in training mode needs batches of at least 2 images (BatchNorm1d in the "
+                "upsampling layer); drop the last incomplete batch or call model.eval()"
+            )
 
     def select(self, lengths: torch.Tensor) -> torch.Tensor:
         """Index of the vector to decode, per image, following ``preset.decode_vector``."""
@@ -136,8 +161,14 @@ def _validate(preset: Preset, image_size: int, n_vectors: int) -> None:
         raise ValueError(f"unknown init {preset.init!r}; valid: {list(INITS)}")
 
 
-def build_model(preset: str | Preset = "paper", image_size: int = 120, n_vectors: int = 2, pretrained: bool = False,
-                routing_iterations: int | None = None, **preset_overrides: Any) -> PIADE:
+def build_model(
+    preset: str | Preset = "paper",
+    image_size: int = 120,
+    n_vectors: int = 2,
+    pretrained: bool = False,
+    routing_iterations: int | None = None,
+    **preset_overrides: Any,
+) -> PIADE:
     """Build PIADE from a preset name (or :class:`Preset`), with optional preset field overrides.
 
     ``pretrained=True`` loads ImageNet weights into the ResNet (raises
@@ -145,8 +176,9 @@ def build_model(preset: str | Preset = "paper", image_size: int = 120, n_vectors
     """
     if routing_iterations is not None:
         preset_overrides["routing_iterations"] = routing_iterations
-    return PIADE(get_preset(preset, **preset_overrides), image_size=image_size, n_vectors=n_vectors,
-                 pretrained=pretrained)
+    return PIADE(
+        get_preset(preset, **preset_overrides), image_size=image_size, n_vectors=n_vectors, pretrained=pretrained
+    )
 
 
 def preset_from_dict(d: dict[str, Any]) -> Preset:
@@ -173,7 +205,12 @@ def model_from_config(config: dict[str, Any]) -> PIADE:
     preset = preset_from_dict(config["preset"])
     if config.get("routing_iterations") is not None:
         preset = preset.with_overrides(routing_iterations=int(config["routing_iterations"]))
-    model = PIADE(preset, image_size=int(config["image_size"]), n_vectors=int(config["n_vectors"]), pretrained=False,
-                  initialize=False)
+    model = PIADE(
+        preset,
+        image_size=int(config["image_size"]),
+        n_vectors=int(config["n_vectors"]),
+        pretrained=False,
+        initialize=False,
+    )
     model.pretrained = bool(config.get("pretrained", False))
     return model

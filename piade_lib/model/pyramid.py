@@ -10,6 +10,7 @@ released code's global pooling) this is exactly the code's ``view(B, -1, 8)``.
 Adaptive pooling to a size larger than the feature map (e.g. 8x8 from the 2x2 map of a 32x32
 input) replicates cells, so such a branch carries no extra information there.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,17 +24,29 @@ from piade_lib.model.capsules import squash
 class PyramidPooling(nn.Module):
     """Multi-scale pooling branches whose outputs become primary capsules."""
 
-    def __init__(self, in_channels: int, scales: Sequence[int], channels: Sequence[int], *,
-                 bn_momentum: float = 0.1, relu: bool = False, capsule_dim: int = 8,
-                 squash_primary: bool = False, squash_a: float = 1.0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        scales: Sequence[int],
+        channels: Sequence[int],
+        *,
+        bn_momentum: float = 0.1,
+        relu: bool = False,
+        capsule_dim: int = 8,
+        squash_primary: bool = False,
+        squash_a: float = 1.0,
+    ) -> None:
         super().__init__()
         if len(scales) != len(channels) or not scales:
-            raise ValueError(f"pyramid scales {list(scales)} and channels {list(channels)} must be "
-                             "non-empty and of the same length")
+            raise ValueError(
+                f"pyramid scales {list(scales)} and channels {list(channels)} must be non-empty and of the same length"
+            )
         for c in channels:
             if c % capsule_dim:
-                raise ValueError(f"pyramid branch channels {c} are not a multiple of capsule_dim "
-                                 f"{capsule_dim}; capsules group {capsule_dim} channels of one cell")
+                raise ValueError(
+                    f"pyramid branch channels {c} are not a multiple of capsule_dim "
+                    f"{capsule_dim}; capsules group {capsule_dim} channels of one cell"
+                )
         self.scales = tuple(int(s) for s in scales)
         self.capsule_dim = capsule_dim
         self.squash_primary = squash_primary

@@ -6,6 +6,7 @@ and each stage's output is recalibrated by an SE block (Fig. 1: SE re-weights th
 transformation F_tr), so an SE block precedes ``layer1`` .. ``layer4`` and the pyramid pooling. This
 is also where the released code puts its five SE blocks.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,9 @@ class SEResNetEncoder(nn.Module):
     ``self.backbone`` so its parameter names match torchvision's state dict.
     """
 
-    def __init__(self, backbone: str = "resnet18", keep_maxpool: bool = False, se_reduction: int = 2,
-                 pretrained: bool = False) -> None:
+    def __init__(
+        self, backbone: str = "resnet18", keep_maxpool: bool = False, se_reduction: int = 2, pretrained: bool = False
+    ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; valid: {list(BACKBONES)}")
@@ -84,7 +86,8 @@ class SEResNetEncoder(nn.Module):
         self.backbone = resnet
         self.keep_maxpool = keep_maxpool
         stage_channels = [resnet.bn1.num_features] + [
-            _stage_out(layer) for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)]
+            _stage_out(layer) for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
+        ]
         self.se = nn.ModuleList(SEBlock(c, se_reduction) for c in stage_channels)
 
     def output_size(self, image_size: int) -> int:

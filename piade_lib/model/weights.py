@@ -6,6 +6,7 @@ there it is loaded without network access. When it is not, a download is tried (
 ``PIADE_NO_DOWNLOAD=1``); if that fails, :class:`PretrainedWeightsUnavailable` names the file, the
 folder and the two ways forward.
 """
+
 from __future__ import annotations
 
 import os
@@ -70,7 +71,8 @@ def _message(arch: str, reason: str) -> str:
     return (
         f"ImageNet weights for {arch} are not available ({reason}).\n"
         f"  expected file : {path.name}\n"
-        f"  cache folder  : {path.parent}  (set TORCH_HOME to use another; torchvision looks in $TORCH_HOME/hub/checkpoints)\n"
+        f"  cache folder  : {path.parent}  (set TORCH_HOME to use another; "
+        "torchvision looks in $TORCH_HOME/hub/checkpoints)\n"
         f"  download from : {weights_url(arch)}\n"
         "How to proceed: either place that file in the cache folder (copy it from a machine with network "
         "access), or ask for random initialisation explicitly (pretrained=False, `--no-pretrained`, or "

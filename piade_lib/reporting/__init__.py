@@ -5,6 +5,7 @@ and checks the paper's tables; ``samples`` shows the data; ``figures`` the plots
 results README; ``convergence`` and ``readings`` the notebooks 06 and 07. The notebooks use this package's
 names directly (``reporting.section_table``), re-exported here.
 """
+
 from __future__ import annotations
 
 from piade_lib.metrics import bootstrap_aucs, percentile_interval  # noqa: F401

@@ -13,6 +13,7 @@ Two questions a number from a barely trained model cannot answer, read from the 
   the "reconstruction". A model whose ratio ``recon_to_mean_image`` is not below 1 has not learned
   more than the mean image, and its AUROC measures image statistics, not PIADE.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,10 +34,20 @@ def reconstruction_frame(section: Section, results_root: str | Path) -> pd.DataF
             continue
         m = read_metrics(p.run_dir)
         ratio = m.get("recon_to_mean_image")
-        rows.append({"section": section.name, "class": p.normal_class, "variant": p.variant, "preset": p.preset,
-                     "seed": p.seed, "auc": m.get("auc"), "normal_recon_mse": m.get("normal_recon_mse"),
-                     "normal_mean_image_mse": m.get("normal_mean_image_mse"), "recon_to_mean_image": ratio,
-                     "beats_mean_image": None if ratio is None else bool(ratio < 1.0)})
+        rows.append(
+            {
+                "section": section.name,
+                "class": p.normal_class,
+                "variant": p.variant,
+                "preset": p.preset,
+                "seed": p.seed,
+                "auc": m.get("auc"),
+                "normal_recon_mse": m.get("normal_recon_mse"),
+                "normal_mean_image_mse": m.get("normal_mean_image_mse"),
+                "recon_to_mean_image": ratio,
+                "beats_mean_image": None if ratio is None else bool(ratio < 1.0),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -46,10 +57,15 @@ def summarize_reconstruction_checks(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if df.empty:
         return df
     g = df.groupby(["section", "preset"], sort=False)
-    return pd.DataFrame({
-        "runs": g.size(), "beat_mean_image": g["beats_mean_image"].sum().astype(int),
-        "median_ratio": g["recon_to_mean_image"].median(), "worst_ratio": g["recon_to_mean_image"].max(),
-        "mean_auc": g["auc"].mean()}).reset_index()
+    return pd.DataFrame(
+        {
+            "runs": g.size(),
+            "beat_mean_image": g["beats_mean_image"].sum().astype(int),
+            "median_ratio": g["recon_to_mean_image"].median(),
+            "worst_ratio": g["recon_to_mean_image"].max(),
+            "mean_auc": g["auc"].mean(),
+        }
+    ).reset_index()
 
 
 def convergence_frame(section: Section, results_root: str | Path) -> pd.DataFrame:
@@ -88,9 +104,15 @@ def overtake_steps(conv: pd.DataFrame, levels: dict[str, float]) -> pd.DataFrame
         c = c.sort_values("step")
         for name, level in levels.items():
             above = c[c["auc"] >= level]
-            rows.append({"preset": preset, "baseline": name, "baseline_auc": level,
-                         "piade_final_auc": float(c["auc"].iloc[-1]),
-                         "overtakes_at_step": float(above["step"].iloc[0]) if len(above) else float("nan")})
+            rows.append(
+                {
+                    "preset": preset,
+                    "baseline": name,
+                    "baseline_auc": level,
+                    "piade_final_auc": float(c["auc"].iloc[-1]),
+                    "overtakes_at_step": float(above["step"].iloc[0]) if len(above) else float("nan"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -109,18 +131,30 @@ def plot_convergence(section: Section, results_root: str | Path):
     sns.lineplot(data=per_seed, x="step", y="auc", hue="preset", marker="o", errorbar="sd", ax=axes[0])
     for (name, level), color in zip(baseline_levels(section, results_root).items(), sns.color_palette("Greys_r", 6)):
         axes[0].axhline(level, ls="--", lw=1, color=color, label=f"{name} ({level:.3f})")
-    axes[0].set(title="test AUROC (mean over classes; band: sd over seeds)", xlabel="optimiser steps",
-                ylabel="AUROC")
+    axes[0].set(title="test AUROC (mean over classes; band: sd over seeds)", xlabel="optimiser steps", ylabel="AUROC")
     axes[0].legend(fontsize=7, loc="lower right")
-    sns.lineplot(data=per_seed, x="step", y="recon_to_mean_image", hue="preset", marker="o", errorbar="sd",
-                 ax=axes[1], legend=False)
+    sns.lineplot(
+        data=per_seed,
+        x="step",
+        y="recon_to_mean_image",
+        hue="preset",
+        marker="o",
+        errorbar="sd",
+        ax=axes[1],
+        legend=False,
+    )
     axes[1].axhline(1.0, color="black", lw=1, ls=":")
     axes[1].text(axes[1].get_xlim()[0], 1.0, " train-mean image", va="bottom", fontsize=8)
-    axes[1].set(title="normal test reconstruction MSE / mean-image MSE", xlabel="optimiser steps",
-                ylabel="ratio (< 1: learned more than the mean)", yscale="log")
+    axes[1].set(
+        title="normal test reconstruction MSE / mean-image MSE",
+        xlabel="optimiser steps",
+        ylabel="ratio (< 1: learned more than the mean)",
+        yscale="log",
+    )
     n_cls, n_seeds = conv["class"].nunique(), conv["seed"].nunique()
-    fig.suptitle(f"{section.name} ({section.dataset}): convergence over {n_cls} class(es), {n_seeds} seed(s)",
-                 fontsize=10)
+    fig.suptitle(
+        f"{section.name} ({section.dataset}): convergence over {n_cls} class(es), {n_seeds} seed(s)", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -132,12 +166,18 @@ def plot_reconstruction_check(frame: pd.DataFrame):
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    sns.scatterplot(data=frame, x="normal_mean_image_mse", y="normal_recon_mse", hue="preset", style="section",
-                    ax=ax, s=28)
+    sns.scatterplot(
+        data=frame, x="normal_mean_image_mse", y="normal_recon_mse", hue="preset", style="section", ax=ax, s=28
+    )
     lim = [0, float(np.nanmax(frame[["normal_mean_image_mse", "normal_recon_mse"]].to_numpy())) * 1.05]
     ax.plot(lim, lim, color="black", lw=0.8, ls=":")
-    ax.set(xlim=lim, ylim=lim, xlabel="train-mean image MSE", ylabel="reconstruction MSE",
-           title="normal test images: below the diagonal = better than the mean image")
+    ax.set(
+        xlim=lim,
+        ylim=lim,
+        xlabel="train-mean image MSE",
+        ylabel="reconstruction MSE",
+        title="normal test images: below the diagonal = better than the mean image",
+    )
     ax.title.set_fontsize(9)
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
     fig.tight_layout()

@@ -1,6 +1,7 @@
 """Figures from run folders: training histories, ROC curves, AUROC intervals, score histograms, term
 AUROCs, and the paper's Figure 3 (reconstructions) and Figure 4 (one vs two instantiation vectors).
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -49,24 +50,32 @@ def plot_histories(section: Section, results_root: str | Path):
     long = h.melt(id_vars=["class", "variant", "epoch"], value_vars=terms, var_name="term", value_name="loss")
     variants = sorted(long["variant"].unique())
     with_legend = long["class"].nunique() <= 12
-    fig, axes = plt.subplots(len(variants), len(terms), figsize=(3.2 * len(terms), 2.6 * len(variants)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(variants), len(terms), figsize=(3.2 * len(terms), 2.6 * len(variants)), squeeze=False)
     for r, v in enumerate(variants):
         for c, t in enumerate(terms):
             ax = axes[r, c]
             d = long[(long["variant"] == v) & (long["term"] == t)]
-            sns.lineplot(data=d, x="epoch", y="loss", hue="class", marker="o", ax=ax,
-                         legend=with_legend and r == 0 and c == len(terms) - 1)
+            sns.lineplot(
+                data=d,
+                x="epoch",
+                y="loss",
+                hue="class",
+                marker="o",
+                ax=ax,
+                legend=with_legend and r == 0 and c == len(terms) - 1,
+            )
             ax.set_title(f"{v}: {t}", fontsize=9)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     leg = axes[0, -1].get_legend()
     if leg is not None:
         sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title="class")
-    fig.suptitle(f"{section.name} ({section.dataset}): training loss per epoch"
-                 + ("" if with_legend else " (one line per class)"), fontsize=10)
+    fig.suptitle(
+        f"{section.name} ({section.dataset}): training loss per epoch"
+        + ("" if with_legend else " (one line per class)"),
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
-
 
 
 def _panel_grid(n: int, max_cols: int, panel_size: tuple[float, float]):
@@ -130,11 +139,19 @@ def plot_auc_intervals(section: Section, results_root: str | Path):
             err = np.vstack([d["auc"] - d["auc_ci_low"], d["auc_ci_high"] - d["auc"]]).astype(float)
         ax.errorbar(x, d["auc"].astype(float), yerr=err, fmt="o", ms=4, capsize=2, label=v)
     ax.axhline(0.5, color="grey", lw=0.7, ls="--")
-    ax.set_xticks(np.arange(len(classes)), classes, rotation=90 if len(classes) > 15 else 0,
-                  fontsize=6 if len(classes) > 15 else 9)
+    ax.set_xticks(
+        np.arange(len(classes)),
+        classes,
+        rotation=90 if len(classes) > 15 else 0,
+        fontsize=6 if len(classes) > 15 else 9,
+    )
     what = f"mean over {len(section.seed_list())} seeds, bars: seed range" if multi else "95% CI"
-    ax.set(ylabel=f"AUROC ({what})", xlabel="normal class", ylim=(min(0.0, ax.get_ylim()[0]), 1.02),
-           title=f"{section.name} ({section.dataset}): per-class AUROC")
+    ax.set(
+        ylabel=f"AUROC ({what})",
+        xlabel="normal class",
+        ylim=(min(0.0, ax.get_ylim()[0]), 1.02),
+        title=f"{section.name} ({section.dataset}): per-class AUROC",
+    )
     ax.legend(fontsize=7, ncol=min(4, len(models)))
     fig.tight_layout()
     return fig
@@ -151,12 +168,22 @@ def plot_score_histograms(section: Section, results_root: str | Path, max_classe
     fig, axes = _panel_grid(len(plan), max_cols=5, panel_size=(3.0, 2.4))
     for ax, p in zip(axes.ravel(), plan):
         s = read_scores(p.run_dir).assign(kind=lambda f: f["label"].map({0: "normal", 1: "anomalous"}))
-        sns.histplot(data=s, x="total", hue="kind", stat="density", common_norm=False, element="step",
-                     hue_order=["normal", "anomalous"], ax=ax, bins=20)
+        sns.histplot(
+            data=s,
+            x="total",
+            hue="kind",
+            stat="density",
+            common_norm=False,
+            element="step",
+            hue_order=["normal", "anomalous"],
+            ax=ax,
+            bins=20,
+        )
         ax.set(title=f"{p.normal_class} (AUC {read_metrics(p.run_dir)['auc']:.2f})", xlabel="anomaly score")
         ax.title.set_fontsize(9)
-    fig.suptitle(f"{section.name} ({section.dataset}), {preset}-v{nv}: score = mse + perceptual + (1 - SSIM)",
-                 fontsize=10)
+    fig.suptitle(
+        f"{section.name} ({section.dataset}), {preset}-v{nv}: score = mse + perceptual + (1 - SSIM)", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -167,8 +194,14 @@ def term_auc_frame(section: Section, results_root: str | Path) -> pd.DataFrame:
     for p in section_plan(section, results_root):
         if p.kind == "piade":
             m = read_metrics(p.run_dir)
-            rows.append({"class": p.normal_class, "variant": p.variant, **(m.get("term_auc") or {}),
-                         "pixel_auroc": m.get("pixel_auroc")})
+            rows.append(
+                {
+                    "class": p.normal_class,
+                    "variant": p.variant,
+                    **(m.get("term_auc") or {}),
+                    "pixel_auroc": m.get("pixel_auroc"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -197,11 +230,16 @@ def reconstructions(run_dir: str | Path, n: int = 4, device: str = "cpu") -> dic
             recon = model(x.to(device)).reconstruction.float().cpu()
         if cfg.get("preset_resolved", {}).get("output_activation") == "tanh":
             recon = (recon + 1) / 2  # for display only: the code preset reconstructs in [-1, 1]
-        out[name] = {"images": x, "recon": recon.clamp(0, 1), "ids": [it["id"] for it in items],
-                     "scores": [float(scores.loc[it["id"], "total"]) if it["id"] in scores.index else float("nan")
-                                for it in items],
-                     "masks": torch.stack([it["mask"] for it in items]),
-                     "maps": anomaly_map(model, x) if task.has_masks else None}
+        out[name] = {
+            "images": x,
+            "recon": recon.clamp(0, 1),
+            "ids": [it["id"] for it in items],
+            "scores": [
+                float(scores.loc[it["id"], "total"]) if it["id"] in scores.index else float("nan") for it in items
+            ],
+            "masks": torch.stack([it["mask"] for it in items]),
+            "maps": anomaly_map(model, x) if task.has_masks else None,
+        }
     return out
 
 
@@ -242,7 +280,9 @@ def plot_figure3(profile: Profile, results_root: str | Path, n: int = 4):
             rows.append((f"{kind}: input", list(d["images"]), [f"score {s:.3f}" for s in d["scores"]]))
             rows.append((f"{kind}: reconstruction", list(d["recon"]), None))
             if kind == "anomalous" and r["has_masks"]:
-                rows.append(("anomalous: 1-SSIM map", [m.repeat(3, 1, 1) / max(float(m.max()), 1e-6) for m in d["maps"]], None))
+                rows.append(
+                    ("anomalous: 1-SSIM map", [m.repeat(3, 1, 1) / max(float(m.max()), 1e-6) for m in d["maps"]], None)
+                )
                 rows.append(("anomalous: defect mask", [m.repeat(3, 1, 1) for m in d["masks"]], None))
         panels.append((label, rows))
     n_rows = max(len(rows) for _, rows in panels)
@@ -281,8 +321,11 @@ def plot_figure4(df: pd.DataFrame):
         err = np.vstack([body[col] - lo, hi - body[col]]) if lo.notna().all() else None
         ax.bar(x + (k - 0.5) * 0.38, body[col].astype(float), 0.38, yerr=err, capsize=3, label=label)
     ax.set_xticks(x, body["category"])
-    ax.set(ylabel="AUROC (95% CI)", ylim=(0, 1.05),
-           title=f"Figure 4: one vs two instantiation vectors ({df['dataset'].iloc[0]})")
+    ax.set(
+        ylabel="AUROC (95% CI)",
+        ylim=(0, 1.05),
+        title=f"Figure 4: one vs two instantiation vectors ({df['dataset'].iloc[0]})",
+    )
     mean = df.iloc[-1]
     note = f"Mean difference (two - one) {mean['diff']:+.3f}"
     if pd.notna(mean["diff_ci_low"]):

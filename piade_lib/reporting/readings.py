@@ -14,6 +14,7 @@ runs:
 * ``recon_ratio_*``: the normal test images' reconstruction error relative to the train-mean image,
   as is and flipped (below 1: more than the mean image learned).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,9 +31,23 @@ from piade_lib.reporting.results import CI_LEVEL, read_metrics, section_plan
 from piade_lib.reporting.stats import paired_scores
 from piade_lib.reporting.tables import _n_bootstrap
 
-READINGS_COLUMNS = ("reading", "fields", "value_as_is", "value_flipped", "auc_as_is", "auc_flipped", "diff",
-                    "diff_ci_low", "diff_ci_high", "seed_ci_low", "seed_ci_high", "n_seeds", "n_classes",
-                    "recon_ratio_as_is", "recon_ratio_flipped")
+READINGS_COLUMNS = (
+    "reading",
+    "fields",
+    "value_as_is",
+    "value_flipped",
+    "auc_as_is",
+    "auc_flipped",
+    "diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "seed_ci_low",
+    "seed_ci_high",
+    "n_seeds",
+    "n_classes",
+    "recon_ratio_as_is",
+    "recon_ratio_flipped",
+)
 
 
 def _values(section: Section, preset: str, reading: str) -> tuple[str, str]:
@@ -63,8 +78,11 @@ def readings_table(section: Section, results_root: str | Path) -> pd.DataFrame:
         raise ValueError(f"section {section.name!r} flips no reading (profile key 'flips')")
     plan = section_plan(section, results_root)
     preset, nv = section.presets[0], max(section.n_vectors)
-    by = {(p.normal_class, p.seed, p.flip): p.run_dir for p in plan
-          if p.kind == "piade" and p.preset == preset and p.n_vectors == nv}
+    by = {
+        (p.normal_class, p.seed, p.flip): p.run_dir
+        for p in plan
+        if p.kind == "piade" and p.preset == preset and p.n_vectors == nv
+    }
     classes, seeds = section.class_names(), section.seed_list()
     nb, boot_seed = _n_bootstrap(section), int(section.run.get("seed", 0))
     rows: list[dict[str, Any]] = []
@@ -82,17 +100,32 @@ def readings_table(section: Section, results_root: str | Path) -> pd.DataFrame:
                 r1.append(mf.get("recon_to_mean_image"))
                 if nb > 0:
                     pair = paired_scores(base, flipped)
-                    b = bootstrap_aucs(pair["label"].to_numpy(), pair[["a", "b"]].to_numpy(), nb,
-                                       boot_seed + 1000 * i + j)
+                    b = bootstrap_aucs(
+                        pair["label"].to_numpy(), pair[["a", "b"]].to_numpy(), nb, boot_seed + 1000 * i + j
+                    )
                     boots.append(b[:, 1] - b[:, 0])
         lo, hi = percentile_interval(np.mean(boots, axis=0)) if boots else (None, None)
         slo, shi = _t_interval(diffs.mean(axis=1))
         as_is, flipped_v = _values(section, preset, flip)
-        rows.append({"reading": flip, "fields": ", ".join(READINGS[flip]), "value_as_is": as_is,
-                     "value_flipped": flipped_v, "auc_as_is": float(np.mean(a0)), "auc_flipped": float(np.mean(a1)),
-                     "diff": float(diffs.mean()), "diff_ci_low": lo, "diff_ci_high": hi, "seed_ci_low": slo,
-                     "seed_ci_high": shi, "n_seeds": len(seeds), "n_classes": len(classes),
-                     "recon_ratio_as_is": _mean_or_none(r0), "recon_ratio_flipped": _mean_or_none(r1)})
+        rows.append(
+            {
+                "reading": flip,
+                "fields": ", ".join(READINGS[flip]),
+                "value_as_is": as_is,
+                "value_flipped": flipped_v,
+                "auc_as_is": float(np.mean(a0)),
+                "auc_flipped": float(np.mean(a1)),
+                "diff": float(diffs.mean()),
+                "diff_ci_low": lo,
+                "diff_ci_high": hi,
+                "seed_ci_low": slo,
+                "seed_ci_high": shi,
+                "n_seeds": len(seeds),
+                "n_classes": len(classes),
+                "recon_ratio_as_is": _mean_or_none(r0),
+                "recon_ratio_flipped": _mean_or_none(r1),
+            }
+        )
     return pd.DataFrame(rows, columns=list(READINGS_COLUMNS))
 
 
@@ -106,12 +139,17 @@ def readings_statement(df: pd.DataFrame, section: Section) -> str:
     sure = df[(df["diff_ci_low"] > 0) & (df["seed_ci_low"] > 0)]
     worse = df[(df["diff_ci_high"] < 0) & (df["seed_ci_high"] < 0)]
     preset = section.presets[0]
-    parts = [f"{len(df)} readings of the `{preset}` preset flipped one at a time to `{other_preset(preset)}`'s "
-             f"value, {int(df['n_classes'].iloc[0])} class(es) x {int(df['n_seeds'].iloc[0])} seed(s) each."]
+    parts = [
+        f"{len(df)} readings of the `{preset}` preset flipped one at a time to `{other_preset(preset)}`'s "
+        f"value, {int(df['n_classes'].iloc[0])} class(es) x {int(df['n_seeds'].iloc[0])} seed(s) each."
+    ]
     for label, rows in (("raise", sure), ("lower", worse)):
         if len(rows):
-            parts.append(f"Flips that {label} the AUROC with both intervals excluding zero: "
-                         + ", ".join(f"{r.reading} ({r.diff:+.3f})" for r in rows.itertuples()) + ".")
+            parts.append(
+                f"Flips that {label} the AUROC with both intervals excluding zero: "
+                + ", ".join(f"{r.reading} ({r.diff:+.3f})" for r in rows.itertuples())
+                + "."
+            )
     if not len(sure) and not len(worse):
         parts.append("No flip moves the AUROC with both the image-bootstrap and the seed interval excluding zero.")
     return " ".join(parts)
@@ -141,15 +179,24 @@ def plot_readings(df: pd.DataFrame, title: str = ""):
 
 def readings_markdown(df: pd.DataFrame) -> str:
     """The measured-effect table as markdown (for docs/reproduction-notes.md and the results README)."""
+
     def ci(lo: Any, hi: Any) -> str:
         return "" if lo is None or pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
 
-    lines = ["| reading | paper -> code | AUROC as is | flipped | change | 95% CI (images) | 95% CI (seeds) | "
-             "recon/mean-image as is -> flipped |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| reading | paper -> code | AUROC as is | flipped | change | 95% CI (images) | 95% CI (seeds) | "
+        "recon/mean-image as is -> flipped |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in df.sort_values("diff").itertuples():
-        ratio = ("" if r.recon_ratio_as_is is None or pd.isna(r.recon_ratio_as_is)
-                 else f"{r.recon_ratio_as_is:.2f} -> {r.recon_ratio_flipped:.2f}")
-        lines.append(f"| {r.reading} | {r.value_as_is} -> {r.value_flipped} | {r.auc_as_is:.3f} | {r.auc_flipped:.3f} | "
-                     f"{r.diff:+.3f} | {ci(r.diff_ci_low, r.diff_ci_high)} | {ci(r.seed_ci_low, r.seed_ci_high)} | "
-                     f"{ratio} |")
+        ratio = (
+            ""
+            if r.recon_ratio_as_is is None or pd.isna(r.recon_ratio_as_is)
+            else f"{r.recon_ratio_as_is:.2f} -> {r.recon_ratio_flipped:.2f}"
+        )
+        lines.append(
+            f"| {r.reading} | {r.value_as_is} -> {r.value_flipped} | {r.auc_as_is:.3f} | {r.auc_flipped:.3f} | "
+            f"{r.diff:+.3f} | {ci(r.diff_ci_low, r.diff_ci_high)} | {ci(r.seed_ci_low, r.seed_ci_high)} | "
+            f"{ratio} |"
+        )
     return "\n".join(lines)

@@ -1,10 +1,12 @@
 """Reading run folders for reports: the plan of a section with each run's folder, metrics.json and
 scores.csv, and the frame of a section's runs.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -40,7 +42,8 @@ def _require_finished(plan: Sequence[PlannedRun], what: str) -> None:
             f"{len(missing)} run(s) of {what} have no metrics.json yet:\n  {listing}{more}\n"
             "Train them first: run notebooks/02_training.ipynb (04_ablation.ipynb for the ablation, "
             "07_readings.ipynb for the readings) "
-            "or ./run_all.sh PROFILE, which skips finished runs and resumes interrupted ones.")
+            "or ./run_all.sh PROFILE, which skips finished runs and resumes interrupted ones."
+        )
 
 
 def section_plan(section: Section, results_root: str | Path) -> list[PlannedRun]:
@@ -64,11 +67,24 @@ def runs_frame(section: Section, results_root: str | Path) -> pd.DataFrame:
     plan = section_plan(section, results_root)
     for p in tqdm(plan, desc=f"{section.name}: reading run folders", unit="run", leave=False, disable=len(plan) < 2):
         m = read_metrics(p.run_dir)
-        rows.append({"class": p.normal_class, "kind": p.kind, "variant": p.variant, "preset": p.preset, "seed": p.seed,
-                     "n_vectors": p.n_vectors, "baseline": p.baseline, "auc": m.get("auc"),
-                     "auc_ci_low": m.get("auc_ci_low"), "auc_ci_high": m.get("auc_ci_high"),
-                     "n_normal": m.get("n_normal"), "n_anomalous": m.get("n_anomalous"),
-                     "pixel_auroc": m.get("pixel_auroc"), "run_dir": str(p.run_dir)})
+        rows.append(
+            {
+                "class": p.normal_class,
+                "kind": p.kind,
+                "variant": p.variant,
+                "preset": p.preset,
+                "seed": p.seed,
+                "n_vectors": p.n_vectors,
+                "baseline": p.baseline,
+                "auc": m.get("auc"),
+                "auc_ci_low": m.get("auc_ci_low"),
+                "auc_ci_high": m.get("auc_ci_high"),
+                "n_normal": m.get("n_normal"),
+                "n_anomalous": m.get("n_anomalous"),
+                "pixel_auroc": m.get("pixel_auroc"),
+                "run_dir": str(p.run_dir),
+            }
+        )
     return pd.DataFrame(rows)
 
 

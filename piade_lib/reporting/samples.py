@@ -1,8 +1,9 @@
-"""What the data looks like: split counts per class and sample images of a section's task (notebook 01).
-"""
+"""What the data looks like: split counts per class and sample images of a section's task (notebook 01)."""
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,10 +32,20 @@ def split_counts(section: Section) -> pd.DataFrame:
         task, train, test = _task(kw)
         all_labels = task.manifest["test_labels"]
         labels = [all_labels[i] for i in getattr(test, "indices", range(len(all_labels)))]
-        rows.append({"section": section.name, "dataset": section.dataset, "protocol": task.protocol,
-                     "class": kw["normal_class"], "n_train": len(train), "n_test_normal": labels.count(0),
-                     "n_test_anomalous": labels.count(1), "image_size": task.image_size,
-                     "masks": task.has_masks, "stand-in": task.manifest.get("standin")})
+        rows.append(
+            {
+                "section": section.name,
+                "dataset": section.dataset,
+                "protocol": task.protocol,
+                "class": kw["normal_class"],
+                "n_train": len(train),
+                "n_test_normal": labels.count(0),
+                "n_test_anomalous": labels.count(1),
+                "image_size": task.image_size,
+                "masks": task.has_masks,
+                "stand-in": task.manifest.get("standin"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -68,8 +79,11 @@ def plot_samples(section: Section, n: int = 6, normal_class: str | None = None):
     task, train, test = _task(kw)
     normals = [test[i] for i in range(len(test)) if test[i]["label"] == 0][:n]
     anomalies = [test[i] for i in range(len(test)) if test[i]["label"] == 1][:n]
-    rows = [("train (normal)", [train[i]["image"] for i in range(min(n, len(train)))]),
-            ("test normal", [it["image"] for it in normals]), ("test anomalous", [it["image"] for it in anomalies])]
+    rows = [
+        ("train (normal)", [train[i]["image"] for i in range(min(n, len(train)))]),
+        ("test normal", [it["image"] for it in normals]),
+        ("test anomalous", [it["image"] for it in anomalies]),
+    ]
     if task.has_masks:
         rows.append(("defect masks", [it["mask"].repeat(3, 1, 1) for it in anomalies]))
     fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.7 * len(rows)), squeeze=False)

@@ -2,10 +2,11 @@
 resampled with :func:`piade_lib.metrics.bootstrap_aucs`), and paired scores of two runs on the
 same test images.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,15 +19,20 @@ from piade_lib.reporting.results import CI_LEVEL, read_scores
 # ---------------------------------------------------------------------------------------------
 # bootstrap of means and differences
 # ---------------------------------------------------------------------------------------------
-def mean_auc_ci(run_dirs: Sequence[str | Path], n_bootstrap: int = 1000, seed: int = 0,
-                level: float = CI_LEVEL) -> tuple[float, float | None, float | None]:
+def mean_auc_ci(
+    run_dirs: Sequence[str | Path], n_bootstrap: int = 1000, seed: int = 0, level: float = CI_LEVEL
+) -> tuple[float, float | None, float | None]:
     """Mean AUC over runs (classes) and a percentile-bootstrap interval of that mean."""
     frames = [read_scores(d) for d in run_dirs]
     aucs = [float(roc_auc_score(f["label"], f["total"])) for f in frames]
     if n_bootstrap <= 0 or not frames:
         return float(np.mean(aucs)) if aucs else float("nan"), None, None
-    boots = np.column_stack([bootstrap_aucs(f["label"].to_numpy(), f["total"].to_numpy(), n_bootstrap, seed + i)[:, 0]
-                             for i, f in enumerate(frames)])
+    boots = np.column_stack(
+        [
+            bootstrap_aucs(f["label"].to_numpy(), f["total"].to_numpy(), n_bootstrap, seed + i)[:, 0]
+            for i, f in enumerate(frames)
+        ]
+    )
     lo, hi = percentile_interval(boots.mean(axis=1), level)
     return float(np.mean(aucs)), lo, hi
 

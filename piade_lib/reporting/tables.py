@@ -17,11 +17,13 @@ Figure 4 CSV (``tables/figure4.csv``): one row per category and a final ``mean``
 resampled test images score both models). The paper's values are not available (see
 ``paper_results.FIGURE4_SOURCE``), so ``paper_auc_1vec`` / ``paper_auc_2vec`` are empty.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,9 +42,21 @@ from piade_lib.reporting.results import (
 )
 from piade_lib.reporting.stats import mean_auc_ci, paired_scores
 
-FIGURE4_COLUMNS = ("dataset", "category", "auc_1vec", "auc_1vec_ci_low", "auc_1vec_ci_high", "auc_2vec",
-                   "auc_2vec_ci_low", "auc_2vec_ci_high", "diff", "diff_ci_low", "diff_ci_high",
-                   "paper_auc_1vec", "paper_auc_2vec")
+FIGURE4_COLUMNS = (
+    "dataset",
+    "category",
+    "auc_1vec",
+    "auc_1vec_ci_low",
+    "auc_1vec_ci_high",
+    "auc_2vec",
+    "auc_2vec_ci_low",
+    "auc_2vec_ci_high",
+    "diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "paper_auc_1vec",
+    "paper_auc_2vec",
+)
 
 
 class TableSchemaError(ValueError):
@@ -97,8 +111,9 @@ class _TableRuns:
         return _seed_runs(self.by, cls, lambda s: folders.baseline_variant(name, s), self.seeds)
 
 
-def _class_row(runs: _TableRuns, cls: str, presets: list[str], paper_table: str | None, nb: int,
-               boot_seed: int) -> dict[str, Any]:
+def _class_row(
+    runs: _TableRuns, cls: str, presets: list[str], paper_table: str | None, nb: int, boot_seed: int
+) -> dict[str, Any]:
     """One class's row: our AUC per preset (mean over seeds, interval, seed sd), the baselines, the paper."""
     section, multi = runs.section, len(runs.seeds) > 1
     row: dict[str, Any] = {"dataset": section.dataset, "class": cls}
@@ -120,8 +135,9 @@ def _class_row(runs: _TableRuns, cls: str, presets: list[str], paper_table: str 
     return row
 
 
-def _mean_row(df: pd.DataFrame, runs: _TableRuns, presets: list[str], paper_table: str | None, nb: int,
-              boot_seed: int) -> dict[str, Any]:
+def _mean_row(
+    df: pd.DataFrame, runs: _TableRuns, presets: list[str], paper_table: str | None, nb: int, boot_seed: int
+) -> dict[str, Any]:
     """The mean row: plain means (sums of image counts), bootstrap intervals of the mean for the PIADE
     columns, and with several seeds the spread over seeds of the mean over classes."""
     classes = runs.section.class_names()
@@ -189,15 +205,18 @@ def validate_table(df: pd.DataFrame) -> None:
     body = df.iloc[:-1]
     if body["ours_auc"].isna().any():
         raise TableSchemaError(f"ours_auc is empty for class(es) {body['class'][body['ours_auc'].isna()].tolist()}")
-    ci_ok = body["ours_ci_low"].isna() | ((body["ours_ci_low"] <= body["ours_auc"] + 1e-9)
-                                          & (body["ours_auc"] <= body["ours_ci_high"] + 1e-9))
+    ci_ok = body["ours_ci_low"].isna() | (
+        (body["ours_ci_low"] <= body["ours_auc"] + 1e-9) & (body["ours_auc"] <= body["ours_ci_high"] + 1e-9)
+    )
     if not ci_ok.all():
-        raise TableSchemaError(f"ours_auc lies outside [ours_ci_low, ours_ci_high] for "
-                               f"{body['class'][~ci_ok].tolist()}")
+        raise TableSchemaError(
+            f"ours_auc lies outside [ours_ci_low, ours_ci_high] for {body['class'][~ci_ok].tolist()}"
+        )
     mean_expected = body["ours_auc"].astype(float).mean()
     if abs(float(df["ours_auc"].iloc[-1]) - mean_expected) > 1e-9:
-        raise TableSchemaError(f"the mean row's ours_auc {df['ours_auc'].iloc[-1]} is not the mean of the class rows "
-                               f"({mean_expected})")
+        raise TableSchemaError(
+            f"the mean row's ours_auc {df['ours_auc'].iloc[-1]} is not the mean of the class rows ({mean_expected})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,13 +239,30 @@ def figure4_table(section: Section, results_root: str | Path) -> pd.DataFrame:
         b = bootstrap_aucs(pair["label"].to_numpy(), pair[["a", "b"]].to_numpy(), nb, seed + i) if nb > 0 else None
         boots.append(b)
         lo, hi = percentile_interval(b[:, 1] - b[:, 0]) if b is not None else (None, None)
-        rows.append({"dataset": section.dataset, "category": cat, "auc_1vec": m1.get("auc"),
-                     "auc_1vec_ci_low": m1.get("auc_ci_low"), "auc_1vec_ci_high": m1.get("auc_ci_high"),
-                     "auc_2vec": m2.get("auc"), "auc_2vec_ci_low": m2.get("auc_ci_low"),
-                     "auc_2vec_ci_high": m2.get("auc_ci_high"), "diff": m2["auc"] - m1["auc"],
-                     "diff_ci_low": lo, "diff_ci_high": hi, "paper_auc_1vec": None, "paper_auc_2vec": None})
+        rows.append(
+            {
+                "dataset": section.dataset,
+                "category": cat,
+                "auc_1vec": m1.get("auc"),
+                "auc_1vec_ci_low": m1.get("auc_ci_low"),
+                "auc_1vec_ci_high": m1.get("auc_ci_high"),
+                "auc_2vec": m2.get("auc"),
+                "auc_2vec_ci_low": m2.get("auc_ci_low"),
+                "auc_2vec_ci_high": m2.get("auc_ci_high"),
+                "diff": m2["auc"] - m1["auc"],
+                "diff_ci_low": lo,
+                "diff_ci_high": hi,
+                "paper_auc_1vec": None,
+                "paper_auc_2vec": None,
+            }
+        )
     df = pd.DataFrame(rows)
-    mean: dict[str, Any] = {"dataset": section.dataset, "category": MEAN, "paper_auc_1vec": None, "paper_auc_2vec": None}
+    mean: dict[str, Any] = {
+        "dataset": section.dataset,
+        "category": MEAN,
+        "paper_auc_1vec": None,
+        "paper_auc_2vec": None,
+    }
     for col in ("auc_1vec", "auc_2vec", "diff"):
         mean[col] = float(df[col].mean())
     if nb > 0:
@@ -265,14 +301,20 @@ def figure4_statement(df: pd.DataFrame) -> str:
     if pd.notna(mean["diff_ci_low"]):
         ci = f" (95% bootstrap interval {mean['diff_ci_low']:+.3f} to {mean['diff_ci_high']:+.3f})"
     rel = mean["diff"] / mean["auc_1vec"] if mean["auc_1vec"] else float("nan")
-    verdict = ("an improvement whose interval excludes zero" if pd.notna(mean["diff_ci_low"]) and mean["diff_ci_low"] > 0
-               else "a worsening whose interval excludes zero" if pd.notna(mean["diff_ci_high"]) and mean["diff_ci_high"] < 0
-               else "a difference whose interval includes zero (not significant at this size)")
-    return (f"Measured: two vectors minus one vector = {mean['diff']:+.3f} AUC on average over {len(body)} "
-            f"categories{ci}, {rel:+.1%} relative to one vector; two vectors are better in {n_better} of "
-            f"{len(body)} categories: {verdict}. Paper: \"{paper_results.FIGURE4_CLAIM}\" "
-            f"(+{paper_results.FIGURE4_MEAN_IMPROVEMENT:.0%}; whether absolute or relative is not stated, and the "
-            f"per-category values are not given numerically).")
+    verdict = (
+        "an improvement whose interval excludes zero"
+        if pd.notna(mean["diff_ci_low"]) and mean["diff_ci_low"] > 0
+        else "a worsening whose interval excludes zero"
+        if pd.notna(mean["diff_ci_high"]) and mean["diff_ci_high"] < 0
+        else "a difference whose interval includes zero (not significant at this size)"
+    )
+    return (
+        f"Measured: two vectors minus one vector = {mean['diff']:+.3f} AUC on average over {len(body)} "
+        f"categories{ci}, {rel:+.1%} relative to one vector; two vectors are better in {n_better} of "
+        f'{len(body)} categories: {verdict}. Paper: "{paper_results.FIGURE4_CLAIM}" '
+        f"(+{paper_results.FIGURE4_MEAN_IMPROVEMENT:.0%}; whether absolute or relative is not stated, and the "
+        f"per-category values are not given numerically)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,20 +337,28 @@ def comparison_statement(section: Section, table: pd.DataFrame) -> str:
     if pd.notna(mean.get("ours_ci_low")):
         ours += f" (95% CI {mean['ours_ci_low']:.3f}-{mean['ours_ci_high']:.3f})"
     if section.is_standin:
-        return (f"{section.name}: {ours} on the stand-in dataset {section.dataset!r}; the paper measured "
-                f"{section.paper_dataset!r}, so its numbers are shown for reference only and not compared.")
+        return (
+            f"{section.name}: {ours} on the stand-in dataset {section.dataset!r}; the paper measured "
+            f"{section.paper_dataset!r}, so its numbers are shown for reference only and not compared."
+        )
     if pd.isna(mean["paper_auc"]):
         return f"{section.name}: {ours}; the paper reports no value for this experiment."
     d = mean["ours_auc"] - mean["paper_auc"]
     inside = pd.notna(mean.get("ours_ci_low")) and mean["ours_ci_low"] <= mean["paper_auc"] <= mean["ours_ci_high"]
-    return (f"{section.name}: {ours} vs the paper's {mean['paper_auc']:.3f} ({d:+.3f}); the paper's value is "
-            f"{'inside' if inside else 'outside'} our interval.")
+    return (
+        f"{section.name}: {ours} vs the paper's {mean['paper_auc']:.3f} ({d:+.3f}); the paper's value is "
+        f"{'inside' if inside else 'outside'} our interval."
+    )
 
 
 def paper_reference_table(paper_table: str) -> pd.DataFrame:
     """The paper's table as printed (for display beside ours)."""
-    return {"table2": paper_results.table2, "table3": paper_results.table3,
-            "table4": paper_results.table4, "mnist": paper_results.mnist_lsa}[paper_table]()
+    return {
+        "table2": paper_results.table2,
+        "table3": paper_results.table3,
+        "table4": paper_results.table4,
+        "mnist": paper_results.mnist_lsa,
+    }[paper_table]()
 
 
 # ---------------------------------------------------------------------------------------------

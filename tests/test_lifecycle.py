@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY as CONFTEST_TINY
 from PIL import Image
 
 from piade_lib.data import PiadeDataError
@@ -25,17 +26,7 @@ from piade_lib.engine.scoring import load_trained
 from piade_lib.engine.trainer import NonFiniteLossError
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(
-    dataset="digits",
-    normal_class="1",
-    epochs=2,
-    batch_size=2,
-    limit_train=4,
-    limit_test=4,
-    n_bootstrap=10,
-    device="cpu",
-    pretrained=False,
-)
+TINY = {k: v for k, v in CONFTEST_TINY.items() if k not in ("checkpoint_every", "keep_checkpoints")}
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

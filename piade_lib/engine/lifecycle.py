@@ -255,44 +255,19 @@ def run_baseline(
     dataset: str,
     normal_class: str | int,
     results_root: str | Path,
-    protocol: str | None = None,
-    seed: int = 0,
-    image_size: int | None = None,
-    epochs: int = 100,
     *,
-    preset: str = "paper",
-    data_root: str | None = None,
-    limit_train: int | None = None,
-    limit_test: int | None = None,
-    n_bootstrap: int = 1000,
-    device: str = "auto",
-    params: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    **task_params: Any,
+    **spec: Any,
 ) -> Path:
     """Fit baseline ``name`` on the normal train images of the task and score its test images, in
     ``<results_root>/runs/<dataset>-<protocol>/<class>/baseline-<name>/`` (config.json, manifest.json,
-    scores.csv ``id,label,total``, train_scores.csv, metrics.json, provenance.json). ``task_params``
-    go to ``one_class_task``."""
-    spec = BaselineSpec.build(
-        name,
-        dataset,
-        normal_class,
-        protocol,
-        seed,
-        image_size,
-        epochs,
-        preset=preset,
-        data_root=data_root,
-        limit_train=limit_train,
-        limit_test=limit_test,
-        n_bootstrap=n_bootstrap,
-        device=device,
-        params=params,
-        **task_params,
+    scores.csv ``id,label,total``, train_scores.csv, metrics.json, provenance.json). ``spec``: the
+    other arguments of :meth:`BaselineSpec.build` (protocol, seed, epochs, params, limits, ``one_class_task``
+    parameters)."""
+    return execute(
+        BaselineSpec.build(name, dataset, normal_class, **spec), results_root, overwrite=overwrite, progress=progress
     )
-    return execute(spec, results_root, overwrite=overwrite, progress=progress)
 
 
 def evaluate_run(

@@ -197,3 +197,14 @@ def test_a_corrupt_test_image_stops_the_run_before_training(tmp_path: Path) -> N
     with pytest.raises(PiadeDataError, match="001.png"):
         train_run(cfg, tmp_path / "results", progress=False)
     assert not cfg.run_dir(tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("epochs", 0), ("epochs", -1), ("batch_size", 0), ("batch_size", 1), ("seed", -1), ("n_bootstrap", -1)],
+)
+def test_out_of_range_settings_are_refused_before_anything_runs(tmp_path: Path, field: str, value: int) -> None:
+    cfg = RunConfig(**{**TINY, field: value})
+    with pytest.raises(ValueError, match=f"{field} must be >= "):
+        train_run(cfg, tmp_path, progress=False)
+    assert not (tmp_path / "runs").exists()

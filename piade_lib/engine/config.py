@@ -69,13 +69,20 @@ class RunConfig:
         protocol, size = dataset_defaults(self.dataset)
         names = [] if self.dataset == "folder" else [str(c) for c in classes(self.dataset)]
         cls = canonical_class(self.normal_class, names, self.dataset)
-        for name, value in (
-            ("checkpoint_every", 1 if self.checkpoint_every is None else self.checkpoint_every),
-            ("n_vectors", self.n_vectors),
-            ("steps", 1 if self.steps is None else self.steps),
+        for name, value, low in (
+            ("checkpoint_every", self.checkpoint_every, 1),
+            ("n_vectors", self.n_vectors, 1),
+            ("steps", self.steps, 1),
+            ("epochs", self.epochs, 1),
+            ("batch_size", self.batch_size, 2),
+            ("seed", self.seed, 0),
+            ("n_bootstrap", self.n_bootstrap, 0),
+            ("keep_checkpoints", self.keep_checkpoints, 0),
+            ("limit_train", self.limit_train, 2),
+            ("limit_test", self.limit_test, 1),
         ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+            if value is not None and int(value) < low:  # an untrained or unscored "finished" run is never saved
+                raise ValueError(f"{name} must be >= {low}, got {value}")
         from piade_lib.engine.precision import PRECISIONS
 
         if self.precision not in PRECISIONS:

@@ -24,6 +24,7 @@ from piade_lib.engine.scoring import mean_image, score_dataset
 from piade_lib.engine.splits import Splits
 from piade_lib.engine.trainer import NonFiniteLossError, Trainer, budget, stack_images
 from piade_lib.metrics import RECON_KEYS, pixel_auroc, reconstruction_summary
+from piade_lib.model.losses import TERMS
 
 CONVERGENCE_COLUMNS = (
     "step",
@@ -74,6 +75,10 @@ class Detector(ABC):
     def session_fields(self) -> dict[str, Any]:
         """Fields of the provenance session this detector fills (e.g. the epoch it resumed from)."""
         return {}
+
+    def after_evaluation(self, run_dir: Path, metrics: dict[str, Any]) -> None:
+        """Anything written from the final metrics (PIADE: the last row of convergence.csv); nothing by default."""
+        return None
 
 
 def make_detector(spec: RunSpec, device: torch.device, config_hash: str, *, fresh: bool = True) -> Detector:
@@ -307,8 +312,6 @@ class PiadeDetector(Detector):
         extra: dict[str, Any] = {k: recon[k] for k in RECON_KEYS}
         if splits.has_masks and pix is None:
             extra["pixel_note"] = "masks hold a single class (no anomalous pixels in the test set)"
-        from piade_lib.model.losses import TERMS
-
         return Scored(scores, train, TERMS, pix, extra)  # type: ignore[arg-type]
 
     def after_evaluation(self, run_dir: Path, metrics: dict[str, Any]) -> None:

@@ -127,9 +127,7 @@ def evaluate_detector(
     metrics.update(scored.extra or {})
     metrics["config_hash"] = chash
     write_results(run_dir, scored.test, metrics, scored.train)
-    after = getattr(detector, "after_evaluation", None)
-    if after is not None:
-        after(run_dir, metrics)
+    detector.after_evaluation(run_dir, metrics)
     return metrics
 
 

@@ -24,18 +24,12 @@ from piade_lib.engine import checkpoints, files, folders
 from piade_lib.metrics import (
     roc_curve_data,
 )
-from piade_lib.model.losses import TERMS
+from piade_lib.model.losses import TERMS, gaussian_window
 
 
 # --------------------------------------------------------------------------------------------
 # pixel maps
 # --------------------------------------------------------------------------------------------
-def _gauss_1d(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    coords = torch.arange(size, dtype=dtype, device=device) - size // 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
 def ssim_map(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -56,7 +50,7 @@ def ssim_map(
     x, y = x.float(), y.float()
     c = x.shape[1]
     win = min(win_size, 2 * (min(x.shape[-2:]) // 2) - 1)  # odd, and padding < size for tiny images
-    g = _gauss_1d(win, win_sigma, x.device, x.dtype)
+    g = gaussian_window(win, win_sigma).to(x.device, x.dtype)  # the SSIM loss's window
     gh = g.view(1, 1, 1, win).repeat(c, 1, 1, 1)
     gv = g.view(1, 1, win, 1).repeat(c, 1, 1, 1)
     pad = win // 2

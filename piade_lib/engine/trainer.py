@@ -190,7 +190,7 @@ class Trainer:
         first_step = self.epochs_done * self.steps_per_epoch + 1
         self.model.train()
         t0 = time.time()
-        order = epoch_order(self.n_images, self.generator)
+        order = epoch_order(self.n_images, self.generator).to(self.device)  # one copy per epoch
         n_batches = self.steps_per_epoch
         sums = torch.zeros(len(TERMS), device=self.device, dtype=torch.float64)
         first_bad = torch.full((), -1, device=self.device, dtype=torch.int64)
@@ -199,7 +199,7 @@ class Trainer:
             if first_step + b - 1 > last_step:  # a step budget ends inside the last epoch
                 break
             step = first_step + b - 1
-            idx = order[(b - 1) * self.batch_size : b * self.batch_size].to(self.device)
+            idx = order[(b - 1) * self.batch_size : b * self.batch_size]
             try:
                 batch_sums = self.step(self.images.index_select(0, idx).contiguous(memory_format=self.memory_format))
             except RuntimeError as exc:  # e.g. Adam's step size overflowing float32 for an absurd lr

@@ -32,6 +32,12 @@ Shims applied at run time to the authors' code (their files are not modified):
    on the CPU as written; the ``.cuda()`` calls of their ``train.py`` are not executed because the step
    is rebuilt here. With ``--device cuda`` the models and batches are moved to the GPU.
 
+CPU memory: our contestants run with the malloc settings that the library's ``Trainer`` sets when it trains
+on the CPU (:mod:`piade_lib.engine.cpu_allocator`: large blocks stay in the heap between steps), the
+``authors`` contestant with glibc's own settings, as their code runs. Both are process settings, so they
+are switched before each contestant's step. ``--authors-allocator tuned`` adds ``authors:tuned-malloc``,
+their step with our settings: it separates what the allocator buys from what the implementation buys.
+
 Their code is written for 120x120 images only (``decoder1(4)`` and ``decoder2(640)`` are hard-wired
 to ResNet50's 4x4 features of a 120x120 input); at other sizes the ``authors`` contestant is skipped.
 
@@ -62,6 +68,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from piade_lib.engine import cpu_allocator  # noqa: E402
 from piade_lib.engine import precision as prec  # noqa: E402
 from piade_lib.model.losses import TERMS, PiadeLoss  # noqa: E402
 from piade_lib.model.network import build_model  # noqa: E402
@@ -114,7 +121,13 @@ def ours_step(
     x = prec.prepare_batch(torch.rand(batch, 3, size, size), device, settings)
     model.train()
 
+    allocator = "tuned" if device.type == "cpu" else None  # what Trainer and score_dataset set on the CPU
+
     def step() -> None:
+        with cpu_allocator.policy(allocator) if allocator else contextlib.nullcontext():
+            _step()
+
+    def _step() -> None:
         with prec.autocast(device, settings):
             recon = model(x).reconstruction
         terms = loss_fn.per_image(recon.float(), x)
@@ -125,7 +138,12 @@ def ours_step(
         scaler.step(opt)
         scaler.update()
 
-    info = {"settings": settings.to_dict(), "fused_adam": bool(opt.defaults.get("fused")), "compile": compile}
+    info = {
+        "settings": settings.to_dict(),
+        "fused_adam": bool(opt.defaults.get("fused")),
+        "compile": compile,
+        "cpu_allocator": allocator,
+    }
     return step, info
 
 
@@ -150,7 +168,7 @@ def _authors_imports(code_dir: Path) -> Iterator[None]:
 
 
 def authors_step(
-    code_dir: Path, batch: int, device: torch.device, precision: str = "fp32"
+    code_dir: Path, batch: int, device: torch.device, precision: str = "fp32", allocator: str = "default"
 ) -> tuple[Callable[[], None], dict[str, Any]]:
     """The training step of the authors' train.py (see the module docstring), on one in-memory batch."""
     missing = [
@@ -177,7 +195,13 @@ def authors_step(
         prec.prepare_loss(perc_loss, device, settings)
         img = prec.prepare_batch(img, device, settings)
 
+    use_allocator = allocator if device.type == "cpu" else None
+
     def step() -> None:
+        with cpu_allocator.policy(use_allocator) if use_allocator else contextlib.nullcontext():
+            _step()
+
+    def _step() -> None:
         model.zero_grad()
         with prec.autocast(device, settings):
             reconstruction, res, IF, vectors = model(img)
@@ -194,9 +218,54 @@ def authors_step(
         "settings": settings.to_dict(),
         "fused_adam": False,
         "compile": False,
+        "cpu_allocator": use_allocator,
         "note": "their train.py step; TensorBoard logging and data loading left out",
     }
     return step, info
+
+
+def build(kind: str, kw: dict[str, Any], device: torch.device) -> tuple[Callable[[], None], dict[str, Any]]:
+    """A contestant in this process: ``kind`` "ours" (ours_step) or "authors" (authors_step)."""
+    return (ours_step if kind == "ours" else authors_step)(device=device, **kw)
+
+
+def _worker(conn: Any, kind: str, kw: dict[str, Any], device: str, threads: int) -> None:
+    """--isolate: one contestant in a process of its own, stepping on the parent's command."""
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    step, info = build(kind, kw, dev)
+    conn.send(info)
+    while conn.recv() == "step":
+        step()
+        _sync(dev)
+        conn.send(None)
+
+
+class _Remote:
+    """A contestant's step run in another process: calling it returns when the step there is done."""
+
+    def __init__(self, conn: Any, proc: Any) -> None:
+        self.conn, self.proc = conn, proc
+
+    def __call__(self) -> None:
+        self.conn.send("step")
+        self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send("stop")
+        self.proc.join(timeout=60)
+
+
+def isolated(kind: str, kw: dict[str, Any], device: str, threads: int) -> tuple[Callable[[], None], dict[str, Any]]:
+    """--isolate: the contestant built in a spawned process of its own, so that each program has its own
+    heap, as when it runs alone; this process still interleaves the steps."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    conn, child = ctx.Pipe()
+    proc = ctx.Process(target=_worker, args=(child, kind, kw, device, threads), daemon=True)
+    proc.start()
+    return _Remote(conn, proc), {**conn.recv(), "process": "isolated"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,6 +369,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=["fp32", "bf16"],
         help="fp32: their code as released; bf16: also their step under our bf16 autocast + channels_last",
     )
+    ap.add_argument(
+        "--authors-allocator",
+        nargs="+",
+        default=["default"],
+        choices=list(cpu_allocator.CHOICES),
+        help="CPU only. default: their code as released (glibc's malloc settings); tuned: also their step "
+        "with the malloc settings our Trainer sets (piade_lib.engine.cpu_allocator)",
+    )
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     ap.add_argument("--steps-per-round", type=int, default=1, help="timed steps per contestant and round")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per contestant before the rounds")
@@ -310,6 +387,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also torch.compile'd copies of our contestants (their first step, mostly compilation, is "
         "reported as first_step_s)",
+    )
+    ap.add_argument(
+        "--isolate",
+        action="store_true",
+        help="each contestant in a process of its own (still interleaved, step by step, by this one): its own "
+        "heap, as when each program runs alone; the authors' code then runs with glibc's settings untouched",
     )
     ap.add_argument("--json", type=Path, default=None, help="write the measurements to this JSON file")
     args = ap.parse_args(argv)
@@ -335,22 +418,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.authors_code is not None:
         results["args"]["authors_code"] = "(checkout of pankajmishra000/PIADE)"
     for size in args.sizes:
-        contestants: dict[str, tuple[Callable[[], None], dict[str, Any]]] = {}
+        specs: dict[str, tuple[str, dict[str, Any]]] = {}
         for precision in args.precision:
             for preset in args.presets:
-                contestants[f"ours:{preset}:{precision}"] = ours_step(preset, size, args.batch_size, device, precision)
+                kw = {"preset": preset, "size": size, "batch": args.batch_size, "precision": precision}
+                specs[f"ours:{preset}:{precision}"] = ("ours", kw)
                 if args.compile:
-                    contestants[f"ours:{preset}:{precision}:compiled"] = ours_step(
-                        preset, size, args.batch_size, device, precision, compile=True
-                    )
+                    specs[f"ours:{preset}:{precision}:compiled"] = ("ours", {**kw, "compile": True})
         reference = None
         if args.authors_code is not None and size == AUTHORS_SIZE:
             for precision in args.authors_precision:
-                name = "authors" if precision == "fp32" else f"authors:{precision}"
-                contestants[name] = authors_step(args.authors_code.resolve(), args.batch_size, device, precision)
-            reference = "authors" if "fp32" in args.authors_precision else None
+                for allocator in args.authors_allocator:
+                    name = "authors" + ("" if precision == "fp32" else f":{precision}")
+                    name += "" if allocator == "default" else f":{allocator}-malloc"
+                    if args.isolate and allocator == "default":
+                        allocator = None  # a process of its own: glibc's settings as they are, untouched
+                    kw = {"code_dir": args.authors_code.resolve(), "batch": args.batch_size, "precision": precision}
+                    specs[name] = ("authors", {**kw, "allocator": allocator})
+            reference = "authors" if "authors" in specs else None
         elif args.authors_code is not None:
             log(f"size {size}: the authors' code supports {AUTHORS_SIZE}x{AUTHORS_SIZE} only; ours alone")
+        if args.isolate:
+            contestants = {name: isolated(kind, kw, args.device, args.threads) for name, (kind, kw) in specs.items()}
+        else:
+            contestants = {name: build(kind, kw, device) for name, (kind, kw) in specs.items()}
         log(f"size {size}x{size}, batch {args.batch_size}: {list(contestants)}")
         load_before = loadavg()
         times, first, loads = run(contestants, device, args.rounds, args.steps_per_round, args.warmup, log)
@@ -379,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                 if reference and n != reference
             },
         }
+        for step, _ in contestants.values():
+            getattr(step, "close", lambda: None)()
         contestants.clear()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

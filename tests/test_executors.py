@@ -11,6 +11,7 @@ import os
 import signal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -263,3 +264,43 @@ def test_ray_retries_a_run_whose_worker_died_and_the_retry_resumes(ray_runtime, 
     prov = json.loads((piade.run_dir / "provenance.json").read_text())
     assert [s["resumed_from_epoch"] for s in prov["sessions"]] == [0, 1]
     assert (piade.run_dir / "checkpoints" / "final.pt").is_file() and (piade.run_dir / "metrics.json").is_file()
+
+
+def _quick_shrunk(tmp_path: Path) -> profiles.Profile:
+    """configs/quick.yaml, every section, class, preset, vector count and baseline as shipped, with budgets
+    cut to seconds: 2 optimiser steps, 16 train and 24 test images, one CAE epoch, 50 bootstrap draws."""
+    raw = yaml.safe_load(profiles.profile_path("quick").read_text())
+    raw["name"] = "quick-shrunk"
+    raw["defaults"].update({"steps": 2, "limit_train": 16, "limit_test": 24, "n_bootstrap": 50, "device": "cpu"})
+    for s in raw["sections"].values():
+        s.update({"steps": 2, "limit_test": 24})
+        s.pop("eval_steps", None)
+        if "protocol_params" in s:
+            s["protocol_params"].update({"n_train": 16, "n_test_good": 6, "n_test_defect": 6})
+        for params in s.get("baseline_params", {}).values():
+            params["epochs"] = 1
+    path = tmp_path / "quick-shrunk.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return profiles.load_profile(path)
+
+
+@pytest.mark.slow
+def test_the_quick_profile_under_ray_gives_the_local_tables(ray_runtime, tmp_path, monkeypatch) -> None:
+    """Every section of quick (Tables 2-4, Figure 4: PIADE, flips and all four baselines) run by the local
+    and by the Ray executor; the tables the notebooks write are equal, number for number."""
+    from piade_lib.reporting.tables import figure4_table, section_table
+
+    prof = _quick_shrunk(tmp_path)
+    assert list(prof.sections) == list(profiles.load_profile("quick").sections)
+    names = list(prof.sections)
+    monkeypatch.chdir(tmp_path)
+    local = runner.run_sections(prof, names, "local", verbose=False, executor="local")
+    remote = runner.run_sections(prof, names, "ray", verbose=False, executor=executors.RayExecutor())
+    kinds = {p.kind for s in prof.sections.values() for p in plan.planned_runs(s, "ray")}
+    assert kinds == {"piade", "baseline"} and sum(len(v) for v in remote.values()) >= 20
+    for name, section in prof.sections.items():
+        assert [d.relative_to("local") for d in local[name]] == [d.relative_to("ray") for d in remote[name]]
+        make = figure4_table if name == "figure4" else section_table
+        a, b = make(section, "local"), make(section, "ray")
+        assert not a.empty and a.notna().any().any(), name
+        pd.testing.assert_frame_equal(a, b, check_exact=True, obj=name)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from piade_lib.engine import checkpoints, files, folders
+from piade_lib.engine import checkpoints, cpu_allocator, files, folders
 from piade_lib.metrics import (
     roc_curve_data,
 )
@@ -137,6 +137,8 @@ def score_dataset(
     a "model" that always predicts it. With ``with_maps`` also returns the ``1 - SSIM`` maps and
     the masks, ``(N, 1, S, S)`` float16 tensors on the CPU."""
     device = torch.device(device)
+    if device.type == "cpu":
+        cpu_allocator.tune()
     was_training = model.training
     model.eval()
     loss_was_training = loss_fn.training

@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from piade_lib.engine import checkpoints
+from piade_lib.engine import checkpoints, cpu_allocator
 from piade_lib.engine import precision as prec
 from piade_lib.model.losses import TERMS
 
@@ -126,6 +126,8 @@ class Trainer:
     ) -> None:
         self.model, self.loss_fn = model, loss_fn
         self.device = images.device
+        if self.device.type == "cpu":  # large blocks stay in the heap between steps (engine/cpu_allocator.py)
+            cpu_allocator.tune()
         self.batch_size = int(batch_size)
         # the step's numeric settings (engine/precision.py): "auto" = bf16/fp16 autocast on CUDA, float32 on
         # the CPU; channels_last convolutions; fused Adam where the device has it. amp=False: float32 everywhere.

@@ -21,8 +21,8 @@ from piade_lib.experiments.profiles import (
 # ---------------------------------------------------------------------------------------------
 def check_profile(profile: str | Path | Profile) -> list[str]:
     """Return a list of problems (empty when the profile can run): missing or damaged datasets,
-    missing pretrained weights, an unknown ``$PIADE_EXECUTOR``. An invalid profile (e.g. a preset value
-    out of its valid set or range, in ``preset_overrides`` or through a flip) raises
+    missing pretrained weights, an unknown ``$PIADE_EXECUTOR`` or ``$PIADE_CPU_ALLOCATOR``. An invalid
+    profile (e.g. a preset value out of its valid set or range, in ``preset_overrides`` or through a flip) raises
     :class:`ProfileError` first: every section's presets are built as its runs will build them. Each
     problem says what is missing, where it is expected and how to fix it. Datasets are checked by
     building the one-class task the runs will build (the data package's own errors, e.g.
@@ -35,9 +35,14 @@ def check_profile(profile: str | Path | Profile) -> list[str]:
             validate_presets(s, f"{prof.path}: sections.{s.name}")
     else:
         prof = load_profile(profile)
+    from piade_lib.engine import cpu_allocator
     from piade_lib.experiments.executors import check_environment
 
     problems: list[str] = check_environment()
+    try:
+        cpu_allocator.requested()
+    except cpu_allocator.AllocatorSettingError as exc:
+        problems.append(str(exc))
     problems += _dataset_problems(prof)
     if prof.pretrained:
         problems += _weights_problems(prof)

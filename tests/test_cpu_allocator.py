@@ -5,6 +5,10 @@ module's own bookkeeping; the process's previous setting is restored after each 
 from __future__ import annotations
 
 import ctypes
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +19,7 @@ from piade_lib.experiments import preflight
 from piade_lib.model.losses import PiadeLoss
 from piade_lib.model.network import build_model
 
+ROOT = Path(__file__).resolve().parent.parent
 BIG = 64 << 20  # above glibc's largest dynamic mmap threshold (32 MiB), below the tuned one (1 GiB)
 
 
@@ -61,18 +66,31 @@ def restore_policy():
         cpu_allocator.set_policy(before)
 
 
-def test_tuned_keeps_large_tensors_in_the_heap_and_default_maps_them(restore_policy) -> None:
+def test_tuned_keeps_large_tensors_in_the_heap_and_default_maps_them() -> None:
+    """In a fresh process (the heap of this one depends on which tests ran before: glibc maps a block only
+    when its free lists cannot serve it)."""
     if not cpu_allocator.available():
         pytest.skip("glibc only")
-    with cpu_allocator.policy("default"):
-        assert cpu_allocator.current() == "default"
-        assert _mmapped_while_holding(BIG) >= BIG  # glibc's behaviour: a fresh mapping per large tensor
-        with cpu_allocator.policy("tuned"):
-            assert cpu_allocator.current() == "tuned"
-            _mmapped_while_holding(BIG)  # the first one grows the heap
-            assert _mmapped_while_holding(BIG) < BIG  # ... and the next one reuses it: no mapping
-        assert cpu_allocator.current() == "default"  # the previous policy is back (the heap glibc grew
-        # meanwhile keeps serving blocks it can hold: glibc maps only what its free lists cannot serve)
+    _mmapped_bytes()  # skips without mallinfo2
+    child = f"""
+import json, sys
+sys.path[:0] = {sys.path!r}
+import tests.test_cpu_allocator as t
+from piade_lib.engine import cpu_allocator
+out = {{}}
+with cpu_allocator.policy("default"):
+    out["default"] = [t._mmapped_while_holding(t.BIG) for _ in range(2)]
+    with cpu_allocator.policy("tuned"):
+        out["tuned"] = [t._mmapped_while_holding(t.BIG) for _ in range(2)]
+    out["after"] = cpu_allocator.current()
+print(json.dumps(out))
+"""
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert all(n >= BIG for n in out["default"])  # glibc's behaviour: a fresh mapping per large tensor, each time
+    assert out["tuned"][1] < BIG  # the first one grows the heap, the next one reuses it: no mapping
+    assert out["after"] == "default"  # the previous policy is back
 
 
 def test_the_environment_chooses_and_a_wrong_value_is_named(monkeypatch, restore_policy) -> None:

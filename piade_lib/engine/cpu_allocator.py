@@ -29,6 +29,8 @@ import os
 import platform
 from collections.abc import Iterator
 
+import torch
+
 ENV_VAR = "PIADE_CPU_ALLOCATOR"
 CHOICES = ("tuned", "default")
 M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
@@ -97,10 +99,11 @@ def set_policy(policy: str) -> bool:
     return applied
 
 
-def tune() -> bool:
-    """Apply what ``$PIADE_CPU_ALLOCATOR`` asks for (tuned unless "default"), once per process; True
-    when the tuned thresholds are in effect. With "default" nothing is touched."""
-    if requested() == "default":
+def tune(device: torch.device | str = "cpu") -> bool:
+    """For work on ``device``: on the CPU, apply what ``$PIADE_CPU_ALLOCATOR`` asks for (tuned unless
+    "default"), once per process; True when the tuned thresholds are in effect. Other devices, and
+    "default", touch nothing."""
+    if torch.device(device).type != "cpu" or requested() == "default":
         return False
     return set_policy("tuned")
 

@@ -137,8 +137,7 @@ def score_dataset(
     a "model" that always predicts it. With ``with_maps`` also returns the ``1 - SSIM`` maps and
     the masks, ``(N, 1, S, S)`` float16 tensors on the CPU."""
     device = torch.device(device)
-    if device.type == "cpu":
-        cpu_allocator.tune()
+    cpu_allocator.tune(device)
     was_training = model.training
     model.eval()
     loss_was_training = loss_fn.training

@@ -126,8 +126,7 @@ class Trainer:
     ) -> None:
         self.model, self.loss_fn = model, loss_fn
         self.device = images.device
-        if self.device.type == "cpu":  # large blocks stay in the heap between steps (engine/cpu_allocator.py)
-            cpu_allocator.tune()
+        cpu_allocator.tune(self.device)  # on the CPU, large blocks stay in the heap between steps
         self.batch_size = int(batch_size)
         # the step's numeric settings (engine/precision.py): "auto" = bf16/fp16 autocast on CUDA, float32 on
         # the CPU; channels_last convolutions; fused Adam where the device has it. amp=False: float32 everywhere.

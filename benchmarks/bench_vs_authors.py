@@ -42,7 +42,13 @@ Their code is written for 120x120 images only (``decoder1(4)`` and ``decoder2(64
 to ResNet50's 4x4 features of a 120x120 input); at other sizes the ``authors`` contestant is skipped.
 
 Reported per contestant: images/s of the median and of the best (fastest) timed step over all rounds,
-and the ratio of each ``ours`` contestant to ``authors`` (median to median, best to best). The 1-minute
+the ratio of each ``ours`` contestant to ``authors`` (median to median, best to best), and the work of
+one step in GFLOP (torch's ``FlopCounterMode``: convolutions and matrix products, forward and backward,
+counted once in an extra untimed step) with the GFLOP/s of the median step; and, as a ceiling, the GFLOP/s
+of a 2048x2048 matrix product in float32 and bf16 on the same device (``machine.matmul_peak_gflop_s``). The two presets are
+different networks (``paper``: ResNet18 without the max-pool, so its first stage runs at 60x60;
+``authors_code`` and the authors' code: ResNet50 with it); GFLOP/s separates what an implementation
+makes of the hardware from what its architecture costs. The 1-minute
 load average is recorded each round. Use the same ``--threads`` for everything (torch's intra-op
 threads are per process, so all contestants share the setting); on a shared 2-core machine 1 thread
 gives the steadiest figures.
@@ -224,6 +230,33 @@ def authors_step(
     return step, info
 
 
+def matmul_peak_gflop_s(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of the fastest of ``repeats`` (n x n) @ (n x n) products in ``dtype``: what this device's
+    best-tuned kernel reaches, a ceiling for the GFLOP/s of the training steps."""
+    a = torch.rand(n, n, device=device).to(dtype)
+    b = torch.rand(n, n, device=device).to(dtype)
+    torch.mm(a, b)  # warm-up (kernel selection, memory)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(step: Callable[[], None]) -> int:
+    """Floating-point operations of one step (forward, backward and optimiser) as torch's ``FlopCounterMode``
+    counts them: the matrix products and convolutions, 2 per multiply-add; elementwise work is not counted.
+    The step runs once, untimed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
 def build(kind: str, kw: dict[str, Any], device: torch.device) -> tuple[Callable[[], None], dict[str, Any]]:
     """A contestant in this process: ``kind`` "ours" (ours_step) or "authors" (authors_step)."""
     return (ours_step if kind == "ours" else authors_step)(device=device, **kw)
@@ -235,7 +268,10 @@ def _worker(conn: Any, kind: str, kw: dict[str, Any], device: str, threads: int)
     dev = torch.device(device)
     step, info = build(kind, kw, dev)
     conn.send(info)
-    while conn.recv() == "step":
+    while (command := conn.recv()) in ("step", "flops"):
+        if command == "flops":
+            conn.send(count_flops(step))
+            continue
         step()
         _sync(dev)
         conn.send(None)
@@ -250,6 +286,10 @@ class _Remote:
     def __call__(self) -> None:
         self.conn.send("step")
         self.conn.recv()
+
+    def flops(self) -> int:
+        self.conn.send("flops")
+        return self.conn.recv()
 
     def close(self) -> None:
         self.conn.send("stop")
@@ -278,10 +318,13 @@ def run(
     steps_per_round: int,
     warmup: int,
     log: Callable[[str], None],
-) -> tuple[dict[str, list[float]], dict[str, float], list[float | None]]:
-    """Warm every contestant up, then ``rounds`` rounds of ``steps_per_round`` timed steps each, in turn."""
+) -> tuple[dict[str, list[float]], dict[str, float], list[float | None], dict[str, int | None]]:
+    """Warm every contestant up and count its FLOPs per step (one more untimed step; not for compiled
+    contestants, whose kernels the counter does not see), then ``rounds`` rounds of ``steps_per_round``
+    timed steps each, in turn."""
     first: dict[str, float] = {}
-    for name, (step, _) in contestants.items():
+    flops: dict[str, int | None] = {}
+    for name, (step, info) in contestants.items():
         t0 = time.perf_counter()
         step()
         _sync(device)
@@ -289,7 +332,10 @@ def run(
         for _ in range(max(warmup - 1, 0)):
             step()
         _sync(device)
-        log(f"warmed up {name} (first step {first[name]:.1f} s)")
+        flops[name] = None if info.get("compile") else (step.flops() if isinstance(step, _Remote) else count_flops(step))
+        _sync(device)
+        gflop = "" if flops[name] is None else f", {flops[name] / 1e9:.0f} GFLOP per step"
+        log(f"warmed up {name} (first step {first[name]:.1f} s{gflop})")
     times: dict[str, list[float]] = {name: [] for name in contestants}
     loads: list[float | None] = []
     for r in range(rounds):
@@ -304,18 +350,23 @@ def run(
             f"round {r + 1}/{rounds} (load {loads[-1]}): "
             + ", ".join(f"{n} {statistics.median(times[n][-steps_per_round:]):.2f} s" for n in contestants)
         )
-    return times, first, loads
+    return times, first, loads, flops
 
 
-def summarise(times: dict[str, list[float]], batch: int) -> dict[str, dict[str, float]]:
-    out = {}
+def summarise(
+    times: dict[str, list[float]], batch: int, flops: dict[str, int | None] | None = None
+) -> dict[str, dict[str, float | None]]:
+    out: dict[str, dict[str, float | None]] = {}
     for name, ts in times.items():
+        f = (flops or {}).get(name)
         out[name] = {
             "median_step_s": statistics.median(ts),
             "best_step_s": min(ts),
             "median_img_s": batch / statistics.median(ts),
             "best_img_s": batch / min(ts),
             "steps": len(ts),
+            "gflop_per_step": None if f is None else f / 1e9,
+            "median_gflop_s": None if f is None else f / 1e9 / statistics.median(ts),
         }
     return out
 
@@ -323,7 +374,7 @@ def summarise(times: dict[str, list[float]], batch: int) -> dict[str, dict[str, 
 def table(summary: dict[str, dict[str, float]], reference: str | None) -> str:
     rows = [
         f"{'contestant':34s} {'median img/s':>13s} {'best img/s':>11s} "
-        f"{'x authors (median)':>19s} {'x authors (best)':>17s}"
+        f"{'x authors (median)':>19s} {'x authors (best)':>17s} {'GFLOP/step':>11s} {'GFLOP/s (median)':>17s}"
     ]
     for name, s in summary.items():
         if reference and reference in summary and name != reference:
@@ -331,7 +382,12 @@ def table(summary: dict[str, dict[str, float]], reference: str | None) -> str:
             ratios = f"{s['median_img_s'] / r['median_img_s']:19.2f} {s['best_img_s'] / r['best_img_s']:17.2f}"
         else:
             ratios = f"{'':19s} {'':17s}"
-        rows.append(f"{name:34s} {s['median_img_s']:13.2f} {s['best_img_s']:11.2f} {ratios}")
+        work = (
+            f"{s['gflop_per_step']:11.0f} {s['median_gflop_s']:17.0f}"
+            if s.get("gflop_per_step") is not None
+            else f"{'':11s} {'':17s}"
+        )
+        rows.append(f"{name:34s} {s['median_img_s']:13.2f} {s['best_img_s']:11.2f} {ratios} {work}")
     return "\n".join(rows)
 
 
@@ -409,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_native_bf16": prec.cpu_has_native_bf16(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
+    machine["matmul_peak_gflop_s"] = {
+        name: round(matmul_peak_gflop_s(device, dtype), 1)
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
     log(f"machine: {machine}")
     results: dict[str, Any] = {
         "machine": machine,
@@ -444,8 +504,8 @@ def main(argv: list[str] | None = None) -> int:
             contestants = {name: build(kind, kw, device) for name, (kind, kw) in specs.items()}
         log(f"size {size}x{size}, batch {args.batch_size}: {list(contestants)}")
         load_before = loadavg()
-        times, first, loads = run(contestants, device, args.rounds, args.steps_per_round, args.warmup, log)
-        summary = summarise(times, args.batch_size)
+        times, first, loads, flops = run(contestants, device, args.rounds, args.steps_per_round, args.warmup, log)
+        summary = summarise(times, args.batch_size, flops)
         print(
             f"\n{size}x{size}, batch {args.batch_size}, {args.threads} thread(s), {args.rounds} rounds x "
             f"{args.steps_per_round} step(s); {machine['cpu']}, torch {machine['torch']}; 1-min load average "

@@ -168,3 +168,50 @@ def test_loss_in_channels_last_matches_contiguous(loss_fn):
     b = cl.per_image(y.contiguous(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last))
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_vgg_head_is_torchvision_features_4_bit_for_bit_forward_and_backward(memory_format):
+    """The head runs max-pool before ReLU (cheaper): the same features and input gradients, bit for bit, as
+    torchvision's features[:4] (conv, ReLU, max-pool, conv), with its state-dict keys."""
+    import torchvision
+
+    from piade_lib.model.losses import _mean_square_per_image, vgg11_head
+
+    torch.manual_seed(0)
+    head = vgg11_head(pretrained=False)
+    reference = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["A"])[:4]
+    assert set(head.state_dict()) == set(reference.state_dict()) == {"0.weight", "0.bias", "3.weight", "3.bias"}
+    reference.load_state_dict(head.state_dict())
+    reference.requires_grad_(False)
+    head.to(memory_format=memory_format)
+    reference.to(memory_format=memory_format)
+    # inputs with ties and with whole pooling windows below zero (ReLU and argmax corner cases)
+    x = torch.rand(3, 3, 24, 24).contiguous(memory_format=memory_format)
+    x[:, :, :8] = 0.5
+    target = torch.rand(3, 3, 24, 24).contiguous(memory_format=memory_format)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fa, fb = head(xa), reference(xb)
+    assert torch.equal(fa, fb)
+    assert (fa < 0).any() and (fa > 0).any()
+    with torch.no_grad():
+        ft = reference(target)
+    la = _mean_square_per_image(fa - ft)  # our backward (one pass)
+    d = fb - ft
+    flat = d.permute(0, 2, 3, 1).reshape(3, -1) if memory_format == torch.channels_last else d.reshape(3, -1)
+    lb = (flat * flat).mean(dim=1)  # autograd's backward
+    assert torch.equal(la, lb)
+    g = torch.rand(3)
+    la.backward(g)
+    lb.backward(g)
+    assert xa.grad.abs().sum() > 0
+    assert torch.equal(xa.grad, xb.grad)
+
+
+def test_mean_square_per_image_without_gradients_is_the_plain_expression():
+    from piade_lib.model.losses import _mean_square_per_image
+
+    d = torch.randn(4, 3, 5, 5)
+    assert torch.equal(_mean_square_per_image(d), (d.reshape(4, -1) * d.reshape(4, -1)).mean(1))
+    with torch.no_grad():
+        assert torch.equal(_mean_square_per_image(d.requires_grad_()), d.detach().pow(2).flatten(1).mean(1))

@@ -332,7 +332,9 @@ def run(
         for _ in range(max(warmup - 1, 0)):
             step()
         _sync(device)
-        flops[name] = None if info.get("compile") else (step.flops() if isinstance(step, _Remote) else count_flops(step))
+        flops[name] = (
+            None if info.get("compile") else (step.flops() if isinstance(step, _Remote) else count_flops(step))
+        )
         _sync(device)
         gflop = "" if flops[name] is None else f", {flops[name] / 1e9:.0f} GFLOP per step"
         log(f"warmed up {name} (first step {first[name]:.1f} s{gflop})")

@@ -44,11 +44,11 @@ to ResNet50's 4x4 features of a 120x120 input); at other sizes the ``authors`` c
 Reported per contestant: images/s of the median and of the best (fastest) timed step over all rounds,
 the ratio of each ``ours`` contestant to ``authors`` (median to median, best to best), and the work of
 one step in GFLOP (torch's ``FlopCounterMode``: convolutions and matrix products, forward and backward,
-counted once in an extra untimed step) with the GFLOP/s of the median step; and, as a ceiling, the GFLOP/s
-of a 2048x2048 matrix product in float32 and bf16 on the same device (``machine.matmul_peak_gflop_s``). The two presets are
-different networks (``paper``: ResNet18 without the max-pool, so its first stage runs at 60x60;
-``authors_code`` and the authors' code: ResNet50 with it); GFLOP/s separates what an implementation
-makes of the hardware from what its architecture costs. The 1-minute
+counted once in an extra untimed step) with the GFLOP/s of the median step; and, as a ceiling, the
+GFLOP/s of a 2048x2048 matrix product in float32 and bf16 on the same device
+(``machine.matmul_peak_gflop_s``). The two presets are different networks (``paper``: ResNet18 without
+the max-pool, so its first stage runs at 60x60; ``authors_code`` and the authors' code: ResNet50 with
+it); GFLOP/s separates what an implementation makes of the hardware from what its architecture costs. The 1-minute
 load average is recorded each round. Use the same ``--threads`` for everything (torch's intra-op
 threads are per process, so all contestants share the setting); on a shared 2-core machine 1 thread
 gives the steadiest figures.

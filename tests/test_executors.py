@@ -300,7 +300,23 @@ def test_the_quick_profile_under_ray_gives_the_local_tables(ray_runtime, tmp_pat
     assert kinds == {"piade", "baseline"} and sum(len(v) for v in remote.values()) >= 20
     for name, section in prof.sections.items():
         assert [d.relative_to("local") for d in local[name]] == [d.relative_to("ray") for d in remote[name]]
+        # quick pins threads: 2, so both executors compute with 2 CPU threads (this test process runs with 1,
+        # a Ray task would with 1 by default); with different counts the full profile's tables differ
+        for d in local[name] + remote[name]:
+            threads = json.loads((Path(d) / "provenance.json").read_text())["device_name"]
+            assert "2 torch threads" in threads, (d, threads)
         make = figure4_table if name == "figure4" else section_table
         a, b = make(section, "local"), make(section, "ray")
         assert not a.empty and a.notna().any().any(), name
         pd.testing.assert_frame_equal(a, b, check_exact=True, obj=name)
+
+
+def test_a_run_pinned_to_more_threads_asks_ray_for_as_many_cpus(tmp_path) -> None:
+    prof = _profile(tmp_path, {"t": {**TWO_DIGITS, "threads": 2}})
+    pinned = plan.planned_runs(prof.sections["t"], tmp_path)
+    assert {p.spec.threads for p in pinned} == {2} and {p.kind for p in pinned} == {"piade", "baseline"}
+    assert {executors.RayExecutor(num_cpus_per_run=1).cpus_for(p) for p in pinned} == {2.0}
+    assert {executors.RayExecutor(num_cpus_per_run=4).cpus_for(p) for p in pinned} == {4.0}
+    free = plan.planned_runs(_profile(tmp_path, {"t": TWO_DIGITS}).sections["t"], tmp_path)
+    assert {p.spec.threads for p in free} == {None}
+    assert {executors.RayExecutor(num_cpus_per_run=1).cpus_for(p) for p in free} == {1.0}

@@ -141,6 +141,13 @@ def _add_checkpoint_options(t: argparse.ArgumentParser) -> None:
         help="arithmetic of the training step: auto = bf16/fp16 autocast on CUDA, float32 on the CPU; "
         "bf16 also on CPUs with native bf16 (see benchmarks/README.md); an execution setting like --device",
     )
+    t.add_argument(
+        "--threads",
+        type=A.THREADS,
+        default=None,
+        help="CPU threads to train and score with (default: all cores); on a CPU the count changes float "
+        "rounding, so pin it to get the same numbers again on machines of one kind",
+    )
     t.add_argument("--keep-checkpoints", type=A.KEEP_CHECKPOINTS, default=2, help="epoch checkpoints kept (0 = all)")
 
 
@@ -322,6 +329,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_minutes=args.checkpoint_minutes,
         compile=args.compile,
         precision=args.precision,
+        threads=args.threads,
         keep_checkpoints=args.keep_checkpoints,
         data_root=args.data_root,
         protocol_params=dict(args.param),

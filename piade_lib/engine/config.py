@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from piade_lib.engine import files, folders
+from piade_lib.engine import cpu_threads, files, folders
 from piade_lib.presets import Preset, get_preset
 
 
@@ -55,6 +55,9 @@ class RunConfig:
     # the training step's arithmetic (engine/precision.py: auto, fp32, bf16, fp16); like the device, an
     # execution setting: it changes rounding, not what is trained
     precision: str = "auto"
+    # CPU threads the run computes with (engine/cpu_threads.py); None: the process's count (all cores
+    # locally, the task's CPUs under Ray). An execution setting, but on a CPU it changes float rounding
+    threads: int | None = None
 
     def preset_obj(self) -> Preset:
         """The Preset object (with ``preset_overrides`` applied)."""
@@ -87,6 +90,7 @@ class RunConfig:
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        cpu_threads.check(self.threads)
         if not self.checkpoint_minutes > 0:
             raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         if any(int(s) < 1 for s in self.eval_steps or []):
@@ -123,6 +127,7 @@ class RunConfig:
             eval_steps=tuple(sorted({int(s) for s in self.eval_steps or []})),
             compile=bool(self.compile),
             precision=str(self.precision),
+            threads=self.threads,
         )
 
     def run_dir(self, results_root: str | Path) -> Path:
@@ -174,6 +179,7 @@ class PiadeSpec:
     eval_steps: tuple[int, ...]
     compile: bool
     precision: str
+    threads: int | None = None
 
     kind = "piade"
 
@@ -213,6 +219,7 @@ class BaselineSpec:
     n_bootstrap: int
     device: str
     data_root: str | None
+    threads: int | None = None  # as RunConfig.threads
 
     kind = "baseline"
 
@@ -233,6 +240,7 @@ class BaselineSpec:
         limit_test: int | None = None,
         n_bootstrap: int = 1000,
         device: str = "auto",
+        threads: int | None = None,
         params: dict[str, Any] | None = None,
         **task_params: Any,
     ) -> BaselineSpec:
@@ -263,6 +271,7 @@ class BaselineSpec:
             n_bootstrap=int(n_bootstrap),
             device=device,
             data_root=data_root,
+            threads=cpu_threads.check(threads),
         )
 
     @property

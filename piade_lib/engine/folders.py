@@ -39,6 +39,7 @@ EXECUTION_KEYS = frozenset(
         "eval_steps",
         "compile",
         "precision",
+        "threads",
     }
 )
 

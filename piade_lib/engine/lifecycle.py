@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from piade_lib.engine import checkpoints, files, folders, provenance
+from piade_lib.engine import checkpoints, cpu_threads, files, folders, provenance
 from piade_lib.engine.config import BaselineSpec, PiadeSpec, RunConfig, RunSpec, spec_from_config
 from piade_lib.engine.detectors import Detector, make_detector
 from piade_lib.engine.scoring import resolve_device, write_results
@@ -56,7 +56,7 @@ def execute(
     config = spec.to_dict()
     chash = folders.config_hash(config)
     run_dir = spec.run_dir(results_root)
-    with folders.locked(run_dir):
+    with folders.locked(run_dir), cpu_threads.pinned(getattr(spec, "threads", None)):
         state = _folder_state(run_dir, config, overwrite)
         if state == "same" and _finished(run_dir, spec, chash):
             _refresh_bootstrap(run_dir, spec.n_bootstrap)
@@ -299,7 +299,10 @@ def evaluate_run(
             splits = Splits(splits[0], splits[1], splits[2], split_manifest(*splits))
         detector = make_detector(spec, dev, chash, fresh=False)
         detector.load_fitted(run_dir)
-        with provenance.session(run_dir, device=dev, seed=spec.seed, pretrained=spec.pretrained) as session:
+        with (
+            cpu_threads.pinned(spec.threads),
+            provenance.session(run_dir, device=dev, seed=spec.seed, pretrained=spec.pretrained) as session,
+        ):
             session.status = "evaluated"
             metrics = evaluate_detector(detector, splits, run_dir, nb, spec.seed, chash, progress)
             session.facts["auc"] = metrics.get("auc")

@@ -239,7 +239,8 @@ class RayExecutor(Executor):
     ``num_gpus_per_run`` (a share such as 0.25, or whole GPUs) is asked for when the cluster has GPUs
     and the run's device is not ``cpu``; Ray then sets the task's ``CUDA_VISIBLE_DEVICES``, and a task
     that holds a GPU gets a fresh worker process (``max_calls=1``: CUDA state is per process).
-    ``num_cpus_per_run`` is also the run's number of intra-op threads (Ray sets ``OMP_NUM_THREADS``).
+    ``num_cpus_per_run`` is also the run's number of intra-op threads (Ray sets ``OMP_NUM_THREADS``),
+    unless the run pins ``threads`` (engine/cpu_threads.py): its task then asks for that many CPUs, if more.
     ``max_retries``: Ray re-runs a task whose worker died (killed, node lost) that many times; the
     retry resumes from the run's last checkpoint. An exception raised by a run is not retried. A run
     finished before is handed to ``execute`` in this process (the engine's skip returns at once), so
@@ -359,19 +360,40 @@ class RayExecutor(Executor):
         if verbose:
             print(
                 f"[ray] {where}: {resources.get('CPU', 0):g} CPU, {gpus_in_cluster:g} GPU; each run asks for "
-                f"{self.num_cpus_per_run:g} CPU" + (f" and {use_gpus:g} GPU" if use_gpus else ""),
+                f"{self.num_cpus_per_run:g} CPU"
+                + (f" and {use_gpus:g} GPU" if use_gpus else "")
+                + "".join(
+                    f"; runs pinned to {t} threads ask for {max(t, self.num_cpus_per_run):g} CPU"
+                    for t in sorted({runs[i].spec.threads for i in todo if getattr(runs[i].spec, "threads", None)})
+                ),
                 flush=True,
             )
         env = {"env_vars": self._env_vars()}
         base = {"num_cpus": self.num_cpus_per_run, "max_retries": self.max_retries, "runtime_env": env}
         on_cpu = ray.remote(**base)(_timed)
         on_gpu = ray.remote(**base, num_gpus=use_gpus, max_calls=1)(_timed) if use_gpus else on_cpu
+        largest_node = max(
+            (float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0
+        )
         pending: dict[Any, int] = {}
         for i in todo:
             p = runs[i]
             fn = on_gpu if use_gpus and str(p.spec.device) != "cpu" else on_cpu
+            cpus = self.cpus_for(p)
+            if cpus > largest_node:
+                raise ValueError(
+                    f"run {p.run_dir} pins threads={p.spec.threads}, more CPUs than any node of the Ray cluster has "
+                    f"({largest_node:g}); lower the profile's threads or join a cluster with larger nodes"
+                )
+            if cpus != self.num_cpus_per_run:
+                fn = fn.options(num_cpus=cpus)
             pending[fn.remote(execute, _absolute_paths(p), str(root), progress, prune)] = i
         return pending
+
+    def cpus_for(self, p: PlannedRun) -> float:
+        """The CPUs a run's task asks for: ``num_cpus_per_run``, or the run's pinned ``threads`` when more
+        (engine/cpu_threads.py), so that pinned threads never share a core with another run's."""
+        return max(self.num_cpus_per_run, float(getattr(p.spec, "threads", None) or 0))
 
 
 def _collect(

@@ -24,6 +24,7 @@ _BASELINE_TASK_FIELDS = (
     "limit_test",
     "n_bootstrap",
     "device",
+    "threads",
 )
 
 

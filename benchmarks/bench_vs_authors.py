@@ -230,7 +230,7 @@ def authors_step(
     return step, info
 
 
-def matmul_peak_gflop_s(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+def matmul_peak_gflop_s(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 20) -> float:
     """GFLOP/s of the fastest of ``repeats`` (n x n) @ (n x n) products in ``dtype``: what this device's
     best-tuned kernel reaches, a ceiling for the GFLOP/s of the training steps."""
     a = torch.rand(n, n, device=device).to(dtype)

@@ -320,3 +320,13 @@ def test_a_run_pinned_to_more_threads_asks_ray_for_as_many_cpus(tmp_path) -> Non
     free = plan.planned_runs(_profile(tmp_path, {"t": TWO_DIGITS}).sections["t"], tmp_path)
     assert {p.spec.threads for p in free} == {None}
     assert {executors.RayExecutor(num_cpus_per_run=1).cpus_for(p) for p in free} == {1.0}
+
+
+def test_a_run_pinned_to_more_threads_than_any_node_has_is_refused_before_anything_starts(
+    ray_runtime, tmp_path, monkeypatch
+) -> None:
+    prof = _profile(tmp_path, {"t": {**TWO_DIGITS, "threads": 3}})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"pins threads=3, more CPUs than any node of the Ray cluster has \(2\)"):
+        runner.run_section(prof.sections["t"], "ray", executor=executors.RayExecutor(), bar=False)
+    assert not list(Path("ray").glob("runs/*/*/*/metrics.json"))

@@ -375,16 +375,17 @@ class RayExecutor(Executor):
         largest_node = max(
             (float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0
         )
+        for i in todo:  # before any task starts: such a task would wait for ever
+            if self.cpus_for(runs[i]) > largest_node:
+                raise ValueError(
+                    f"run {runs[i].run_dir} pins threads={runs[i].spec.threads}, more CPUs than any node of the Ray "
+                    f"cluster has ({largest_node:g}); lower the profile's threads or join a cluster with larger nodes"
+                )
         pending: dict[Any, int] = {}
         for i in todo:
             p = runs[i]
             fn = on_gpu if use_gpus and str(p.spec.device) != "cpu" else on_cpu
             cpus = self.cpus_for(p)
-            if cpus > largest_node:
-                raise ValueError(
-                    f"run {p.run_dir} pins threads={p.spec.threads}, more CPUs than any node of the Ray cluster has "
-                    f"({largest_node:g}); lower the profile's threads or join a cluster with larger nodes"
-                )
             if cpus != self.num_cpus_per_run:
                 fn = fn.options(num_cpus=cpus)
             pending[fn.remote(execute, _absolute_paths(p), str(root), progress, prune)] = i

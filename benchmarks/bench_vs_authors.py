@@ -130,10 +130,6 @@ def ours_step(
     allocator = "tuned" if device.type == "cpu" else None  # what Trainer and score_dataset set on the CPU
 
     def step() -> None:
-        with cpu_allocator.policy(allocator) if allocator else contextlib.nullcontext():
-            _step()
-
-    def _step() -> None:
         with prec.autocast(device, settings):
             recon = model(x).reconstruction
         terms = loss_fn.per_image(recon.float(), x)
@@ -150,7 +146,20 @@ def ours_step(
         "compile": compile,
         "cpu_allocator": allocator,
     }
-    return step, info
+    return _under_allocator(step, allocator), info
+
+
+def _under_allocator(step: Callable[[], None], allocator: str | None) -> Callable[[], None]:
+    """``step`` run under the malloc ``allocator`` policy (piade_lib.engine.cpu_allocator), a process setting
+    switched before each step since contestants with different policies share this process; None: as is."""
+    if allocator is None:
+        return step
+
+    def under() -> None:
+        with cpu_allocator.policy(allocator):
+            step()
+
+    return under
 
 
 @contextlib.contextmanager
@@ -204,10 +213,6 @@ def authors_step(
     use_allocator = allocator if device.type == "cpu" else None
 
     def step() -> None:
-        with cpu_allocator.policy(use_allocator) if use_allocator else contextlib.nullcontext():
-            _step()
-
-    def _step() -> None:
         model.zero_grad()
         with prec.autocast(device, settings):
             reconstruction, res, IF, vectors = model(img)
@@ -227,7 +232,7 @@ def authors_step(
         "cpu_allocator": use_allocator,
         "note": "their train.py step; TensorBoard logging and data loading left out",
     }
-    return step, info
+    return _under_allocator(step, use_allocator), info
 
 
 def matmul_peak_gflop_s(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 20) -> float:

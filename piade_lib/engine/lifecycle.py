@@ -56,7 +56,7 @@ def execute(
     config = spec.to_dict()
     chash = folders.config_hash(config)
     run_dir = spec.run_dir(results_root)
-    with folders.locked(run_dir), cpu_threads.pinned(getattr(spec, "threads", None)):
+    with folders.locked(run_dir), cpu_threads.pinned(spec.threads):
         state = _folder_state(run_dir, config, overwrite)
         if state == "same" and _finished(run_dir, spec, chash):
             _refresh_bootstrap(run_dir, spec.n_bootstrap)

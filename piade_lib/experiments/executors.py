@@ -364,7 +364,7 @@ class RayExecutor(Executor):
                 + (f" and {use_gpus:g} GPU" if use_gpus else "")
                 + "".join(
                     f"; runs pinned to {t} threads ask for {max(t, self.num_cpus_per_run):g} CPU"
-                    for t in sorted({runs[i].spec.threads for i in todo if getattr(runs[i].spec, "threads", None)})
+                    for t in sorted({runs[i].spec.threads for i in todo if runs[i].spec.threads})
                 ),
                 flush=True,
             )
@@ -375,8 +375,9 @@ class RayExecutor(Executor):
         largest_node = max(
             (float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0
         )
+        cpus = {i: self.cpus_for(runs[i]) for i in todo}
         for i in todo:  # before any task starts: such a task would wait for ever
-            if self.cpus_for(runs[i]) > largest_node:
+            if cpus[i] > largest_node:
                 raise ValueError(
                     f"run {runs[i].run_dir} pins threads={runs[i].spec.threads}, more CPUs than any node of the Ray "
                     f"cluster has ({largest_node:g}); lower the profile's threads or join a cluster with larger nodes"
@@ -385,16 +386,15 @@ class RayExecutor(Executor):
         for i in todo:
             p = runs[i]
             fn = on_gpu if use_gpus and str(p.spec.device) != "cpu" else on_cpu
-            cpus = self.cpus_for(p)
-            if cpus != self.num_cpus_per_run:
-                fn = fn.options(num_cpus=cpus)
+            if cpus[i] != self.num_cpus_per_run:
+                fn = fn.options(num_cpus=cpus[i])
             pending[fn.remote(execute, _absolute_paths(p), str(root), progress, prune)] = i
         return pending
 
     def cpus_for(self, p: PlannedRun) -> float:
         """The CPUs a run's task asks for: ``num_cpus_per_run``, or the run's pinned ``threads`` when more
         (engine/cpu_threads.py), so that pinned threads never share a core with another run's."""
-        return max(self.num_cpus_per_run, float(getattr(p.spec, "threads", None) or 0))
+        return max(self.num_cpus_per_run, float(p.spec.threads or 0))
 
 
 def _collect(

@@ -167,9 +167,7 @@ def _mean_square_per_image(d: torch.Tensor) -> torch.Tensor:
         flat = d.permute(0, 2, 3, 1).reshape(b, -1)  # a view
     else:
         flat = d.reshape(b, -1)
-    if flat.requires_grad:
-        return _MeanSquarePerImage.apply(flat)
-    return (flat * flat).mean(dim=1)
+    return _MeanSquarePerImage.apply(flat)
 
 
 class PiadeLoss(nn.Module):

@@ -357,14 +357,15 @@ class RayExecutor(Executor):
         resources = ray.cluster_resources()
         gpus_in_cluster = float(resources.get("GPU", 0))
         use_gpus = self.num_gpus_per_run if gpus_in_cluster > 0 else 0.0
+        cpus = {i: self.cpus_for(runs[i]) for i in todo}
         if verbose:
             print(
                 f"[ray] {where}: {resources.get('CPU', 0):g} CPU, {gpus_in_cluster:g} GPU; each run asks for "
                 f"{self.num_cpus_per_run:g} CPU"
                 + (f" and {use_gpus:g} GPU" if use_gpus else "")
                 + "".join(
-                    f"; runs pinned to {t} threads ask for {max(t, self.num_cpus_per_run):g} CPU"
-                    for t in sorted({runs[i].spec.threads for i in todo if runs[i].spec.threads})
+                    f"; runs pinned to {t} threads ask for {c:g} CPU"
+                    for t, c in sorted({(runs[i].spec.threads, cpus[i]) for i in todo if runs[i].spec.threads})
                 ),
                 flush=True,
             )
@@ -375,7 +376,6 @@ class RayExecutor(Executor):
         largest_node = max(
             (float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0
         )
-        cpus = {i: self.cpus_for(runs[i]) for i in todo}
         for i in todo:  # before any task starts: such a task would wait for ever
             if cpus[i] > largest_node:
                 raise ValueError(

@@ -105,8 +105,8 @@ def test_a_run_that_fails_before_saving_anything_leaves_no_folder(tmp_path: Path
 
     original = PiadeLoss.per_image
 
-    def always_nan(self, recon, target):
-        terms = original(self, recon, target)
+    def always_nan(self, recon, target, **kwargs):
+        terms = original(self, recon, target, **kwargs)
         return {**terms, "total": terms["total"] * float("nan")}
 
     monkeypatch.setattr(PiadeLoss, "per_image", always_nan)

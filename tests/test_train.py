@@ -159,8 +159,8 @@ def test_nan_loss_stops_with_last_good_checkpoint_intact(tmp_path: Path, monkeyp
     original = PiadeLoss.per_image
     calls = {"n": 0}
 
-    def nan_on_third_batch(self, recon, target):  # 2 batches per epoch: call 3 = epoch 2, batch 1
-        terms = original(self, recon, target)
+    def nan_on_third_batch(self, recon, target, **kwargs):  # 2 batches per epoch: call 3 = epoch 2, batch 1
+        terms = original(self, recon, target, **kwargs)
         calls["n"] += 1
         if calls["n"] == 3:
             terms = {**terms, "total": terms["total"] * float("nan")}

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from piade_lib.cli import args as A
+from piade_lib.engine.compile_modes import COMPILE_MODES
 
 DEFAULT_OUTPUT = str(Path("results") / "cli")
 
@@ -132,7 +133,15 @@ def _add_checkpoint_options(t: argparse.ArgumentParser) -> None:
         "when this many minutes (> 0) have passed since the last one (an interrupted run loses at most this)",
     )
     t.add_argument(
-        "--compile", action="store_true", help="torch.compile the model (CUDA only; compile time is paid once per run)"
+        "--compile",
+        nargs="?",
+        const="default",
+        default=False,
+        choices=list(COMPILE_MODES),
+        metavar="MODE",
+        help="torch.compile the forward pass and the loss as one graph (CUDA only; compile time is paid once per "
+        f"run); MODE: one of {', '.join(COMPILE_MODES)}, torch's default mode when left out; reduce-overhead "
+        "replays the step as CUDA graphs (see benchmarks/README.md)",
     )
     t.add_argument(
         "--precision",

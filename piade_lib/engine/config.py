@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from piade_lib.engine import cpu_threads, files, folders
+from piade_lib.engine.compile_modes import compile_mode
 from piade_lib.presets import Preset, get_preset
 
 
@@ -51,7 +52,9 @@ class RunConfig:
     # optimiser steps at which the model is scored on the test split during training
     # (convergence.csv); an execution setting: it does not change what is trained
     eval_steps: list[int] = field(default_factory=list)
-    compile: bool = False  # torch.compile the model (an execution setting; CUDA only)
+    # torch.compile the step's forward pass and loss as one graph: false, true (torch's default mode) or a
+    # mode of engine/precision.py COMPILE_MODES ("reduce-overhead": CUDA graphs). An execution setting; CUDA only
+    compile: bool | str = False
     # the training step's arithmetic (engine/precision.py: auto, fp32, bf16, fp16); like the device, an
     # execution setting: it changes rounding, not what is trained
     precision: str = "auto"
@@ -125,7 +128,7 @@ class RunConfig:
             preset_overrides=dict(self.preset_overrides or {}),
             variant=self.variant or folders.piade_variant(self.preset, int(self.n_vectors), int(self.seed)),
             eval_steps=tuple(sorted({int(s) for s in self.eval_steps or []})),
-            compile=bool(self.compile),
+            compile=compile_mode(self.compile) or False,
             precision=str(self.precision),
             threads=self.threads,
         )
@@ -177,7 +180,7 @@ class PiadeSpec:
     preset_overrides: dict[str, Any]
     variant: str
     eval_steps: tuple[int, ...]
-    compile: bool
+    compile: bool | str  # False, or a torch.compile mode
     precision: str
     threads: int | None = None
 

@@ -199,15 +199,23 @@ class PiadeLoss(nn.Module):
         return self
 
     @staticmethod
-    def check(recon: torch.Tensor, target: torch.Tensor) -> None:
-        """Raise ValueError unless target is (B, 3, H, W) in [0, 1] and recon has the same shape."""
+    def check(recon: torch.Tensor, target: torch.Tensor, *, check_range: bool = True) -> None:
+        """Raise ValueError unless target is (B, 3, H, W) in [0, 1] and recon has the same shape. The range
+        check reads the device (a GPU sync); ``check_range=False`` checks the shapes only."""
         if target.dim() != 4 or target.shape[1] != 3:
             raise ValueError(f"the losses expect target images (B, 3, H, W) in [0, 1]; got shape {tuple(target.shape)}")
         if recon.shape != target.shape:
             raise ValueError(
                 f"reconstruction shape {tuple(recon.shape)} differs from target shape {tuple(target.shape)}"
             )
-        lo, hi = float(target.min()), float(target.max())
+        if check_range:
+            PiadeLoss.check_range(target)
+
+    @staticmethod
+    def check_range(images: torch.Tensor) -> None:
+        """Raise ValueError unless every value of ``images`` is in [0, 1] (within a rounding tolerance):
+        one read of the device, so a trainer checks its whole train split once rather than every batch."""
+        lo, hi = float(images.min()), float(images.max())
         if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
             raise ValueError(
                 f"the losses expect target images in [0, 1]; got values in [{lo:.4g}, {hi:.4g}] "
@@ -221,9 +229,13 @@ class PiadeLoss(nn.Module):
             f_target = self.vgg(self.vgg_normalize(target))
         return _mean_square_per_image(f_recon.float() - f_target.float())  # float32 even under autocast
 
-    def per_image(self, recon: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Dict of (B,) tensors: ``mse``, ``perceptual``, ``ssim_loss`` (1 - SSIM) and their weighted ``total``."""
-        self.check(recon, target)
+    def per_image(
+        self, recon: torch.Tensor, target: torch.Tensor, *, check_range: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Dict of (B,) tensors: ``mse``, ``perceptual``, ``ssim_loss`` (1 - SSIM) and their weighted ``total``.
+        ``check_range=False`` skips the [0, 1] check of ``target``, the one device read of the loss (for
+        targets already checked, such as a train split checked once): the loss then never syncs a GPU."""
+        self.check(recon, target, check_range=check_range)
         mse = _mean_square_per_image(recon - target)
         perceptual = self.perceptual(recon, target)
         ssim_loss = 1.0 - ssim_per_image(recon, target, data_range=self.data_range, win_size=11, win_sigma=1.5)

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from piade_lib.engine.compile_modes import COMPILE_MODES  # noqa: E402
 from piade_lib.presets import PRESETS, get_preset  # noqa: E402
 
 # The PIADE runs of the paper profile (configs/paper.yaml; 176 models): (name, image size, models,
@@ -106,8 +107,13 @@ def measure(
     }
 
 
-def projection(frame: pd.DataFrame, devices: int) -> pd.DataFrame:
-    """Projected hours of the paper profile's runs, per workload and preset, at the best packing."""
+def projection(frame: pd.DataFrame) -> pd.DataFrame:
+    """The paper profile's runs per workload and preset at the best packing (of all the measurements in
+    ``frame``, eager and compiled alike): ``device_hours``, the workload's hours on one device, and
+    ``run_hours``, one run's hours at its packed speed. Each run also pays its start-up: the measured
+    warm-up of that packing (model built, first epoch, and compilation when compiled: seconds when
+    inductor's cache already holds the graph, about a minute when it does not), packed runs starting
+    theirs side by side."""
     rows = []
     for preset, group in frame.groupby("preset"):
         for name, size, models, n_train, n_test, presets in RUNS:
@@ -115,9 +121,9 @@ def projection(frame: pd.DataFrame, devices: int) -> pd.DataFrame:
             if g.empty or preset not in presets:
                 continue
             best = g.loc[g["aggregate_img_s"].idxmax()]
-            work = models * (n_train * EPOCHS + (n_train + n_test) / 3.0)  # training-image equivalents
-            per_run = n_train * EPOCHS + (n_train + n_test) / 3.0
-            hours = max(work / devices / best["aggregate_img_s"], per_run / best["per_run_img_s"]) / 3600
+            per_run = n_train * EPOCHS + (n_train + n_test) / 3.0  # training-image equivalents
+            start = float(best.get("warmup_seconds", 0.0) or 0.0)
+            work = models * per_run / best["aggregate_img_s"] + models * start / best["packing"]
             rows.append(
                 {
                     "preset": preset,
@@ -125,11 +131,44 @@ def projection(frame: pd.DataFrame, devices: int) -> pd.DataFrame:
                     "size": size,
                     "models": models,
                     "packing": int(best["packing"]),
+                    "compile": best.get("compile", False) or False,
                     "aggregate_img_s": round(float(best["aggregate_img_s"]), 1),
-                    f"hours_on_{devices}": round(hours, 3),
+                    "start_s": round(start, 1),
+                    "device_hours": round(work / 3600, 3),
+                    "run_hours": round((per_run / best["per_run_img_s"] + start) / 3600, 3),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def hours_on(proj: pd.DataFrame, devices: int) -> float:
+    """Wall hours of all the projected runs on ``devices`` devices: the runs are independent (the Ray
+    executor places each anywhere), so the larger of the work shared out and the longest single run."""
+    return max(float(proj["device_hours"].sum()) / devices, float(proj["run_hours"].max()))
+
+
+def _machine(device: str) -> dict[str, Any]:
+    return {
+        "device": torch.cuda.get_device_name(0)
+        if device.startswith("cuda")
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def _saved_measurements(paths: list[str]) -> list[dict[str, Any]]:
+    """The measurements of the given ``--json`` files, in order; SystemExit with the file named when one is
+    missing or holds none."""
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            rows += json.loads(Path(path).read_text())["measurements"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(
+                f"--from-json {path}: not a file of bench_packing.py --json measurements ({exc})"
+            ) from None
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,15 +182,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--compile",
         nargs="?",
-        const=True,
+        const="default",
         default=False,
+        choices=list(COMPILE_MODES),
         metavar="MODE",
-        help="torch.compile the model in every run (optionally a mode, e.g. reduce-overhead)",
+        help="torch.compile every run's forward pass and loss, as `piade train --compile` does (optionally a mode "
+        "of " + ", ".join(COMPILE_MODES) + "; reduce-overhead: CUDA graphs)",
     )
     ap.add_argument("--json", default=None, help="write the measurements and projections here")
+    ap.add_argument(
+        "--from-json",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="measure nothing: project from the measurements of these files (written by --json), together",
+    )
     args = ap.parse_args(argv)
-    rows = []
-    for preset in args.presets:
+    rows = [] if args.from_json is None else _saved_measurements(args.from_json)
+    for preset in args.presets if args.from_json is None else []:
         batch = args.batch_size or get_preset(preset).batch_size
         for size in args.sizes:
             for n in args.packing:
@@ -165,23 +213,19 @@ def main(argv: list[str] | None = None) -> int:
                 )
     frame = pd.DataFrame(rows)
     out: dict[str, Any] = {
-        "machine": {
-            "device": torch.cuda.get_device_name(0)
-            if args.device.startswith("cuda")
-            else platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "cpu_count": os.cpu_count(),
-        },
+        "machine": _machine(args.device) if args.from_json is None else {"from_json": args.from_json},
         "args": vars(args),
         "measurements": rows,
     }
-    for devices in (1, 8):
-        proj = projection(frame, devices)
-        if not proj.empty:
-            total = proj[f"hours_on_{devices}"].sum()
-            print(f"\nprojected paper protocol on {devices} device(s): {total:.2f} h (both presets, 400 epochs)")
-            print(proj.to_string(index=False))
-            out[f"projection_{devices}"] = {"hours": round(float(total), 3), "rows": proj.to_dict("records")}
+    proj = projection(frame) if not frame.empty else pd.DataFrame()
+    if not proj.empty:
+        print("\nthe paper protocol (both presets, 400 epochs) at the best measured setting per preset and size:")
+        print(proj.to_string(index=False))
+        out["projection"] = {"rows": proj.to_dict("records")}
+        for devices in (1, 8):
+            total = hours_on(proj, devices)
+            print(f"projected on {devices} device(s): {total:.2f} h")
+            out["projection"][f"hours_on_{devices}"] = round(total, 3)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0

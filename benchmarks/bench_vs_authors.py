@@ -8,9 +8,10 @@ Contestants, each measured in every round, one after the other, so that the load
 falls on all of them alike:
 
 * ``ours:<preset>:<precision>`` for each preset of ``--presets`` and precision of ``--precision``: the
-  training step of ``piade_lib`` with the settings of :mod:`piade_lib.engine.precision` (autocast, memory
-  format, fused Adam), i.e. forward, ``PiadeLoss.per_image`` (MSE + perceptual VGG11 + 1 - SSIM),
-  the per-term sums read back as ``train_run`` does, backward, Adam step.
+  library's own training step, ``Trainer.step`` (what ``piade train`` runs for every batch), with the
+  settings of :mod:`piade_lib.engine.precision` (autocast, memory format, fused Adam), i.e. forward,
+  ``PiadeLoss.per_image`` (MSE + perceptual VGG11 + 1 - SSIM) and the per-term sums on the device,
+  backward, Adam step. (The Trainer reads the sums back once per epoch, which is left out, as data loading is.)
 * ``authors`` (with ``--authors-code``): the training step of the authors' ``train.py``, built from
   their own modules (``capsmod.PSPNet``, ``vgg_percep_loss.VGGPerceptualLoss``, ``pytorch_ssim.SSIM``)
   and the same operations in the same order: ``model.zero_grad()``, forward, ``F.mse_loss`` +
@@ -76,7 +77,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from piade_lib.engine import cpu_allocator  # noqa: E402
 from piade_lib.engine import precision as prec  # noqa: E402
-from piade_lib.model.losses import TERMS, PiadeLoss  # noqa: E402
+from piade_lib.engine.trainer import Trainer  # noqa: E402
+from piade_lib.model.losses import PiadeLoss  # noqa: E402
 from piade_lib.model.network import build_model  # noqa: E402
 from piade_lib.presets import PRESETS, get_preset  # noqa: E402
 
@@ -114,35 +116,32 @@ def loadavg() -> float | None:
 def ours_step(
     preset: str, size: int, batch: int, device: torch.device, precision: str, compile: bool = False
 ) -> tuple[Callable[[], None], dict[str, Any]]:
-    """One training step of piade_lib, with the settings of piade_lib.engine.precision."""
+    """One training step of piade_lib: :meth:`Trainer.step` (what ``piade train`` runs for every batch), on
+    one batch held on the device, with the settings of piade_lib.engine.precision."""
     torch.manual_seed(0)
     p = get_preset(preset)
-    settings = prec.resolve(device, precision)
-    model = prec.prepare_model(
-        build_model(preset, image_size=size, n_vectors=2).to(device), device, settings, compile=compile
+    trainer = Trainer(
+        build_model(preset, image_size=size, n_vectors=2).to(device),
+        PiadeLoss(preset).to(device),
+        torch.rand(batch, 3, size, size),
+        lr=p.lr,
+        weight_decay=p.weight_decay,
+        batch_size=batch,
+        seed=0,
+        precision=precision,
     )
-    loss_fn = prec.prepare_loss(PiadeLoss(preset).to(device), device, settings)
-    opt = prec.optimizer(model.parameters(), p.lr, p.weight_decay, device)
-    scaler = prec.grad_scaler(device, settings)
-    x = prec.prepare_batch(torch.rand(batch, 3, size, size), device, settings)
-    model.train()
-
-    allocator = "tuned" if device.type == "cpu" else None  # what Trainer and score_dataset set on the CPU
+    if compile:  # the Trainer compiles on CUDA only; forced here on any device, to measure it
+        trainer.forward_loss = torch.compile(trainer._forward_loss)
+    trainer.model.train()
+    x = trainer.images
 
     def step() -> None:
-        with prec.autocast(device, settings):
-            recon = model(x).reconstruction
-        terms = loss_fn.per_image(recon.float(), x)
-        loss = terms["total"].mean()
-        torch.stack([terms[t].detach().float().sum() for t in TERMS]).tolist()  # as train_run: one sync
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        trainer.step(x)
 
+    allocator = "tuned" if device.type == "cpu" else None  # what Trainer and score_dataset set on the CPU
     info = {
-        "settings": settings.to_dict(),
-        "fused_adam": bool(opt.defaults.get("fused")),
+        "settings": trainer.precision.to_dict(),
+        "fused_adam": bool(trainer.optimizer.defaults.get("fused")),
         "compile": compile,
         "cpu_allocator": allocator,
     }

@@ -14,14 +14,24 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_vs_authors", ROOT / "benchmarks" / "bench_vs_authors.py")
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    yield _load("bench_vs_authors")
+    sys.modules.pop("bench_vs_authors", None)
+
+
+@pytest.fixture(scope="module")
+def packing():
+    yield _load("bench_packing")
+    sys.modules.pop("bench_packing", None)
 
 
 def test_count_flops_counts_a_convolution_forward_and_backward(bench):
@@ -56,3 +66,48 @@ def test_the_benchmark_reports_throughput_and_flops_per_contestant(bench, tmp_pa
 def test_the_benchmark_refuses_a_folder_that_is_not_the_authors_code(bench, tmp_path):
     with pytest.raises(SystemExit, match="not a checkout of the authors' repository"):
         bench.main(["--authors-code", str(tmp_path), "--batch-size", "2", "--rounds", "1", "--warmup", "1"])
+
+
+def _measurement(preset: str, size: int, packing: int, aggregate: float, warmup: float, compile_=False) -> dict:
+    return {
+        "preset": preset,
+        "size": size,
+        "batch": 120,
+        "packing": packing,
+        "compile": compile_,
+        "aggregate_img_s": aggregate,
+        "per_run_img_s": aggregate / packing,
+        "warmup_seconds": warmup,
+        "peak_gib_per_run": 1.0,
+    }
+
+
+def test_the_packing_projection_from_saved_measurements(packing, tmp_path, capsys):
+    """--from-json projects from saved files together: the best packing per preset and size, each run's
+    start-up, and on 8 devices the larger of the shared work and the longest run."""
+    eager = tmp_path / "eager.json"
+    graphs = tmp_path / "graphs.json"
+    eager.write_text(json.dumps({"measurements": [_measurement("paper", 32, 1, 1000.0, 2.0)]}))
+    graphs.write_text(json.dumps({"measurements": [_measurement("paper", 32, 4, 4000.0, 8.0, "reduce-overhead")]}))
+    out = tmp_path / "projection.json"
+    assert packing.main(["--from-json", str(eager), str(graphs), "--json", str(out)]) == 0
+    proj = json.loads(out.read_text())["projection"]
+    rows = {r["workload"]: r for r in proj["rows"]}
+    assert set(rows) == {"Table 2: CIFAR-10", "ICPR: MNIST", "ICPR: Fashion-MNIST"}  # the paper preset's 32x32 runs
+    cifar = rows["Table 2: CIFAR-10"]
+    assert (cifar["packing"], cifar["compile"], cifar["start_s"]) == (4, "reduce-overhead", 8.0)
+    per_run = 5000 * 400 + (5000 + 10000) / 3  # training-image equivalents of one CIFAR-10 model
+    assert cifar["device_hours"] == pytest.approx((10 * per_run / 4000 + 10 * 8.0 / 4) / 3600, abs=1e-3)
+    assert cifar["run_hours"] == pytest.approx((per_run / 1000 + 8.0) / 3600, abs=1e-3)
+    total = sum(r["device_hours"] for r in proj["rows"])
+    assert proj["hours_on_1"] == pytest.approx(total, abs=2e-3)
+    longest = max(r["run_hours"] for r in proj["rows"])
+    assert proj["hours_on_8"] == pytest.approx(max(total / 8, longest), abs=2e-3)
+    assert "projected on 8 device(s)" in capsys.readouterr().out
+
+
+def test_the_packing_projection_names_a_file_that_holds_no_measurements(packing, tmp_path):
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"rows": []}')
+    with pytest.raises(SystemExit, match=r"--from-json .*notes\.json: not a file of bench_packing\.py --json"):
+        packing.main(["--from-json", str(bad)])

@@ -8,8 +8,8 @@ the paper's full protocol on this device.
 Throughput = batch size / fastest step time over ``--iters`` timed steps (after ``--warmup``
 untimed ones); the median-based figure is printed beside it. On a machine shared with other jobs
 the fastest step is the best estimate of the undisturbed speed; the projections use it.
-Training = forward + loss + backward + Adam step, as in ``train_run`` (autocast bf16/fp16 and
-channels_last on CUDA, float32 on the CPU); scoring = forward + ``PiadeLoss.per_image`` in eval mode
+Training = the library's own ``Trainer.step`` (forward + loss + backward + fused Adam, what ``piade train``
+runs per batch: autocast bf16/fp16 on CUDA, float32 on the CPU, channels_last on both); scoring = forward + ``PiadeLoss.per_image`` in eval mode
 under ``no_grad``. Inputs are random [0, 1] tensors: data loading is not included (the datasets are
 cached in memory after their first pass). Random initialisation (pretrained weights do not change
 the cost).
@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from piade_lib.engine.scoring import resolve_device
-from piade_lib.engine.trainer import amp_settings
+from piade_lib.engine.trainer import Trainer
 from piade_lib.model.losses import PiadeLoss
 from piade_lib.model.network import build_model
 from piade_lib.presets import PRESETS, get_preset  # noqa: E402
@@ -72,24 +72,23 @@ def measure(preset: str, size: int, device: torch.device, batch_size: int, iters
     model = build_model(preset, image_size=size, n_vectors=2, pretrained=False).to(device)
     loss_fn = PiadeLoss(preset, pretrained=False).to(device)
     p = get_preset(preset)
-    opt = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    amp_dtype, use_scaler = amp_settings(device, True)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
         torch.cuda.reset_peak_memory_stats(device)
-    x = torch.rand(batch_size, 3, size, size, device=device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
+    # the library's own step (what `piade train` runs per batch): autocast, channels_last, fused Adam
+    trainer = Trainer(
+        model,
+        loss_fn,
+        torch.rand(batch_size, 3, size, size),
+        lr=p.lr,
+        weight_decay=p.weight_decay,
+        batch_size=batch_size,
+        seed=0,
+    )
+    x = trainer.images
+    amp_dtype = trainer.amp_dtype
 
     def train_step() -> None:
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            recon = model(x).reconstruction
-        loss = loss_fn.per_image(recon.float(), x)["total"].mean()
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        trainer.step(x)
 
     @torch.no_grad()
     def score_step() -> None:

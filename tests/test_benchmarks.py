@@ -111,3 +111,33 @@ def test_the_packing_projection_names_a_file_that_holds_no_measurements(packing,
     bad.write_text('{"rows": []}')
     with pytest.raises(SystemExit, match=r"--from-json .*notes\.json: not a file of bench_packing\.py --json"):
         packing.main(["--from-json", str(bad)])
+
+
+def test_the_throughput_benchmark_times_the_trainers_step_and_projects(tmp_path, monkeypatch):
+    """bench_throughput times Trainer.step (every step goes through it) and projects hours from its speed."""
+    from piade_lib.engine.trainer import Trainer
+
+    throughput = _load("bench_throughput")
+    calls = {"n": 0}
+    original = Trainer.step
+
+    def counted(self, x):
+        calls["n"] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(Trainer, "step", counted)
+    out = tmp_path / "throughput.json"
+    argv = ["--device", "cpu", "--batch-size", "2", "--iters", "2", "--warmup", "1", "--sizes", "32"]
+    threads = torch.get_num_threads()
+    try:
+        assert throughput.main([*argv, "--presets", "paper", "--threads", "1", "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+        sys.modules.pop("bench_throughput", None)
+    assert calls["n"] == 3  # warm-up + timed training steps, all of them the Trainer's
+    payload = json.loads(out.read_text())
+    (row,) = payload["throughput"]
+    assert (row["preset"], row["size"], row["batch"], row["amp"]) == ("paper", 32, 2, "fp32")
+    assert row["train_img_s"] >= row["train_img_s_median"] > 0
+    cifar = next(r for r in payload["projection_hours"] if r["workload"].startswith("Table 2"))
+    assert cifar["train_hours"] == pytest.approx(10 * 5000 * 400 / row["train_img_s"] / 3600, rel=1e-3)

@@ -98,13 +98,19 @@ def test_forward_and_loss_trace_as_one_graph(preset: str, single_thread) -> None
     torch._dynamo.reset()
     trainer = _trainer(preset, n_images=4)
     x = trainer.images[:2]
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
     eager_loss, eager_sums = trainer.forward_loss(x)
+    eager_loss.backward()
+    eager_grads = [p.grad.clone() for p in params]
+    trainer.optimizer.zero_grad(set_to_none=True)
     traced = torch.compile(trainer._forward_loss, backend="aot_eager", fullgraph=True)
     loss, sums = traced(x)
     loss.backward()
-    assert all(p.grad is not None for p in trainer.model.parameters() if p.requires_grad)
     torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(sums, eager_sums, rtol=1e-5, atol=1e-5)
+    assert all(p.grad is not None for p in params)
+    for p, g in zip(params, eager_grads, strict=True):  # the traced backward gives the eager gradients
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
     torch._dynamo.reset()
 
 

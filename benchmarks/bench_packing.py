@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from piade_lib.engine.compile_modes import COMPILE_MODES  # noqa: E402
+from piade_lib.cli.args import add_compile_option  # noqa: E402
 from piade_lib.presets import PRESETS, get_preset  # noqa: E402
 
 # The PIADE runs of the paper profile (configs/paper.yaml; 176 models): (name, image size, models,
@@ -179,16 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packing", nargs="+", type=int, default=[1, 2, 4, 8])
     ap.add_argument("--seconds", type=float, default=20.0, help="timed window per measurement")
     ap.add_argument("--batch-size", type=int, default=None, help="default: the preset's (120 / 60)")
-    ap.add_argument(
-        "--compile",
-        nargs="?",
-        const="default",
-        default=False,
-        choices=list(COMPILE_MODES),
-        metavar="MODE",
-        help="torch.compile every run's forward pass and loss, as `piade train --compile` does (optionally a mode "
-        "of " + ", ".join(COMPILE_MODES) + "; reduce-overhead: CUDA graphs)",
-    )
+    add_compile_option(ap)  # as `piade train --compile`, in every run
     ap.add_argument("--json", default=None, help="write the measurements and projections here")
     ap.add_argument(
         "--from-json",

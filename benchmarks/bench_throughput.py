@@ -9,10 +9,10 @@ Throughput = batch size / fastest step time over ``--iters`` timed steps (after 
 untimed ones); the median-based figure is printed beside it. On a machine shared with other jobs
 the fastest step is the best estimate of the undisturbed speed; the projections use it.
 Training = the library's own ``Trainer.step`` (forward + loss + backward + fused Adam, what ``piade train``
-runs per batch: autocast bf16/fp16 on CUDA, float32 on the CPU, channels_last on both); scoring = forward + ``PiadeLoss.per_image`` in eval mode
-under ``no_grad``. Inputs are random [0, 1] tensors: data loading is not included (the datasets are
-cached in memory after their first pass). Random initialisation (pretrained weights do not change
-the cost).
+runs per batch: autocast bf16/fp16 on CUDA, float32 on the CPU, channels_last on both); scoring =
+forward + ``PiadeLoss.per_image`` in eval mode under ``no_grad``. Inputs are random [0, 1] tensors:
+data loading is not included (the datasets are cached in memory after their first pass). Random
+initialisation (pretrained weights do not change the cost).
 """
 
 from __future__ import annotations

@@ -77,6 +77,15 @@ def test_train_writes_a_complete_run_and_rerun_returns_at_once(trained: Path, ca
     assert (trained / "checkpoints" / "final.pt").stat().st_mtime_ns == mtime
 
 
+def test_a_compile_mode_is_an_execution_setting_of_a_finished_run(trained: Path, capsys) -> None:
+    """--compile MODE does not make another run: the finished run is returned at once (and on a CPU the
+    step is not compiled at all)."""
+    mtime = (trained / "checkpoints" / "final.pt").stat().st_mtime_ns
+    assert cli.main([*TRAIN, "--output", str(trained.parents[3]), "--compile", "reduce-overhead"]) == 0
+    assert f"run folder: {trained}" in capsys.readouterr().out
+    assert (trained / "checkpoints" / "final.pt").stat().st_mtime_ns == mtime
+
+
 def test_train_refuses_a_changed_config_with_a_clear_error(trained: Path, capsys) -> None:
     assert cli.main([*TRAIN, "--output", str(trained.parents[3]), "--lr", "0.01"]) == 2
     err = capsys.readouterr().err
@@ -178,6 +187,7 @@ def _one_error_line(err: str, command: str) -> str:
         ([*BASE, "--limit-train", "1"], "argument --limit-train: expected an integer >= 2, got 1"),
         ([*BASE, "--limit-test", "0"], "argument --limit-test: expected an integer >= 1, got 0"),
         ([*BASE, "--eval-steps", "5", "0"], "argument --eval-steps: expected an integer >= 1, got 0"),
+        ([*BASE, "--compile", "fast"], "argument --compile: invalid choice: 'fast' (choose from 'default', "),
         ([*BASE, "--device", "tpu"], "argument --device: 'tpu' is not a device; devices that exist here: auto, cpu"),
         (
             [*BASE, "--device", "cuda:99"],

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from piade_lib.engine.compile_modes import COMPILE_MODES
 from piade_lib.presets import LR_MAX
 
 
@@ -169,3 +170,18 @@ LIMIT_TEST = int_at_least(1)
 EVAL_STEP = int_at_least(1)
 THREADS = int_at_least(1)
 THRESHOLD = finite_float()
+
+
+def add_compile_option(parser: argparse.ArgumentParser) -> None:
+    """``--compile [MODE]`` (a run's ``compile``; False when absent), for ``piade train`` and the benchmarks."""
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=False,
+        choices=list(COMPILE_MODES),
+        metavar="MODE",
+        help="torch.compile the training step's forward pass and loss as one graph (CUDA only; compile time is "
+        f"paid once per run); MODE: one of {', '.join(COMPILE_MODES)}, torch's default mode when left out; "
+        "reduce-overhead replays the step as CUDA graphs (see benchmarks/README.md)",
+    )

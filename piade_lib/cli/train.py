@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from piade_lib.cli import args as A
-from piade_lib.engine.compile_modes import COMPILE_MODES
 
 DEFAULT_OUTPUT = str(Path("results") / "cli")
 
@@ -132,17 +131,7 @@ def _add_checkpoint_options(t: argparse.ArgumentParser) -> None:
         help="write a resume checkpoint "
         "when this many minutes (> 0) have passed since the last one (an interrupted run loses at most this)",
     )
-    t.add_argument(
-        "--compile",
-        nargs="?",
-        const="default",
-        default=False,
-        choices=list(COMPILE_MODES),
-        metavar="MODE",
-        help="torch.compile the forward pass and the loss as one graph (CUDA only; compile time is paid once per "
-        f"run); MODE: one of {', '.join(COMPILE_MODES)}, torch's default mode when left out; reduce-overhead "
-        "replays the step as CUDA graphs (see benchmarks/README.md)",
-    )
+    A.add_compile_option(t)
     t.add_argument(
         "--precision",
         default="auto",

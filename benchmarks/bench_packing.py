@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from piade_lib.cli.args import add_compile_option  # noqa: E402
+from piade_lib.engine.provenance import code_provenance  # noqa: E402
 from piade_lib.presets import PRESETS, get_preset  # noqa: E402
 
 # The PIADE runs of the paper profile (configs/paper.yaml; 176 models): (name, image size, models,
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = pd.DataFrame(rows)
     out: dict[str, Any] = {
         "machine": _machine(args.device) if args.from_json is None else {"from_json": args.from_json},
+        "code": code_provenance(),
         "args": vars(args),
         "measurements": rows,
     }

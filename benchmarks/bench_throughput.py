@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from piade_lib.engine.provenance import code_provenance
 from piade_lib.engine.scoring import resolve_device
 from piade_lib.engine.trainer import Trainer
 from piade_lib.model.losses import PiadeLoss
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "device": name,
             "torch": torch.__version__,
+            "code": code_provenance(),
             "args": vars(args),
             "cpu_count": os.cpu_count(),
             "load_average_before_after": [load_before, load_after],

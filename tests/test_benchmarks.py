@@ -49,7 +49,10 @@ def test_the_benchmark_reports_throughput_and_flops_per_contestant(bench, tmp_pa
     out = tmp_path / "bench.json"
     argv = ["--batch-size", "4", "--sizes", "32", "--precision", "fp32", "--rounds", "2", "--warmup", "1"]
     assert bench.main([*argv, "--threads", "1", "--json", str(out)]) == 0
-    size = json.loads(out.read_text())["sizes"]["32"]
+    payload = json.loads(out.read_text())
+    assert set(payload["code"]) == {"versions", "lock", "git"}  # the figures name the code they measured
+    assert payload["code"]["lock"]["file"] and payload["code"]["versions"]["torch"] == torch.__version__
+    size = payload["sizes"]["32"]
     assert size["reference"] is None and size["ratios_to_authors"] == {}  # no --authors-code: ours alone
     assert set(size["summary"]) == {"ours:paper:fp32", "ours:authors_code:fp32"}
     for name, s in size["summary"].items():
@@ -91,7 +94,9 @@ def test_the_packing_projection_from_saved_measurements(packing, tmp_path, capsy
     graphs.write_text(json.dumps({"measurements": [_measurement("paper", 32, 4, 4000.0, 8.0, "reduce-overhead")]}))
     out = tmp_path / "projection.json"
     assert packing.main(["--from-json", str(eager), str(graphs), "--json", str(out)]) == 0
-    proj = json.loads(out.read_text())["projection"]
+    payload = json.loads(out.read_text())
+    assert payload["machine"] == {"from_json": [str(eager), str(graphs)]} and "git" in payload["code"]
+    proj = payload["projection"]
     rows = {r["workload"]: r for r in proj["rows"]}
     assert set(rows) == {"Table 2: CIFAR-10", "ICPR: MNIST", "ICPR: Fashion-MNIST"}  # the paper preset's 32x32 runs
     cifar = rows["Table 2: CIFAR-10"]
@@ -136,6 +141,7 @@ def test_the_throughput_benchmark_times_the_trainers_step_and_projects(tmp_path,
         sys.modules.pop("bench_throughput", None)
     assert calls["n"] == 3  # warm-up + timed training steps, all of them the Trainer's
     payload = json.loads(out.read_text())
+    assert set(payload["code"]) == {"versions", "lock", "git"}
     (row,) = payload["throughput"]
     assert (row["preset"], row["size"], row["batch"], row["amp"]) == ("paper", 32, 2, "fp32")
     assert row["train_img_s"] >= row["train_img_s_median"] > 0

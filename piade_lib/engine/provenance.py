@@ -115,13 +115,17 @@ def _lock_summary() -> dict[str, Any]:
     return {k: info.get(k) for k in ("file", "sha256", "installed_matches", "n_mismatches", "mismatches")}
 
 
+def code_provenance() -> dict[str, Any]:
+    """Which code and packages this process runs: package versions, the lock file, the git commit (also
+    recorded by the benchmarks, so that a figure is tied to the code it measured)."""
+    return {"versions": package_versions(), "lock": _lock_summary(), "git": git_info()}
+
+
 def provenance(seed: int, device: str | torch.device, pretrained: bool | None) -> dict[str, Any]:
     """Facts about this process for provenance.json (no hostname, no user name)."""
     return {
         "seed": seed,
-        "versions": package_versions(),
-        "lock": _lock_summary(),
-        "git": git_info(),
+        **code_provenance(),
         "device": str(device),
         "device_name": device_name(device),
         "pretrained": pretrained,

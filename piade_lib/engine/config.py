@@ -53,7 +53,7 @@ class RunConfig:
     # (convergence.csv); an execution setting: it does not change what is trained
     eval_steps: list[int] = field(default_factory=list)
     # torch.compile the step's forward pass and loss as one graph: false, true (torch's default mode) or a
-    # mode of engine/precision.py COMPILE_MODES ("reduce-overhead": CUDA graphs). An execution setting; CUDA only
+    # mode of engine/compile_modes.py COMPILE_MODES ("reduce-overhead": CUDA graphs). An execution setting; CUDA only
     compile: bool | str = False
     # the training step's arithmetic (engine/precision.py: auto, fp32, bf16, fp16); like the device, an
     # execution setting: it changes rounding, not what is trained

@@ -9,6 +9,7 @@ import collections
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from piade_lib.engine import folders
@@ -111,6 +112,11 @@ def test_forward_and_loss_trace_as_one_graph(preset: str, single_thread) -> None
     assert all(p.grad is not None for p in params)
     for p, g in zip(params, eager_grads, strict=True):  # the traced backward gives the eager gradients
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+    # the next run's Trainer (a new model) reuses the traced graph: runs of one process compile once
+    graphs = counters["stats"]["unique_graphs"]
+    other = _trainer(preset, n_images=4)
+    torch.compile(other._forward_loss, backend="aot_eager", fullgraph=True)(other.images[:2])
+    assert counters["stats"]["unique_graphs"] == graphs
     torch._dynamo.reset()
 
 

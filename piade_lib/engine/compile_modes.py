@@ -2,9 +2,9 @@
 the command line can offer the modes without loading torch).
 
 The trainer (:class:`~piade_lib.engine.trainer.Trainer`) compiles the forward pass and the loss as one
-graph, on CUDA only: on a 2-core CPU that took 99 s to compile and saved 0-5 % of a step (paper preset,
-32x32, batch 120), while on an H100 ``reduce-overhead`` (CUDA graphs) doubled a 32x32 run
-(benchmarks/README.md). Like the device, it is an execution setting: recorded with the run, not part of
+graph, on CUDA only: on a 2-core CPU compiling took 37-99 s and gained under 1 % of the median step
+(paper preset, 32x32, batch 120), while on an H100 ``reduce-overhead`` (CUDA graphs) doubled a 32x32
+run (benchmarks/README.md). Like the device, it is an execution setting: recorded with the run, not part of
 its identity, since it changes float rounding, not what is trained.
 """
 

@@ -206,7 +206,11 @@ class Trainer:
         first_step = self.epochs_done * self.steps_per_epoch + 1
         self.model.train()
         t0 = time.time()
-        order = epoch_order(self.n_images, self.generator).to(self.device)  # one copy per epoch
+        order = epoch_order(self.n_images, self.generator)  # drawn on the CPU, as a DataLoader draws it
+        if self.device.type == "cuda":  # copied from pinned memory without a host wait (a pageable copy syncs)
+            order = order.pin_memory().to(self.device, non_blocking=True)
+        else:
+            order = order.to(self.device)
         n_batches = self.steps_per_epoch
         sums = torch.zeros(len(TERMS), device=self.device, dtype=torch.float64)
         first_bad = torch.full((), -1, device=self.device, dtype=torch.int64)

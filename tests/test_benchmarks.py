@@ -147,3 +147,18 @@ def test_the_throughput_benchmark_times_the_trainers_step_and_projects(tmp_path,
     assert row["train_img_s"] >= row["train_img_s_median"] > 0
     cifar = next(r for r in payload["projection_hours"] if r["workload"].startswith("Table 2"))
     assert cifar["train_hours"] == pytest.approx(10 * 5000 * 400 / row["train_img_s"] / 3600, rel=1e-3)
+
+
+def test_the_history_write_benchmark_measures_in_a_temporary_folder_it_removes(tmp_path):
+    bench_history = _load("bench_history_write")
+    out = tmp_path / "history.json"
+    try:
+        assert bench_history.main(["--dir", str(tmp_path), "--epochs", "3", "--json", str(out)]) == 0
+        with pytest.raises(SystemExit, match="not a folder"):
+            bench_history.main(["--dir", str(tmp_path / "missing")])
+    finally:
+        sys.modules.pop("bench_history_write", None)
+    figures = json.loads(out.read_text())
+    assert figures["epochs"] == 3 and 0 < figures["median_ms"] <= figures["total_s"] * 1e3
+    assert "git" in figures["code"]
+    assert [p.name for p in tmp_path.iterdir()] == ["history.json"]  # its folder is gone

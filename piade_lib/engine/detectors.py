@@ -228,7 +228,8 @@ class PiadeDetector(Detector):
                     ckpt_dir, {**trainer.state_dict(), "config_hash": self.config_hash}, keep=spec.keep_checkpoints
                 )
                 # history.csv with the checkpoint (it holds the epochs the checkpoint holds), not every epoch:
-                # a COIL-100 epoch is one batch, ~26 ms on an H100, and an fsynced write costs ~2 ms of it
+                # a COIL-100 epoch is one batch, ~26 ms on an H100; an fsynced write costs ~1.4 ms on a local
+                # disk (benchmarks/bench_history_write.py), more on a shared filesystem
                 files.write_csv(run_dir / "history.csv", pd.DataFrame(trainer.history))
                 policy.saved()
         bar.close()

@@ -26,6 +26,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import pandas as pd
@@ -79,6 +80,25 @@ def _worker(
     queue.put({"images": done, "seconds": elapsed, "warmup_seconds": warmup, "peak_gib": peak})
 
 
+def _collect(procs: list[Any], queue: Any, deadline: float) -> list[dict[str, Any]]:
+    """One report from every process, or SystemExit as soon as one has died without reporting (its exit
+    code named; the others are stopped) or the deadline passed: never a wait for a process that is gone."""
+    results: list[dict[str, Any]] = []
+    while len(results) < len(procs):
+        try:
+            results.append(queue.get(timeout=1.0))
+            continue
+        except Empty:
+            pass
+        dead = [p for p in procs if p.exitcode not in (None, 0)]
+        if dead or time.time() > deadline:
+            for p in procs:
+                p.terminate()
+            why = f"a training process exited with code {dead[0].exitcode}" if dead else "the processes timed out"
+            raise SystemExit(f"bench_packing: {why} before reporting; its error is printed above")
+    return results
+
+
 def measure(
     preset: str, size: int, n: int, batch: int, device: str, seconds: float, compile_: bool | str
 ) -> dict[str, Any]:
@@ -90,7 +110,7 @@ def measure(
     ]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=seconds * 4 + 600) for _ in procs]
+    results = _collect(procs, queue, deadline=time.time() + seconds * 4 + 600)
     for p in procs:
         p.join()
     window = max(r["seconds"] for r in results)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,27 @@ def test_the_history_write_benchmark_measures_in_a_temporary_folder_it_removes(t
     assert figures["epochs"] == 3 and 0 < figures["median_ms"] <= figures["total_s"] * 1e3
     assert "git" in figures["code"]
     assert [p.name for p in tmp_path.iterdir()] == ["history.json"]  # its folder is gone
+
+
+def test_the_packing_benchmark_measures_trainer_processes_on_the_cpu(packing, tmp_path, monkeypatch):
+    """Two processes train side by side with the library's Trainer; the measurement is consistent."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the spawned processes import bench_packing
+    out = tmp_path / "packing.json"
+    argv = ["--device", "cpu", "--sizes", "32", "--presets", "paper", "--packing", "2", "--seconds", "1"]
+    assert packing.main([*argv, "--batch-size", "2", "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    (m,) = payload["measurements"]
+    assert (m["preset"], m["size"], m["packing"], m["batch"], m["compile"]) == ("paper", 32, 2, 2, False)
+    assert m["aggregate_img_s"] == pytest.approx(2 * m["per_run_img_s"]) and m["aggregate_img_s"] > 0
+    assert m["warmup_seconds"] > 0 and m["peak_gib_per_run"] is None  # no CUDA memory on the CPU
+    assert payload["projection"]["hours_on_1"] > 0 and "git" in payload["code"]
+
+
+def test_the_packing_benchmark_stops_when_a_process_dies_instead_of_waiting(packing, tmp_path):
+    """A training process that cannot even start (here: it cannot import the benchmark, which is not on
+    its path) is reported at once with its exit code, not after the ten-minute deadline."""
+    argv = ["--device", "cpu", "--sizes", "32", "--presets", "paper", "--packing", "1", "--seconds", "1"]
+    t0 = time.time()
+    with pytest.raises(SystemExit, match=r"a training process exited with code 1 before reporting"):
+        packing.main([*argv, "--batch-size", "2"])
+    assert time.time() - t0 < 120

@@ -22,7 +22,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from piade_lib.cli.args import add_compile_option  # noqa: E402
-from piade_lib.engine.provenance import code_provenance  # noqa: E402
+from piade_lib.engine.provenance import code_provenance, device_name  # noqa: E402
 from piade_lib.presets import PRESETS, get_preset  # noqa: E402
 
 # The PIADE runs of the paper profile (configs/paper.yaml; 176 models): (name, image size, models,
@@ -168,16 +167,6 @@ def hours_on(proj: pd.DataFrame, devices: int) -> float:
     return max(float(proj["device_hours"].sum()) / devices, float(proj["run_hours"].max()))
 
 
-def _machine(device: str) -> dict[str, Any]:
-    return {
-        "device": torch.cuda.get_device_name(0)
-        if device.startswith("cuda")
-        else platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-    }
-
-
 def _saved_measurements(paths: list[str]) -> list[dict[str, Any]]:
     """The measurements of the given ``--json`` files, in order; SystemExit with the file named when one is
     missing or holds none."""
@@ -189,6 +178,24 @@ def _saved_measurements(paths: list[str]) -> list[dict[str, Any]]:
             raise SystemExit(
                 f"--from-json {path}: not a file of bench_packing.py --json measurements ({exc})"
             ) from None
+    return rows
+
+
+def _measure_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every preset, size and packing of the command line, measured and printed one after another."""
+    rows = []
+    for preset in args.presets:
+        batch = args.batch_size or get_preset(preset).batch_size
+        for size in args.sizes:
+            for n in args.packing:
+                r = measure(preset, size, n, batch, args.device, args.seconds, args.compile)
+                rows.append(r)
+                print(
+                    f"{preset:13s} {size:4d}px batch {batch:3d} x{n}: {r['aggregate_img_s']:9.1f} img/s in all, "
+                    f"{r['per_run_img_s']:8.1f} per run (warm-up {r['warmup_seconds']:.0f} s, "
+                    f"peak {r['peak_gib_per_run'] or 0:.1f} GiB per run)",
+                    flush=True,
+                )
     return rows
 
 
@@ -210,22 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         help="measure nothing: project from the measurements of these files (written by --json), together",
     )
     args = ap.parse_args(argv)
-    rows = [] if args.from_json is None else _saved_measurements(args.from_json)
-    for preset in args.presets if args.from_json is None else []:
-        batch = args.batch_size or get_preset(preset).batch_size
-        for size in args.sizes:
-            for n in args.packing:
-                r = measure(preset, size, n, batch, args.device, args.seconds, args.compile)
-                rows.append(r)
-                print(
-                    f"{preset:13s} {size:4d}px batch {batch:3d} x{n}: {r['aggregate_img_s']:9.1f} img/s in all, "
-                    f"{r['per_run_img_s']:8.1f} per run (warm-up {r['warmup_seconds']:.0f} s, "
-                    f"peak {r['peak_gib_per_run'] or 0:.1f} GiB per run)",
-                    flush=True,
-                )
+    rows = _measure_all(args) if args.from_json is None else _saved_measurements(args.from_json)
     frame = pd.DataFrame(rows)
     out: dict[str, Any] = {
-        "machine": _machine(args.device) if args.from_json is None else {"from_json": args.from_json},
+        "machine": {"device": device_name(args.device), "cpu_count": os.cpu_count()}
+        if args.from_json is None
+        else {"from_json": args.from_json},
         "code": code_provenance(),
         "args": vars(args),
         "measurements": rows,

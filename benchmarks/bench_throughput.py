@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from piade_lib.engine.provenance import code_provenance
+from piade_lib.engine.provenance import code_provenance, device_name
 from piade_lib.engine.scoring import resolve_device
 from piade_lib.engine.trainer import Trainer
 from piade_lib.model.losses import PiadeLoss
@@ -194,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(measure(preset, size, device, bs, args.iters, args.warmup))
     results = pd.DataFrame(rows)
     proj = projections(results, args.epochs)
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-    )
+    name = device_name(device)
     load_after = _loadavg()
     print(
         f"\ndevice: {name}; torch {torch.__version__}; iters {args.iters}, warmup {args.warmup}; "

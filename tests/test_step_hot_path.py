@@ -6,15 +6,19 @@ trace as one graph (so ``compile``, and with "reduce-overhead" CUDA graphs, cove
 from __future__ import annotations
 
 import collections
+import types
 
 import pytest
 import torch
 from torch._dynamo.utils import counters
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from piade_lib.engine import folders
 from piade_lib.engine.compile_modes import COMPILE_MODES, compile_mode
 from piade_lib.engine.config import RunConfig
+from piade_lib.engine.scoring import ssim_map
 from piade_lib.engine.trainer import Trainer
 from piade_lib.model.losses import PiadeLoss
 from piade_lib.model.network import build_model
@@ -38,6 +42,34 @@ class DeviceReads(TorchDispatchMode):
         if name in DEVICE_READS:
             self.count[name] += 1
         return func(*args, **(kwargs or {}))
+
+
+class CpuTensors(TorchDispatchMode):
+    """Counts, by name, the aten ops inside the block that take or make a tensor on the CPU. With the model and
+    the images on a GPU, each is host work in the step, and a CPU tensor that meets the GPU is copied there
+    from pageable memory: a copy that waits for every kernel queued before it (a GPU sync)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tree_flatten((args, kwargs, out))[0]):
+            self.count[str(func.overloadpacket)] += 1
+        return out
+
+
+def _fake_cuda() -> FakeTensorMode:
+    """A mode in which tensors on "cuda" are fake (shapes and devices, no data): the step's ops on a GPU,
+    followed on a machine without one."""
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with mode:
+        try:
+            torch.empty(1, device="cuda")
+        except (RuntimeError, AssertionError) as exc:  # a torch built without CUDA
+            pytest.skip(f"this torch cannot make fake CUDA tensors: {exc}")
+    return mode
 
 
 def _trainer(preset: str, n_images: int = 7, batch: int = 2, size: int = 32) -> Trainer:
@@ -71,6 +103,36 @@ def test_a_step_never_reads_the_device_and_an_epoch_reads_it_once(preset: str, s
     # the one read of an epoch is a single tolist() of its sums, which does not dispatch on the CPU
     assert reads.count == {}, f"train_epoch read the device per batch: {dict(reads.count)}"
     assert set(result.means) == {"mse", "perceptual", "ssim_loss", "total"}
+
+
+def test_the_cpu_tensor_counter_sees_a_copy_to_the_gpu() -> None:
+    """The check below can fail: a window built on the CPU and copied to the GPU, as the SSIM used to."""
+    with _fake_cuda(), CpuTensors() as ops:
+        x = torch.ones(3, device="cuda")
+        (torch.arange(3, dtype=torch.float).to(x.device) * x).sum()
+    assert ops.count["aten.arange"] == 1 and ops.count["aten._to_copy"] == 1
+
+
+@pytest.mark.parametrize("preset", ["paper", "authors_code"])
+@pytest.mark.parametrize("size", [32, 120])
+def test_on_a_gpu_the_forward_pass_and_loss_make_no_cpu_tensor(preset: str, size: int) -> None:
+    """Trainer._forward_loss (the network, SSIM, the VGG head, the term sums) with the model and a batch on a
+    (fake) GPU: no op touches the CPU, so nothing is copied to the GPU and waited for in a step, and a CUDA
+    graph can hold the whole function. (The SSIM built its Gaussian window and filter matrices on the CPU:
+    45 copies to the GPU per step, each a sync.) The backward pass is not followed: autograd's engine needs
+    a real GPU; it runs the derivatives of these same ops, on the same devices."""
+    model = build_model(preset, image_size=size, n_vectors=2, pretrained=False).train()
+    loss_fn = PiadeLoss(preset, pretrained=False)
+    with _fake_cuda():
+        model.to("cuda")
+        loss_fn.to("cuda")
+        x = torch.rand(4, 3, size, size, device="cuda")
+        owner = types.SimpleNamespace(device=torch.device("cuda"), amp_dtype=None, model=model, loss_fn=loss_fn)
+        with CpuTensors() as ops:
+            loss, sums = Trainer._forward_loss(owner, x)
+            maps = ssim_map(x, x)  # the anomaly maps' SSIM shares the window
+    assert ops.count == {}, f"the step's forward pass and loss touched the CPU: {dict(ops.count)}"
+    assert loss.device.type == sums.device.type == maps.device.type == "cuda" and sums.shape == (4,)
 
 
 def test_the_train_split_range_is_checked_once_when_the_trainer_is_built() -> None:

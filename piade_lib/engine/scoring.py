@@ -50,7 +50,7 @@ def ssim_map(
     x, y = x.float(), y.float()
     c = x.shape[1]
     win = min(win_size, 2 * (min(x.shape[-2:]) // 2) - 1)  # odd, and padding < size for tiny images
-    g = gaussian_window(win, win_sigma).to(x.device, x.dtype)  # the SSIM loss's window
+    g = gaussian_window(win, win_sigma, x.device).to(x.dtype)  # the SSIM loss's window
     gh = g.view(1, 1, 1, win).repeat(c, 1, 1, 1)
     gv = g.view(1, 1, win, 1).repeat(c, 1, 1, 1)
     pad = win // 2

@@ -31,9 +31,11 @@ VGG_LAYERS = 4  # VGG11 features[:4]: conv(3->64), ReLU, max-pool, conv(64->128)
 TERMS = ("mse", "perceptual", "ssim_loss", "total")
 
 
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """The normalised 1-D Gaussian window of ``pytorch_msssim`` (same float32 arithmetic), shape (size,)."""
-    coords = torch.arange(size, dtype=torch.float)
+def gaussian_window(size: int = 11, sigma: float = 1.5, device: torch.device | str | None = None) -> torch.Tensor:
+    """The normalised 1-D Gaussian window of ``pytorch_msssim`` (same float32 arithmetic), shape (size,), built
+    on ``device``. Built there, not on the CPU and copied: a copy from pageable host memory to a GPU waits
+    for every kernel queued before it (``tests/test_step_hot_path.py`` checks the step makes no CPU tensor)."""
+    coords = torch.arange(size, dtype=torch.float, device=device)
     coords -= size // 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g /= g.sum()
@@ -45,11 +47,11 @@ def _band(n: int, window: torch.Tensor) -> torch.Tensor:
     rows of ``x`` with the window, i.e. what a 1-D convolution with that window (no padding) computes."""
     k = window.numel()
     m = n - k + 1
-    band = window.new_zeros(n, m)
-    cols = torch.arange(m)
-    for t in range(k):
-        band[cols + t, cols] = window[t]
-    return band
+    # M[i, j] = window[i - j] where 0 <= i - j < k, else 0; built on the window's device in a few kernels (an
+    # index_put_ per tap with CPU indices would copy them to a GPU, and each such copy waits for the GPU)
+    offset = torch.arange(n, device=window.device).unsqueeze(1) - torch.arange(m, device=window.device)
+    inside = (offset >= 0) & (offset < k)
+    return torch.where(inside, window[offset.clamp(0, k - 1)], window.new_zeros(()))
 
 
 def ssim_per_image(
@@ -81,8 +83,9 @@ def ssim_per_image(
     k1, k2 = k
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
-    window = gaussian_window(win_size, win_sigma).to(x.device, x.dtype)
-    band_h, band_w = _band(h, window), _band(w, window)
+    window = gaussian_window(win_size, win_sigma, x.device).to(x.dtype)
+    band_w = _band(w, window)
+    band_h = band_w if h == w else _band(h, window)
 
     def blur(maps: list[torch.Tensor]) -> torch.Tensor:
         """(n, B, C, H', W') Gaussian-filtered maps, stored transposed: (n, B, C, W', H') as values,

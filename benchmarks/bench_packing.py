@@ -3,6 +3,7 @@ and image size, and the projected wall time of the paper's protocol on 1 and 8 s
 
     python benchmarks/bench_packing.py --device cuda --packing 1 2 4 8 --seconds 20 --json out.json
     python benchmarks/bench_packing.py --device cpu --sizes 32 --packing 1 2 --seconds 5     # a smoke run
+    python benchmarks/bench_packing.py --device cuda --sizes 32 --packing 4 8 --compile reduce-overhead --mps
 
 Each process trains with the library's own :class:`piade_lib.engine.trainer.Trainer` (the train split
 held on the device, batched there, loss terms read once per epoch, bf16 autocast and channels_last on
@@ -14,16 +15,26 @@ size, the packing with the best aggregate throughput: 400 epochs of every traini
 the paper profile's 176 PIADE runs (configs/paper.yaml), plus one scoring pass (test + train images) counted at a third
 of a training step's cost. On 8 devices the runs are independent, so the wall time is the larger of
 (work / 8 devices) and the longest single run at its packed per-run speed.
+
+``--mps`` runs the measurement under NVIDIA's Multi-Process Service: a control daemon of its own (its pipe
+and log folders in a temporary folder, so nothing of the machine's is touched), started before the
+training processes and told to quit after them. Without MPS the packed processes' kernels take turns on
+the GPU; with it they run side by side, which is what small, latency-bound 32x32 steps need.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -98,8 +109,51 @@ def _collect(procs: list[Any], queue: Any, deadline: float) -> list[dict[str, An
     return results
 
 
+MPS_CONTROL = "nvidia-cuda-mps-control"
+
+
+@contextlib.contextmanager
+def mps_daemon(enabled: bool) -> Iterator[dict[str, str]]:
+    """NVIDIA's MPS control daemon for the block, with its pipe and log folders in a temporary folder: the
+    processes started inside the block (they inherit ``os.environ``) are its clients. The daemon is told to
+    quit at the end, also when the block fails, and the environment is restored. SystemExit with one line
+    when the daemon cannot be started. Yields the variables set (none when not ``enabled``)."""
+    if not enabled:
+        yield {}
+        return
+    control = shutil.which(MPS_CONTROL)
+    if control is None:
+        raise SystemExit(
+            f"bench_packing: --mps needs NVIDIA's {MPS_CONTROL} on the PATH (it comes with the CUDA driver); "
+            "run without --mps"
+        )
+    with tempfile.TemporaryDirectory(prefix="piade-mps-") as tmp:
+        env = {"CUDA_MPS_PIPE_DIRECTORY": str(Path(tmp, "pipe")), "CUDA_MPS_LOG_DIRECTORY": str(Path(tmp, "log"))}
+        for folder in env.values():
+            Path(folder).mkdir()
+        daemon_env = {**os.environ, **env}
+        started = subprocess.run([control, "-d"], env=daemon_env, capture_output=True, text=True, timeout=60)
+        if started.returncode != 0:
+            why = (started.stderr or started.stdout).strip().splitlines()
+            raise SystemExit(
+                f"bench_packing: {MPS_CONTROL} -d exited with code {started.returncode}"
+                f"{': ' + why[-1] if why else ''}; run without --mps"
+            )
+        before = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield env
+        finally:
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            subprocess.run([control], input="quit\n", env=daemon_env, capture_output=True, text=True, timeout=60)
+
+
 def measure(
-    preset: str, size: int, n: int, batch: int, device: str, seconds: float, compile_: bool | str
+    preset: str, size: int, n: int, batch: int, device: str, seconds: float, compile_: bool | str, mps: bool = False
 ) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(n), ctx.Queue()
@@ -107,11 +161,12 @@ def measure(
         ctx.Process(target=_worker, args=(preset, size, batch, device, seconds, compile_, barrier, queue))
         for _ in range(n)
     ]
-    for p in procs:
-        p.start()
-    results = _collect(procs, queue, deadline=time.time() + seconds * 4 + 600)
-    for p in procs:
-        p.join()
+    with mps_daemon(mps):
+        for p in procs:
+            p.start()
+        results = _collect(procs, queue, deadline=time.time() + seconds * 4 + 600)
+        for p in procs:
+            p.join()
     window = max(r["seconds"] for r in results)
     total = sum(r["images"] for r in results)
     return {
@@ -120,6 +175,7 @@ def measure(
         "batch": batch,
         "packing": n,
         "compile": compile_,
+        "mps": mps,
         "aggregate_img_s": total / window,
         "per_run_img_s": total / window / n,
         "warmup_seconds": max(r["warmup_seconds"] for r in results),
@@ -152,6 +208,7 @@ def projection(frame: pd.DataFrame) -> pd.DataFrame:
                     "models": models,
                     "packing": int(best["packing"]),
                     "compile": best.get("compile", False) or False,
+                    "mps": bool(best.get("mps", False) or False),
                     "aggregate_img_s": round(float(best["aggregate_img_s"]), 1),
                     "start_s": round(start, 1),
                     "device_hours": round(work / 3600, 3),
@@ -188,10 +245,11 @@ def _measure_all(args: argparse.Namespace) -> list[dict[str, Any]]:
         batch = args.batch_size or get_preset(preset).batch_size
         for size in args.sizes:
             for n in args.packing:
-                r = measure(preset, size, n, batch, args.device, args.seconds, args.compile)
+                r = measure(preset, size, n, batch, args.device, args.seconds, args.compile, args.mps)
                 rows.append(r)
                 print(
-                    f"{preset:13s} {size:4d}px batch {batch:3d} x{n}: {r['aggregate_img_s']:9.1f} img/s in all, "
+                    f"{preset:13s} {size:4d}px batch {batch:3d} x{n}{' MPS' if args.mps else ''}: "
+                    f"{r['aggregate_img_s']:9.1f} img/s in all, "
                     f"{r['per_run_img_s']:8.1f} per run (warm-up {r['warmup_seconds']:.0f} s, "
                     f"peak {r['peak_gib_per_run'] or 0:.1f} GiB per run)",
                     flush=True,
@@ -208,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="timed window per measurement")
     ap.add_argument("--batch-size", type=int, default=None, help="default: the preset's (120 / 60)")
     add_compile_option(ap)  # as `piade train --compile`, in every run
+    ap.add_argument(
+        "--mps", action="store_true", help="run the packed processes under NVIDIA's MPS (a daemon of its own; CUDA)"
+    )
     ap.add_argument("--json", default=None, help="write the measurements and projections here")
     ap.add_argument(
         "--from-json",
@@ -217,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         help="measure nothing: project from the measurements of these files (written by --json), together",
     )
     args = ap.parse_args(argv)
+    if args.mps and not args.device.startswith("cuda") and args.from_json is None:
+        ap.error(f"--mps shares an NVIDIA GPU between processes; --device is {args.device}")
     rows = _measure_all(args) if args.from_json is None else _saved_measurements(args.from_json)
     frame = pd.DataFrame(rows)
     out: dict[str, Any] = {

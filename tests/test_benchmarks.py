@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -187,3 +188,51 @@ def test_the_packing_benchmark_stops_when_a_process_dies_instead_of_waiting(pack
     with pytest.raises(SystemExit, match=r"a training process exited with code 1 before reporting"):
         packing.main([*argv, "--batch-size", "2"])
     assert time.time() - t0 < 120
+
+
+def _fake_mps_control(folder: Path, exit_code: int = 0) -> Path:
+    """A stand-in for NVIDIA's nvidia-cuda-mps-control on the PATH: it logs its arguments, its pipe folder and
+    what it reads on stdin (the "quit" command) to calls.log, and exits with ``exit_code``."""
+    folder.mkdir()
+    log = folder / "calls.log"
+    script = folder / "nvidia-cuda-mps-control"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "-d" ]; then echo "start $CUDA_MPS_PIPE_DIRECTORY" >> "{log}"; '
+        f'echo "daemon refused: no GPU" >&2; exit {exit_code}; fi\n'
+        f'read cmd; echo "$cmd $CUDA_MPS_PIPE_DIRECTORY" >> "{log}"\n'
+    )
+    script.chmod(0o755)
+    return log
+
+
+def test_mps_runs_the_block_as_clients_of_its_own_daemon_and_stops_it(packing, tmp_path, monkeypatch):
+    log = _fake_mps_control(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    with pytest.raises(RuntimeError, match="a failing measurement"), packing.mps_daemon(True) as env:
+        pipe = env["CUDA_MPS_PIPE_DIRECTORY"]
+        assert os.environ["CUDA_MPS_PIPE_DIRECTORY"] == pipe and Path(pipe).is_dir()  # what the clients inherit
+        raise RuntimeError("a failing measurement")
+    assert log.read_text().splitlines() == [f"start {pipe}", f"quit {pipe}"]  # stopped, also after a failure
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ and not Path(pipe).exists()
+    with packing.mps_daemon(False) as env:  # without --mps: nothing started, nothing set
+        assert env == {} and "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+
+
+def test_mps_that_cannot_start_is_one_line(packing, tmp_path, monkeypatch):
+    _fake_mps_control(tmp_path / "bin", exit_code=3)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    with pytest.raises(SystemExit, match=r"-d exited with code 3: daemon refused: no GPU; run without --mps$"):
+        with packing.mps_daemon(True):
+            pass
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    with pytest.raises(SystemExit, match=r"--mps needs NVIDIA's nvidia-cuda-mps-control on the PATH"):
+        with packing.mps_daemon(True):
+            pass
+
+
+def test_mps_on_the_cpu_is_a_usage_error(packing, capsys):
+    with pytest.raises(SystemExit):
+        packing.main(["--device", "cpu", "--mps"])
+    assert "--mps shares an NVIDIA GPU between processes; --device is cpu" in capsys.readouterr().err

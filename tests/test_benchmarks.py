@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -236,3 +237,20 @@ def test_mps_on_the_cpu_is_a_usage_error(packing, capsys):
     with pytest.raises(SystemExit):
         packing.main(["--device", "cpu", "--mps"])
     assert "--mps shares an NVIDIA GPU between processes; --device is cpu" in capsys.readouterr().err
+
+
+def test_the_gpu_session_script_names_its_parts_and_projects_from_a_folder(tmp_path):
+    """benchmarks/gpu_session.sh: a usage line without parts, one line for an unknown part, and `project`
+    over the gpu-packing-*.json of a folder (here a committed H100 file) writes the projection."""
+    script = ROOT / "benchmarks" / "gpu_session.sh"
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    run = lambda *a: subprocess.run([str(script), *a], cwd=ROOT, env=env, capture_output=True, text=True)  # noqa: E731
+    none, bogus, empty = run(), run("pack64"), run("project")
+    assert none.returncode == 2 and "usage: benchmarks/gpu_session.sh PART..." in none.stderr
+    assert bogus.returncode == 2 and "unknown part 'pack64'" in bogus.stderr
+    assert empty.returncode == 1 and f"no gpu-packing-*.json in {tmp_path}" in empty.stderr
+    (tmp_path / "gpu-packing-32-eager.json").write_text((ROOT / "benchmarks/results/h100-packing-32.json").read_text())
+    done = run("project")
+    assert done.returncode == 0, done.stderr
+    projection = json.loads((tmp_path / "projection.json").read_text())["projection"]
+    assert projection["hours_on_1"] > projection["hours_on_8"] > 0

@@ -19,7 +19,7 @@ from piade_lib.engine import folders
 from piade_lib.engine.compile_modes import COMPILE_MODES, compile_mode
 from piade_lib.engine.config import RunConfig
 from piade_lib.engine.scoring import ssim_map
-from piade_lib.engine.trainer import Trainer
+from piade_lib.engine.trainer import Trainer, compile_forward_loss
 from piade_lib.model.losses import PiadeLoss
 from piade_lib.model.network import build_model
 from piade_lib.presets import get_preset
@@ -166,7 +166,7 @@ def test_forward_and_loss_trace_as_one_graph(preset: str, single_thread) -> None
     eager_loss.backward()
     eager_grads = [p.grad.clone() for p in params]
     trainer.optimizer.zero_grad(set_to_none=True)
-    traced = torch.compile(trainer._forward_loss, backend="aot_eager", fullgraph=True)
+    traced = compile_forward_loss(trainer._forward_loss, "default", backend="aot_eager", fullgraph=True)
     loss, sums = traced(x)
     loss.backward()
     torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
@@ -177,8 +177,45 @@ def test_forward_and_loss_trace_as_one_graph(preset: str, single_thread) -> None
     # the next run's Trainer (a new model) reuses the traced graph: runs of one process compile once
     graphs = counters["stats"]["unique_graphs"]
     other = _trainer(preset, n_images=4)
-    torch.compile(other._forward_loss, backend="aot_eager", fullgraph=True)(other.images[:2])
+    compile_forward_loss(other._forward_loss, "default", backend="aot_eager", fullgraph=True)(other.images[:2])
     assert counters["stats"]["unique_graphs"] == graphs
+    torch._dynamo.reset()
+
+
+def _has_symbolic_shapes(gm: torch.fx.GraphModule) -> bool:
+    for node in gm.graph.find_nodes(op="placeholder"):
+        value = node.meta.get("example_value")
+        if isinstance(value, torch.SymInt):
+            return True
+        if isinstance(value, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in value.shape):
+            return True
+    return False
+
+
+def test_a_smaller_last_batch_gets_a_static_graph_of_its_own(single_thread) -> None:
+    """The Trainer's compile (compile_forward_loss) makes one static graph per batch size: an epoch's smaller
+    last batch does not turn the full batches' graph into one for any size. The control, torch's default
+    (automatic dynamic shapes), does: its second graph has a symbolic batch size."""
+
+    def graphs_for(compile_fn) -> list[bool]:  # per compiled graph: has it symbolic shapes?
+        torch._dynamo.reset()
+        graphs: list[bool] = []
+
+        def backend(gm, example_inputs):
+            graphs.append(_has_symbolic_shapes(gm))
+            return gm.forward
+
+        trainer = _trainer("paper", n_images=5)
+        compiled = compile_fn(trainer._forward_loss, backend)
+        for batch in (3, 2, 3, 2):  # two epochs of 5 images in batches of 3: a full batch, then a smaller one
+            compiled(trainer.images[:batch])
+        return graphs
+
+    assert graphs_for(lambda fn, backend: compile_forward_loss(fn, "default", backend=backend)) == [
+        False,
+        False,
+    ]
+    assert graphs_for(lambda fn, backend: torch.compile(fn, backend=backend)) == [False, True]
     torch._dynamo.reset()
 
 

@@ -20,6 +20,10 @@ of a training step's cost. On 8 devices the runs are independent, so the wall ti
 and log folders in a temporary folder, so nothing of the machine's is touched), started before the
 training processes and told to quit after them. Without MPS the packed processes' kernels take turns on
 the GPU; with it they run side by side, which is what small, latency-bound 32x32 steps need.
+
+``--stack K`` (an experiment) trains K models in each process as one batched model
+(benchmarks/stacked_step.py): each kernel does K models' work at each model's own batch. Images/s then
+count every model's images, and the projection divides each run's start-up among the K.
 """
 
 from __future__ import annotations
@@ -61,30 +65,69 @@ RUNS: list[tuple[str, int, int, int, int, tuple[str, ...]]] = [
 EPOCHS = 400
 
 
-def _worker(
-    preset: str, size: int, batch: int, device: str, seconds: float, compile_: bool | str, barrier: Any, queue: Any
-) -> None:
+def _epoch_fn(preset: str, size: int, batch: int, dev: torch.device, compile_: bool | str, stack: int):
+    """The process's training, as a function that trains one epoch of 8 batches per model and returns the
+    images it trained: a :class:`Trainer` (one model), or with ``stack`` > 1 a :class:`StackedStep` of that
+    many models (benchmarks/stacked_step.py), with the Trainer's epoch order and its one read per epoch."""
     from piade_lib.engine.trainer import Trainer
     from piade_lib.model.losses import PiadeLoss
     from piade_lib.model.network import build_model
 
+    p = get_preset(preset)
+    loss_fn = PiadeLoss(preset, pretrained=False).to(dev)
+    n = batch * 8
+    if stack == 1:
+        model = build_model(preset, image_size=size, n_vectors=2, pretrained=False).to(dev)
+        images = torch.rand(n, 3, size, size, device=dev)
+        trainer = Trainer(
+            model, loss_fn, images, lr=p.lr, weight_decay=p.weight_decay, batch_size=batch, seed=0, compile=compile_
+        )
+
+        def train_epoch() -> int:
+            trainer.train_epoch(last_step=10**9)
+            return n
+
+        return train_epoch
+
+    from stacked_step import StackedStep  # beside this script
+
+    models = [build_model(preset, image_size=size, n_vectors=2, pretrained=False) for _ in range(stack)]
+    step = StackedStep(models, loss_fn, lr=p.lr, weight_decay=p.weight_decay, device=dev, compile=compile_)
+    images = torch.rand(stack, n, 3, size, size, device=dev)
+    generator = torch.Generator().manual_seed(0)
+
+    def epoch() -> int:
+        order = torch.randperm(n, generator=generator).to(dev)
+        sums = torch.zeros(stack, device=dev)
+        for b in range(8):
+            sums += step.step(images.index_select(1, order[b * batch : (b + 1) * batch]))
+        sums.tolist()  # the epoch's one read, as Trainer.train_epoch
+        return stack * n
+
+    return epoch
+
+
+def _worker(
+    preset: str,
+    size: int,
+    batch: int,
+    device: str,
+    seconds: float,
+    compile_: bool | str,
+    barrier: Any,
+    queue: Any,
+    stack: int = 1,
+) -> None:
     torch.manual_seed(0)
     dev = torch.device(device)
-    p = get_preset(preset)
-    model = build_model(preset, image_size=size, n_vectors=2, pretrained=False).to(dev)
-    loss_fn = PiadeLoss(preset, pretrained=False).to(dev)
-    images = torch.rand(batch * 8, 3, size, size, device=dev)
-    trainer = Trainer(
-        model, loss_fn, images, lr=p.lr, weight_decay=p.weight_decay, batch_size=batch, seed=0, compile=compile_
-    )
+    epoch = _epoch_fn(preset, size, batch, dev, compile_, stack)
     t0 = time.time()
-    trainer.train_epoch(last_step=10**9)  # warm-up (and compilation)
+    epoch()  # warm-up (and compilation)
     warmup = time.time() - t0
     barrier.wait()
     start, done = time.time(), 0
     while time.time() - start < seconds:
-        trainer.train_epoch(last_step=10**9)
-        done += trainer.n_images
+        done += epoch()
     elapsed = time.time() - start
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
     queue.put({"images": done, "seconds": elapsed, "warmup_seconds": warmup, "peak_gib": peak})
@@ -153,12 +196,20 @@ def mps_daemon(enabled: bool) -> Iterator[dict[str, str]]:
 
 
 def measure(
-    preset: str, size: int, n: int, batch: int, device: str, seconds: float, compile_: bool | str, mps: bool = False
+    preset: str,
+    size: int,
+    n: int,
+    batch: int,
+    device: str,
+    seconds: float,
+    compile_: bool | str,
+    mps: bool = False,
+    stack: int = 1,
 ) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(n), ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(preset, size, batch, device, seconds, compile_, barrier, queue))
+        ctx.Process(target=_worker, args=(preset, size, batch, device, seconds, compile_, barrier, queue, stack))
         for _ in range(n)
     ]
     with mps_daemon(mps):
@@ -176,8 +227,9 @@ def measure(
         "packing": n,
         "compile": compile_,
         "mps": mps,
+        "stack": stack,
         "aggregate_img_s": total / window,
-        "per_run_img_s": total / window / n,
+        "per_run_img_s": total / window / (n * stack),
         "warmup_seconds": max(r["warmup_seconds"] for r in results),
         "peak_gib_per_run": max((r["peak_gib"] or 0.0) for r in results) or None,
     }
@@ -199,7 +251,8 @@ def projection(frame: pd.DataFrame) -> pd.DataFrame:
             best = g.loc[g["aggregate_img_s"].idxmax()]
             per_run = n_train * EPOCHS + (n_train + n_test) / 3.0  # training-image equivalents
             start = float(best.get("warmup_seconds", 0.0) or 0.0)
-            work = models * per_run / best["aggregate_img_s"] + models * start / best["packing"]
+            at_once = int(best["packing"]) * int(best.get("stack", 1) or 1)  # models training side by side
+            work = models * per_run / best["aggregate_img_s"] + models * start / at_once
             rows.append(
                 {
                     "preset": preset,
@@ -209,6 +262,7 @@ def projection(frame: pd.DataFrame) -> pd.DataFrame:
                     "packing": int(best["packing"]),
                     "compile": best.get("compile", False) or False,
                     "mps": bool(best.get("mps", False) or False),
+                    "stack": int(best.get("stack", 1) or 1),
                     "aggregate_img_s": round(float(best["aggregate_img_s"]), 1),
                     "start_s": round(start, 1),
                     "device_hours": round(work / 3600, 3),
@@ -244,11 +298,12 @@ def _measure_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     for preset in args.presets:
         batch = args.batch_size or get_preset(preset).batch_size
         for size in args.sizes:
-            for n in args.packing:
-                r = measure(preset, size, n, batch, args.device, args.seconds, args.compile, args.mps)
+            for n, stack in [(n, k) for n in args.packing for k in args.stack]:
+                r = measure(preset, size, n, batch, args.device, args.seconds, args.compile, args.mps, stack)
                 rows.append(r)
+                stacked = f" ({stack} models stacked per process)" if stack > 1 else ""
                 print(
-                    f"{preset:13s} {size:4d}px batch {batch:3d} x{n}{' MPS' if args.mps else ''}: "
+                    f"{preset:13s} {size:4d}px batch {batch:3d} x{n}{stacked}{' MPS' if args.mps else ''}: "
                     f"{r['aggregate_img_s']:9.1f} img/s in all, "
                     f"{r['per_run_img_s']:8.1f} per run (warm-up {r['warmup_seconds']:.0f} s, "
                     f"peak {r['peak_gib_per_run'] or 0:.1f} GiB per run)",
@@ -269,6 +324,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--mps", action="store_true", help="run the packed processes under NVIDIA's MPS (a daemon of its own; CUDA)"
     )
+    ap.add_argument(
+        "--stack",
+        type=int,
+        nargs="+",
+        default=[1],
+        metavar="K",
+        help="train K models per process as one batched model (benchmarks/stacked_step.py; an experiment); "
+        "several values are measured one after another",
+    )
     ap.add_argument("--json", default=None, help="write the measurements and projections here")
     ap.add_argument(
         "--from-json",
@@ -278,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         help="measure nothing: project from the measurements of these files (written by --json), together",
     )
     args = ap.parse_args(argv)
+    if min(args.stack) < 1:
+        ap.error(f"--stack is the number of models per process, at least 1; got {min(args.stack)}")
     if args.mps and not args.device.startswith("cuda") and args.from_json is None:
         ap.error(f"--mps shares an NVIDIA GPU between processes; --device is {args.device}")
     rows = _measure_all(args) if args.from_json is None else _saved_measurements(args.from_json)

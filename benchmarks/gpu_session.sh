@@ -9,6 +9,7 @@
 #   pack32         32x32, both presets, eager, x1 x4 x8                                            (~3 min)
 #   pack32-graphs  32x32, both presets, compile reduce-overhead (CUDA graphs), x1 x4 x8            (~6 min cold)
 #   pack32-mps     32x32, both presets, CUDA graphs under MPS, x4 x8                               (~3 min warm)
+#   pack32-stack   32x32, both presets, CUDA graphs, 10 models stacked per process (stacked_step.py), x1 x2
 #   pack120        120x120, both presets, eager and CUDA graphs, x2 x4                             (~5 min)
 #   project        bench_packing --from-json over the JSON files in DIR: the projection
 #
@@ -23,13 +24,13 @@ out="${OUT:-benchmarks/results/gpu}"
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out="${2:?--out needs a folder}"; shift 2 ;;
-        check | pack32 | pack32-graphs | pack32-mps | pack120 | project) parts+=("$1"); shift ;;
-        *) echo "gpu_session.sh: unknown part '$1' (check, pack32, pack32-graphs, pack32-mps, pack120, project)" >&2
+        check | pack32 | pack32-graphs | pack32-mps | pack32-stack | pack120 | project) parts+=("$1"); shift ;;
+        *) echo "gpu_session.sh: unknown part '$1' (check, pack32, pack32-graphs, pack32-mps, pack32-stack, pack120, project)" >&2
            exit 2 ;;
     esac
 done
 if [ ${#parts[@]} -eq 0 ]; then
-    echo "usage: benchmarks/gpu_session.sh PART... [--out DIR]; parts: check pack32 pack32-graphs pack32-mps pack120 project" >&2
+    echo "usage: benchmarks/gpu_session.sh PART... [--out DIR]; parts: check pack32 pack32-graphs pack32-mps pack32-stack pack120 project" >&2
     exit 2
 fi
 
@@ -56,6 +57,9 @@ for part in "${parts[@]}"; do
             pack --sizes 32 --packing 1 4 8 --compile reduce-overhead --json "$out/gpu-packing-32-graphs.json" ;;
         pack32-mps)
             pack --sizes 32 --packing 4 8 --compile reduce-overhead --mps --json "$out/gpu-packing-32-graphs-mps.json" ;;
+        pack32-stack)
+            pack --sizes 32 --packing 1 2 --stack 10 --compile reduce-overhead \
+                --json "$out/gpu-packing-32-stack10-graphs.json" ;;
         pack120)
             pack --sizes 120 --packing 2 4 --json "$out/gpu-packing-120-eager.json"
             pack --sizes 120 --packing 2 4 --compile reduce-overhead --json "$out/gpu-packing-120-graphs.json"

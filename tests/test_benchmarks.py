@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -254,3 +255,72 @@ def test_the_gpu_session_script_names_its_parts_and_projects_from_a_folder(tmp_p
     assert done.returncode == 0, done.stderr
     projection = json.loads((tmp_path / "projection.json").read_text())["projection"]
     assert projection["hours_on_1"] > projection["hours_on_8"] > 0
+
+
+@pytest.fixture(scope="module")
+def stacked():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        yield _load("stacked_step")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+        sys.modules.pop("stacked_step", None)
+
+
+# vmap runs the SE blocks' adaptive average pooling as a loop over the models (no batching rule for
+# aten::as_strided_ in torch 2.14): slower, not different; benchmarks/stacked_step.py says so
+VMAP_FALLBACK = "ignore:There is a performance drop because we have not yet implemented the batching rule"
+
+
+@pytest.mark.filterwarnings(VMAP_FALLBACK)
+def test_a_stacked_step_gives_every_model_its_own_step(stacked, single_thread):
+    """In float64 (where the order of sums does not show), two stacked steps of two models leave each model's
+    weights and BatchNorm statistics where two steps of that model alone, with its own Adam, leave them."""
+    import copy
+
+    from piade_lib.engine import precision as prec
+    from piade_lib.model.losses import PiadeLoss
+    from piade_lib.model.network import build_model
+    from piade_lib.presets import get_preset
+
+    p = get_preset("paper")
+    torch.manual_seed(0)
+    models = [build_model("paper", image_size=32, n_vectors=2, pretrained=False).double() for _ in range(2)]
+    alone = [copy.deepcopy(m) for m in models]
+    loss_fn = PiadeLoss("paper").double()
+    xs = torch.rand(2, 3, 3, 32, 32, dtype=torch.float64)
+    step = stacked.StackedStep(
+        models, copy.deepcopy(loss_fn), lr=p.lr, weight_decay=p.weight_decay, device="cpu", precision="fp32"
+    )
+    per_model = [step.step(xs) for _ in range(2)][-1]
+    for k, model in enumerate(alone):
+        prec.prepare_model(model.train(), "cpu", "fp32")
+        optimizer = prec.optimizer(model.parameters(), p.lr, p.weight_decay, "cpu")
+        for _ in range(2):
+            loss = loss_fn.per_image(model(xs[k]).reconstruction, xs[k])["total"].mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        assert float(per_model[k]) == pytest.approx(float(loss.detach()), rel=1e-12)
+        state, mine = model.state_dict(), step.model_state(k)
+        assert set(state) <= set(mine)
+        for name, value in state.items():
+            torch.testing.assert_close(mine[name], value, rtol=1e-9, atol=1e-10, msg=name)
+    with pytest.raises(ValueError, match="StackedStep of 2 models got a stack of 3 batches"):
+        step.step(torch.rand(3, 3, 3, 32, 32, dtype=torch.float64))
+
+
+@pytest.mark.filterwarnings(VMAP_FALLBACK)
+def test_the_packing_benchmark_trains_stacked_models_and_projects_them(packing, stacked, tmp_path):
+    """--stack K: a process's epoch trains K models (K times the images), the projection shares each run's
+    start-up among the K, and --stack 0 is a usage error."""
+    epoch = packing._epoch_fn("paper", 32, 2, torch.device("cpu"), False, 2)
+    assert epoch() == 2 * 2 * 8  # two models, 8 batches of 2
+    row = {**_measurement("paper", 32, 2, 4000.0, 8.0), "stack": 4, "per_run_img_s": 500.0}
+    cifar = packing.projection(pd.DataFrame([row])).iloc[0]
+    per_run = 5000 * 400 + (5000 + 10000) / 3
+    assert cifar["stack"] == 4
+    assert cifar["device_hours"] == pytest.approx((10 * per_run / 4000 + 10 * 8.0 / 8) / 3600, abs=1e-3)
+    assert cifar["run_hours"] == pytest.approx((per_run / 500 + 8.0) / 3600, abs=1e-3)
+    with pytest.raises(SystemExit):
+        packing.main(["--device", "cpu", "--stack", "0"])

@@ -96,3 +96,40 @@ def test_reduce_overhead_replays_cuda_graphs_and_trains_as_eager(preset: str) ->
             assert later_graphs["total"] == pytest.approx(later_eager["total"], rel=1e-1), run
     manager = cudagraph_trees.get_manager(torch.cuda.current_device(), create_if_none_exists=False)
     assert manager is not None and any(manager.roots.values()), "no CUDA graph was recorded"
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop because we have not yet implemented the batching rule")
+def test_stacked_models_replay_cuda_graphs_and_step_as_each_model_alone() -> None:
+    """benchmarks/stacked_step.py (bench_packing.py --stack, an experiment): K models in one batched step under
+    reduce-overhead record CUDA graphs with no skip, and each model's first loss is the one it has alone."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        from stacked_step import StackedStep
+    finally:
+        sys.path.pop(0)
+
+    torch._dynamo.reset()
+    counters.clear()
+    p = get_preset("paper")
+    torch.manual_seed(0)
+    models = [build_model("paper", image_size=SIZE, n_vectors=2, pretrained=False) for _ in range(3)]
+    alone = [_trainer("paper", copy.deepcopy(m)) for m in models]
+    step = StackedStep(
+        models,
+        copy.deepcopy(alone[0].loss_fn),
+        lr=p.lr,
+        weight_decay=p.weight_decay,
+        device="cuda",
+        compile="reduce-overhead",
+    )
+    xs = torch.stack([t.images[:BATCH] for t in alone])
+    first = step.step(xs).tolist()
+    for _ in range(4):
+        step.step(xs)
+    assert counters["inductor"]["cudagraph_skips"] == 0, "inductor skipped CUDA graphs (why: TORCH_LOGS=perf_hints)"
+    for k, trainer in enumerate(alone):
+        loss, _ = trainer.forward_loss(trainer.images[:BATCH].contiguous(memory_format=trainer.memory_format))
+        assert first[k] == pytest.approx(float(loss.detach()), rel=2e-2), k

@@ -5,7 +5,8 @@
 #   benchmarks/gpu_session.sh PART... [--out DIR]
 #
 #   check          nvidia-smi; tests/test_gpu.py (no GPU wait in a step, one per epoch; CUDA graphs recorded,
-#                  none skipped, same losses as eager) and tests/test_step_hot_path.py            (~3 min cold)
+#                  none skipped, same losses as eager; the stacked step) and tests/test_step_hot_path.py
+#                  (~5 min with a cold compile cache: run it alone)
 #   pack32         32x32, both presets, eager, x1 x4 x8                                            (~3 min)
 #   pack32-graphs  32x32, both presets, compile reduce-overhead (CUDA graphs), x1 x4 x8            (~6 min cold)
 #   pack32-mps     32x32, both presets, CUDA graphs under MPS, x4 x8                               (~3 min warm)

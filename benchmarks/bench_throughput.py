@@ -85,7 +85,7 @@ def measure(preset: str, size: int, device: torch.device, batch_size: int, iters
         seed=0,
     )
     x = trainer.images
-    amp_dtype = trainer.amp_dtype
+    amp_dtype = trainer.precision.autocast_dtype
 
     def train_step() -> None:
         trainer.step(x)

@@ -55,7 +55,6 @@ class StackedStep:
             raise ValueError("StackedStep needs at least one model")
         self.device = torch.device(device)
         self.precision = prec.resolve(self.device, precision)
-        self.amp_dtype = self.precision.autocast_dtype
         for m in models:
             prec.prepare_model(m.to(self.device).train(), self.device, self.precision)
         self.loss_fn = prec.prepare_loss(loss_fn.to(self.device), self.device, self.precision)
@@ -77,9 +76,7 @@ class StackedStep:
     def _forward_loss(self, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The summed training loss of the K models and each model's batch mean (detached), on the device."""
         k, b = xs.shape[:2]
-        with torch.autocast(
-            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-        ):
+        with self.precision.autocast():
             recon = vmap(self._reconstruct)(self.params, self.buffers, xs)
         terms = self.loss_fn.per_image(recon.to(xs.dtype).flatten(0, 1), xs.flatten(0, 1), check_range=False)
         per_model = terms["total"].view(k, b).mean(dim=1)

@@ -16,6 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from piade_lib.engine import folders
+from piade_lib.engine import precision as prec
 from piade_lib.engine.compile_modes import COMPILE_MODES, compile_mode
 from piade_lib.engine.config import RunConfig
 from piade_lib.engine.scoring import ssim_map
@@ -127,7 +128,7 @@ def test_on_a_gpu_the_forward_pass_and_loss_make_no_cpu_tensor(preset: str, size
         model.to("cuda")
         loss_fn.to("cuda")
         x = torch.rand(4, 3, size, size, device="cuda")
-        owner = types.SimpleNamespace(device=torch.device("cuda"), amp_dtype=None, model=model, loss_fn=loss_fn)
+        owner = types.SimpleNamespace(precision=prec.resolve("cuda", "fp32"), model=model, loss_fn=loss_fn)
         with CpuTensors() as ops:
             loss, sums = Trainer._forward_loss(owner, x)
             maps = ssim_map(x, x)  # the anomaly maps' SSIM shares the window

@@ -65,6 +65,12 @@ class StepPrecision:
     def autocast_dtype(self) -> torch.dtype | None:
         return DTYPES[self.precision]
 
+    def autocast(self) -> torch.autocast:
+        """The autocast context of the step's forward pass (disabled for fp32): a plain ``torch.autocast``, so
+        that ``torch.compile`` traces it inside a compiled step."""
+        dtype = self.autocast_dtype
+        return torch.autocast(self.device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
     @property
     def grad_scaler(self) -> bool:
         """fp16 needs loss scaling (its exponent range is small); bf16 and fp32 do not."""
@@ -130,9 +136,7 @@ def amp_settings(
 @contextlib.contextmanager
 def autocast(device: torch.device | str, precision: str | StepPrecision = "auto") -> Iterator[None]:
     """Autocast context for the model's forward pass (a no-op for fp32)."""
-    p = resolve(device, precision)
-    dtype = p.autocast_dtype
-    with torch.autocast(p.device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with resolve(device, precision).autocast():
         yield
 
 

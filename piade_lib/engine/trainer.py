@@ -142,7 +142,6 @@ class Trainer:
         # the step's numeric settings (engine/precision.py): "auto" = bf16/fp16 autocast on CUDA, float32 on
         # the CPU; channels_last convolutions; fused Adam where the device has it. amp=False: float32 everywhere.
         self.precision = prec.resolve(self.device, precision if amp else "fp32")
-        self.amp_dtype = self.precision.autocast_dtype
         prec.prepare_model(model, self.device, self.precision)
         prec.prepare_loss(loss_fn, self.device, self.precision)
         self.images = prec.prepare_batch(images, self.device, self.precision)
@@ -180,9 +179,7 @@ class Trainer:
         """The batch's training loss (the mean total) and its per-term sums (detached), both on the device:
         the forward pass under the step's autocast, the loss in float32. The train split's range was
         checked once by the constructor, so nothing here reads the device (and it traces as one graph)."""
-        with torch.autocast(
-            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-        ):
+        with self.precision.autocast():
             recon = self.model(x).reconstruction
         terms = self.loss_fn.per_image(recon.float(), x, check_range=False)
         return terms["total"].mean(), torch.stack([terms[t].detach().float().sum() for t in TERMS])

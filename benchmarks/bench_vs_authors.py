@@ -182,15 +182,20 @@ def _authors_imports(code_dir: Path) -> Iterator[None]:
         torchvision.models.vgg11 = original_vgg11
 
 
-def authors_step(
-    code_dir: Path, batch: int, device: torch.device, precision: str = "fp32", allocator: str = "default"
-) -> tuple[Callable[[], None], dict[str, Any]]:
-    """The training step of the authors' train.py (see the module docstring), on one in-memory batch."""
+def check_authors_code(code_dir: Path) -> None:
+    """Refuses (one line) a folder that lacks the files of the authors' repository that the step imports."""
     missing = [
         f for f in ("capsmod.py", "vgg_percep_loss.py", "pytorch_ssim/__init__.py") if not (code_dir / f).is_file()
     ]
     if missing:
         raise SystemExit(f"--authors-code {code_dir}: not a checkout of the authors' repository (missing {missing})")
+
+
+def authors_step(
+    code_dir: Path, batch: int, device: torch.device, precision: str = "fp32", allocator: str = "default"
+) -> tuple[Callable[[], None], dict[str, Any]]:
+    """The training step of the authors' train.py (see the module docstring), on one in-memory batch."""
+    check_authors_code(code_dir)
     with _authors_imports(code_dir):
         import capsmod  # type: ignore[import-not-found]
         import pytorch_ssim  # type: ignore[import-not-found]
@@ -459,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", type=Path, default=None, help="write the measurements to this JSON file")
     args = ap.parse_args(argv)
+    if args.authors_code is not None:
+        check_authors_code(args.authors_code)  # before minutes of measuring, not after
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -70,7 +70,14 @@ def test_the_benchmark_reports_throughput_and_flops_per_contestant(bench, tmp_pa
     assert flops["ours:paper:fp32"] != flops["ours:authors_code:fp32"]
 
 
-def test_the_benchmark_refuses_a_folder_that_is_not_the_authors_code(bench, tmp_path):
+def test_the_benchmark_refuses_a_folder_that_is_not_the_authors_code(bench, tmp_path, monkeypatch):
+    """At once: before the machine's matmul peak is measured and anything is built."""
+
+    def measured(*_a, **_k):
+        raise AssertionError("measured the machine before refusing --authors-code")
+
+    monkeypatch.setattr(bench, "matmul_peak_gflop_s", measured)
+    monkeypatch.setattr(bench, "build", measured)
     with pytest.raises(SystemExit, match="not a checkout of the authors' repository"):
         bench.main(["--authors-code", str(tmp_path), "--batch-size", "2", "--rounds", "1", "--warmup", "1"])
 

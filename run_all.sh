@@ -3,8 +3,9 @@
 # checks that the profile's datasets and weights are available, then executes the notebooks
 # with papermill into results/<profile>/notebooks/ and writes results/<profile>/README.md.
 #
-#   ./run_all.sh            # the quick profile: offline stand-in data, about 10 minutes on a CPU
-#   ./run_all.sh paper      # the paper's datasets, ImageNet weights, 400 epochs (GPU, days)
+#   ./run_all.sh            # the quick profile: offline stand-in data, about 6 minutes on a 2-core CPU
+#   ./run_all.sh paper      # the paper's datasets, ImageNet weights, 400 epochs (a GPU job: hours on
+#                           # one H100, weeks on a CPU; benchmarks/README.md)
 #   ./run_all.sh path/to/profile.yaml
 #
 # Environment: PIADE_DATA (data root, default ./data), PIADE_RESULTS (results folder, default

@@ -128,7 +128,7 @@ def resolve(
 def amp_settings(
     device: torch.device | str, precision: str | StepPrecision = "auto"
 ) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, use GradScaler): the pair ``train.amp_settings`` returns, for any precision."""
+    """(autocast dtype or None, use GradScaler): the pair ``trainer.amp_settings`` returns, for any precision."""
     p = resolve(device, precision)
     return p.autocast_dtype, p.grad_scaler
 

@@ -34,7 +34,7 @@ Profile schema (see ``configs/quick.yaml`` for a commented example)::
         seeds: [0, 1, 2]               # optional; one run per seed (folders <variant>-s<seed>, seed 0 plain)
         flips: [output_activation]     # optional; names of piade_lib.presets.READINGS: one run per reading
                                        #   flipped to the other preset's value (notebook 07)
-        baselines: [ocsvm, kde]        # optional, names of piade_lib.baselines
+        baselines: [ocsvm, kde]        # optional, names of piade_lib.engine.baselines
         paper_table: table2            # optional; the paper table it stands for (default: the section name),
                                        #   or "mnist" for the published one-class MNIST results (LSA)
         <RunConfig fields>: ...        # epochs, batch_size, image_size, protocol_params, ...
@@ -76,7 +76,7 @@ NOTEBOOKS = (
 )
 
 # RunConfig fields a profile may set (in `defaults` or in a section): every field of
-# piade_lib.train.RunConfig except those the section's structure decides.
+# piade_lib.engine.config.RunConfig except those the section's structure decides.
 _STRUCTURAL = ("dataset", "normal_class", "preset", "n_vectors", "variant")
 
 

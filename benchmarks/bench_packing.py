@@ -49,7 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from piade_lib.cli.args import add_compile_option  # noqa: E402
-from piade_lib.engine.provenance import code_provenance, device_name  # noqa: E402
+from piade_lib.engine.provenance import code_provenance, device_name, portable, recorded_args  # noqa: E402
 from piade_lib.presets import PRESETS, get_preset  # noqa: E402
 
 # The PIADE runs of the paper profile (configs/paper.yaml; 176 models): (name, image size, models,
@@ -351,9 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {
         "machine": {"device": device_name(args.device), "cpu_count": os.cpu_count()}
         if args.from_json is None
-        else {"from_json": args.from_json},
+        else {"from_json": portable(args.from_json)},
         "code": code_provenance(),
-        "args": vars(args),
+        "args": recorded_args(args),
         "measurements": rows,
     }
     proj = projection(frame) if not frame.empty else pd.DataFrame()

@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from piade_lib.engine.provenance import code_provenance, device_name
+from piade_lib.engine.provenance import code_provenance, device_name, recorded_args
 from piade_lib.engine.scoring import resolve_device
 from piade_lib.engine.trainer import Trainer
 from piade_lib.model.losses import PiadeLoss
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": name,
             "torch": torch.__version__,
             "code": code_provenance(),
-            "args": vars(args),
+            "args": recorded_args(args),
             "cpu_count": os.cpu_count(),
             "load_average_before_after": [load_before, load_after],
             "throughput": results.to_dict(orient="records"),

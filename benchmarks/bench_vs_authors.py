@@ -77,7 +77,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from piade_lib.engine import cpu_allocator  # noqa: E402
 from piade_lib.engine import precision as prec  # noqa: E402
-from piade_lib.engine.provenance import code_provenance  # noqa: E402
+from piade_lib.engine.provenance import code_provenance, recorded_args  # noqa: E402
 from piade_lib.engine.trainer import Trainer  # noqa: E402
 from piade_lib.model.losses import PiadeLoss  # noqa: E402
 from piade_lib.model.network import build_model  # noqa: E402
@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "machine": machine,
         "code": code_provenance(),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": recorded_args(args),
         "sizes": {},
     }
     if args.authors_code is not None:

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from piade_lib.data import one_class_task  # noqa: E402
 from piade_lib.engine import precision as prec  # noqa: E402
+from piade_lib.engine.provenance import recorded_args  # noqa: E402
 from piade_lib.model.losses import TERMS, PiadeLoss  # noqa: E402
 from piade_lib.model.network import build_model  # noqa: E402
 from piade_lib.presets import get_preset  # noqa: E402
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "torch": torch.__version__,
         "cpu_native_bf16": prec.cpu_has_native_bf16(),
-        "args": {k: v for k, v in vars(args).items() if k not in ("json", "data_root")},
+        "args": recorded_args(args, omit=("json", "data_root")),
         "presets": {},
     }
     for preset in args.presets:

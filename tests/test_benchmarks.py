@@ -106,7 +106,8 @@ def test_the_packing_projection_from_saved_measurements(packing, tmp_path, capsy
     out = tmp_path / "projection.json"
     assert packing.main(["--from-json", str(eager), str(graphs), "--json", str(out)]) == 0
     payload = json.loads(out.read_text())
-    assert payload["machine"] == {"from_json": [str(eager), str(graphs)]} and "git" in payload["code"]
+    assert payload["machine"] == {"from_json": ["eager.json", "graphs.json"]} and "git" in payload["code"]
+    assert payload["args"]["json"] == "projection.json"  # file names: no path of the machine it ran on
     proj = payload["projection"]
     rows = {r["workload"]: r for r in proj["rows"]}
     assert set(rows) == {"Table 2: CIFAR-10", "ICPR: MNIST", "ICPR: Fashion-MNIST"}  # the paper preset's 32x32 runs

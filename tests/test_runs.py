@@ -186,6 +186,29 @@ def test_provenance_records_versions_and_sessions_without_hostname(tmp_path: Pat
         assert host not in (tmp_path / "provenance.json").read_text()
 
 
+def test_recorded_arguments_hold_no_absolute_path(tmp_path: Path) -> None:
+    """What a benchmark records of its command: file names for absolute paths, relative paths as given."""
+    import argparse
+
+    args = argparse.Namespace(
+        json=tmp_path / "out.json",
+        from_json=[str(tmp_path / "a.json"), "benchmarks/results/b.json"],
+        authors_code=Path("../PIADE"),
+        seconds=12,
+        device="cuda",
+        data_root=str(tmp_path),
+    )
+    recorded = provenance.recorded_args(args, omit=("data_root",))
+    assert recorded == {
+        "json": "out.json",
+        "from_json": ["a.json", "benchmarks/results/b.json"],
+        "authors_code": "../PIADE",
+        "seconds": 12,
+        "device": "cuda",
+    }
+    assert str(tmp_path) not in json.dumps(recorded)
+
+
 def test_git_info_dirty_ignores_results_but_not_code(tmp_path):
     import subprocess
 

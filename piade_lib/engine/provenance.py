@@ -106,6 +106,24 @@ def _command_line() -> list[str]:
     return [prog, *sys.argv[1:]]
 
 
+def portable(value: Any) -> Any:
+    """``value`` as a result file records it: an absolute path is reduced to its file name (no path of the
+    machine it ran on), another path becomes a string, a list or tuple is converted element by element."""
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    if isinstance(value, Path) or (isinstance(value, str) and os.path.isabs(value)):
+        path = Path(value)
+        return path.name if path.is_absolute() else str(path)
+    return value
+
+
+def recorded_args(args: Any, omit: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A command's parsed arguments (an ``argparse.Namespace`` or a dict) as a benchmark records them, each
+    value :func:`portable`, leaving out the names in ``omit``."""
+    items = args.items() if isinstance(args, dict) else vars(args).items()
+    return {k: portable(v) for k, v in items if k not in omit}
+
+
 def _lock_summary() -> dict[str, Any]:
     """The lock file this environment was installed from: its sha256 and whether every pinned version
     is the installed one (see :func:`piade_lib.engine.lockfile.lock_info`)."""

@@ -23,8 +23,10 @@ Every option is range-checked by the parser (:mod:`piade_lib.cli.args`). Errors 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 DEFAULT_OUTPUT = os.path.join("results", "cli")
@@ -98,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``piade`` console script. Returns the exit status."""
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("PIADE_DEBUG", "") not in ("", "0")
+    shown = warnings.showwarning
+    if not debug:  # the library's warnings as one line each, like its errors (no file, line or source)
+        warnings.showwarning = functools.partial(_show_warning, args.command)
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -116,6 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         print(f"piade {args.command}: error: {text or type(exc).__name__}", file=sys.stderr)
         return status
+    finally:
+        warnings.showwarning = shown
+
+
+def _show_warning(
+    command: str, message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None, line=None
+) -> None:
+    """``warnings.showwarning`` for the command line: ``piade <command>: warning: <message>`` on one line."""
+    print(f"piade {command}: warning: {one_line(message)}", file=file or sys.stderr)
 
 
 if __name__ == "__main__":

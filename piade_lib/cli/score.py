@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -182,15 +183,21 @@ def _choose_threshold(args: argparse.Namespace, run_dir: Path) -> tuple[float, s
             f"{mpath} not found: the run is trained but not evaluated; run `piade evaluate "
             f"{run_dir}` first, or pass --threshold"
         )
-    thresholds = files.read_json(mpath).get("thresholds") or {}
-    threshold = thresholds.get(args.threshold_from)
+    metrics = files.read_json(mpath)
+    thresholds = (metrics.get("thresholds") if isinstance(metrics, dict) else None) or {}
+    threshold = thresholds.get(args.threshold_from) if isinstance(thresholds, dict) else None
     rule = f"95th percentile of the normal {args.threshold_from.replace('_', ' ')} scores"
     if threshold is None:
         raise ValueError(
             f"{mpath} records no '{args.threshold_from}' threshold; re-run `piade evaluate "
             f"{run_dir}` or pass --threshold"
         )
-    return threshold, rule
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise ValueError(
+            f"{mpath}: the '{args.threshold_from}' threshold is {threshold!r}, not a finite number; re-run "
+            f"`piade evaluate {run_dir}` or pass --threshold"
+        )
+    return float(threshold), rule
 
 
 def _map_targets(paths: list[Path], maps_dir: Path | None, *, force: bool) -> list[Path]:

@@ -289,7 +289,8 @@ def train_command(cfg: dict[str, Any], run_dir: Path) -> str | None:
     default = piade_variant(str(cfg.get("preset")), int(cfg.get("n_vectors", 2)), int(cfg.get("seed", 0)))
     if variant and variant != default:
         words += ["--variant", str(variant)]
-    words += ["--output", str(run_dir.parents[3]) if len(run_dir.parents) > 3 else "<results root>"]
+    in_layout = len(run_dir.parents) > 3 and run_dir.parents[2].name == "runs"  # <root>/runs/<task>/<class>/<variant>
+    words += ["--output", str(run_dir.parents[3]) if in_layout else "<results root>"]
     return " ".join(shlex.quote(w) for w in words)
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import random
 import re
+import time
 import warnings
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -123,6 +125,25 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
 
 
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a whole ``torch.save`` file: its zip archive ends with the central directory
+    (a truncated or empty file does not). Reads the file's end only, not the tensors."""
+    return zipfile.is_zipfile(path)
+
+
+def set_aside(path: str | os.PathLike) -> Path:
+    """Rename a damaged file to ``<name>.damaged-<timestamp>`` beside it (kept, never deleted; no longer a
+    ``.pt`` file, so nothing loads it as a checkpoint). Returns the new path."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{n}")
+        n += 1
+    os.replace(path, target)
+    return target
+
+
 def _valid(state: Any, config_hash_: str | None, required: Iterable[str]) -> str | None:
     if not isinstance(state, dict):
         return "not a dict"
@@ -185,6 +206,7 @@ def load_latest_checkpoint(
         raise CheckpointError(
             f"no usable checkpoint in {ckpt_dir}:\n  "
             + "\n  ".join(problems)
-            + "\nMove the folder aside (or pass overwrite=True / --overwrite) to start the run again."
+            + "\nTo start the run afresh, run the same command again with --overwrite (Python: overwrite=True): "
+            "the folder is moved aside, not deleted."
         )
     return None

@@ -179,11 +179,21 @@ def load_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found: {run_dir} is not a run folder (expected config.json, written by train_run/run_baseline)"
+            f"{path} not found: {run_dir} is not a run folder (expected config.json, written by piade train)"
         )
     cfg = read_json(path)
+    missing = [k for k in _CONFIG_KEYS if k not in cfg] if isinstance(cfg, dict) else list(_CONFIG_KEYS)
+    if missing:
+        found = f"has no {', '.join(missing)}" if isinstance(cfg, dict) else f"holds a JSON {type(cfg).__name__}"
+        raise ValueError(
+            f"{path} is not a run's configuration (it {found}; piade train writes it with the run): restore it, "
+            "or train the run again into another folder"
+        )
     cfg.pop("config_hash", None)
     return cfg
+
+
+_CONFIG_KEYS = ("kind", "dataset", "normal_class", "protocol", "preset", "image_size")  # in every run's config.json
 
 
 def is_finished(run_dir: str | os.PathLike, required: Iterable[str] = ("checkpoints/" + FINAL, "metrics.json")) -> bool:
@@ -213,7 +223,7 @@ def inspect_run_dir(run_dir: str | os.PathLike, config: dict[str, Any]) -> str:
     raise RunConfigMismatchError(
         f"run folder {run_dir} holds a run with a different configuration:\n{detail}\n"
         "Nothing was changed. To keep both, use another results root (--output) or variant; "
-        "to replace it, pass overwrite=True (--overwrite), which moves the old folder to "
+        "to replace it, pass --overwrite (Python: overwrite=True), which moves the old folder to "
         f"{run_dir.name}.old-<timestamp> beside it (nothing is deleted)."
     )
 

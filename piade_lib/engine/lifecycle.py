@@ -41,6 +41,10 @@ class DataChangedError(folders.RunConfigMismatchError):
     """The data a run folder was trained on is not the data found now."""
 
 
+class _StartAfresh(Exception):
+    """Internal: the run folder was moved aside (``overwrite``: no usable checkpoint); run again from scratch."""
+
+
 def execute(
     spec: RunSpec,
     results_root: str | Path,
@@ -52,12 +56,24 @@ def execute(
     """Run ``spec`` under ``results_root`` (see the module docstring); returns its run folder.
 
     ``stop_after``: leave after that epoch (checkpointed) without finishing, as an interruption
-    would; the next call resumes."""
+    would; the next call resumes. With ``overwrite``, a folder whose checkpoints are all unusable is
+    moved aside and the run starts afresh (without it, that is an error saying so)."""
+    try:
+        return _execute(spec, results_root, overwrite=overwrite, progress=progress, stop_after=stop_after)
+    except _StartAfresh:
+        return _execute(spec, results_root, overwrite=False, progress=progress, stop_after=stop_after)
+
+
+def _execute(
+    spec: RunSpec, results_root: str | Path, *, overwrite: bool, progress: bool, stop_after: int | None
+) -> Path:
     config = spec.to_dict()
     chash = folders.config_hash(config)
     run_dir = spec.run_dir(results_root)
     with folders.locked(run_dir), cpu_threads.pinned(spec.threads):
         state = _folder_state(run_dir, config, overwrite)
+        if state == "same":
+            _set_aside_damaged_final(run_dir, spec)
         if state == "same" and _finished(run_dir, spec, chash):
             _refresh_bootstrap(run_dir, spec.n_bootstrap)
             return run_dir
@@ -75,6 +91,12 @@ def execute(
             _create(run_dir, config, splits.manifest)
         try:
             _fit_and_evaluate(spec, detector, splits, run_dir, device, progress, stop_after, chash)
+        except checkpoints.CheckpointError:
+            if not (overwrite and resuming):
+                raise
+            moved = folders.move_aside(run_dir)  # no usable checkpoint, and the user asked to start afresh
+            warnings.warn(f"no usable checkpoint: moved the run folder {run_dir} aside to {moved}", stacklevel=2)
+            raise _StartAfresh from None
         except BaseException:
             if state != "same" and not _has_progress(run_dir):
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: do not block the re-run
@@ -162,6 +184,21 @@ def _finished(run_dir: Path, spec: RunSpec, chash: str) -> bool:
             f"configuration {chash}: the folder mixes two runs. Move it aside (or --overwrite) and run again."
         )
     return True
+
+
+def _set_aside_damaged_final(run_dir: Path, spec: RunSpec) -> None:
+    """A run's final weights that are not a whole file (truncated, empty) are renamed aside, with a warning:
+    the run is then unfinished, resumes from its last epoch checkpoint and writes them again."""
+    if isinstance(spec, BaselineSpec):
+        return
+    final = run_dir / "checkpoints" / checkpoints.FINAL
+    if final.is_file() and not checkpoints.is_complete(final):
+        kept = checkpoints.set_aside(final)
+        warnings.warn(
+            f"{final} is damaged (not a complete checkpoint): kept as {kept.name}; the run resumes from its last "
+            "epoch checkpoint and writes it again",
+            stacklevel=3,
+        )
 
 
 def _has_progress(run_dir: Path) -> bool:

@@ -223,7 +223,15 @@ def load_final(run_dir: str | os.PathLike, config_hash: str | None = None) -> di
             "Run `piade train` with the same settings (it resumes) before evaluating or scoring."
         )
     expected = config_hash or folders.config_hash(folders.load_config(run_dir))
-    final = checkpoints.load_torch(final_path)
+    try:
+        final = checkpoints.load_torch(final_path)
+    except checkpoints.CheckpointError as exc:
+        raise checkpoints.CheckpointError(
+            f"{exc}. The file is damaged: run `piade train` with the run's settings again; it sets the damaged "
+            "file aside and writes it again from the run's last epoch checkpoint"
+        ) from exc
+    if not isinstance(final, dict):
+        raise checkpoints.CheckpointError(f"{final_path} holds a {type(final).__name__}, not a run's final weights")
     if final.get("config_hash") != expected:
         raise folders.RunConfigMismatchError(
             f"{final_path} belongs to configuration {final.get('config_hash')}, but {run_dir / 'config.json'} "

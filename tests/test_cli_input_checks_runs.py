@@ -1,0 +1,134 @@
+"""Run folders a user (or a disk) has damaged, through the `piade` command: one line and the right exit status,
+never a traceback; damaged final weights are set aside and rebuilt, not taken for a finished run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from piade_lib import cli
+
+TRAIN = [
+    "train",
+    "--dataset",
+    "digits",
+    "--class",
+    "2",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "2",
+    "--limit-train",
+    "4",
+    "--limit-test",
+    "4",
+    "--n-bootstrap",
+    "10",
+    "--device",
+    "cpu",
+    "--no-pretrained",
+    "--quiet",
+]
+RUN = Path("runs") / "digits-lsa" / "2" / "paper-v2"
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def trained_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("trained")
+    assert cli.main([*TRAIN, "--output", str(root)]) == 0
+    return root
+
+
+@pytest.fixture
+def root(trained_root: Path, tmp_path: Path) -> Path:
+    """A copy of the trained results root (safe to damage)."""
+    shutil.copytree(trained_root, tmp_path / "results")
+    return tmp_path / "results"
+
+
+def _one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith(f"piade {command}: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"hello"', "{}"])
+def test_a_config_json_that_is_not_a_runs_configuration_is_one_line(root: Path, content: str, capsys) -> None:
+    run = root / RUN
+    (run / "config.json").write_text(content)
+    assert cli.main(["evaluate", str(run), "--device", "cpu", "--quiet"]) == 2
+    line = _one_line_error(capsys, "evaluate")
+    assert f"{run / 'config.json'} is not a run's configuration" in line
+    assert ("has no kind, dataset" in line) if content == "{}" else ("holds a JSON" in line)
+    image = root / "x.png"
+    image.write_bytes(b"")
+    assert cli.main(["score", str(run), str(image), "--output", str(root / "s.csv"), "--device", "cpu"]) == 2
+    assert "is not a run's configuration" in _one_line_error(capsys, "score")
+
+
+@pytest.mark.parametrize(
+    "metrics", [[1], {"thresholds": "abc"}, {"thresholds": {"train": "abc"}}, {"thresholds": {"train": None}}]
+)
+def test_a_metrics_json_without_a_usable_threshold_is_one_line(root: Path, metrics, capsys) -> None:
+    run = root / RUN
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    image = root / "x.png"
+    image.write_bytes(b"")
+    out = root / "s.csv"
+    assert cli.main(["score", str(run), str(image), "--output", str(out), "--device", "cpu"]) == 2
+    line = _one_line_error(capsys, "score")
+    assert str(run / "metrics.json") in line and "--threshold" in line
+    assert not out.exists()
+
+
+def test_damaged_final_weights_are_set_aside_and_rebuilt_not_taken_for_a_finished_run(root: Path, capsys) -> None:
+    run = root / RUN
+    final = run / "checkpoints" / "final.pt"
+    whole = torch.load(final, weights_only=True)
+    final.write_bytes(final.read_bytes()[: final.stat().st_size // 2])  # truncated
+    capsys.readouterr()
+
+    assert cli.main(["evaluate", str(run), "--device", "cpu", "--quiet"]) == 1
+    line = _one_line_error(capsys, "evaluate")
+    assert f"cannot read checkpoint {final}" in line and "run `piade train`" in line
+
+    assert cli.main([*TRAIN, "--output", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert f"piade train: warning: {final} is damaged (not a complete checkpoint): kept as final.pt.damaged-" in err
+    assert "UserWarning" not in err and "Traceback" not in err  # the library's warnings as one line each
+    kept = list(final.parent.glob("final.pt.damaged-*"))
+    assert len(kept) == 1 and kept[0].stat().st_size < final.stat().st_size
+    rebuilt = torch.load(final, weights_only=True)
+    assert rebuilt["epoch"] == whole["epoch"]
+    for name, tensor in whole["model"].items():
+        assert torch.equal(rebuilt["model"][name], tensor), name  # from the last epoch checkpoint, not retrained
+    assert cli.main(["evaluate", str(run), "--device", "cpu", "--quiet"]) == 0
+
+
+def test_overwrite_starts_afresh_when_no_checkpoint_is_usable(root: Path, capsys) -> None:
+    run = root / RUN
+    ckpt = run / "checkpoints"
+    (ckpt / "final.pt").unlink()
+    (run / "metrics.json").unlink()
+    for path in ckpt.glob("*.pt"):
+        path.write_bytes(b"")  # every checkpoint damaged
+    capsys.readouterr()
+
+    assert cli.main([*TRAIN, "--output", str(root)]) == 1
+    line = _one_line_error(capsys, "train")
+    assert f"no usable checkpoint in {ckpt}" in line and "again with --overwrite" in line
+
+    assert cli.main([*TRAIN, "--output", str(root), "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert f"piade train: warning: no usable checkpoint: moved the run folder {run} aside" in err
+    moved = list(run.parent.glob("paper-v2.old-*"))
+    assert len(moved) == 1 and sorted(p.name for p in (moved[0] / "checkpoints").glob("*.pt"))  # kept, not deleted
+    assert (ckpt / "final.pt").is_file() and (run / "metrics.json").is_file()

@@ -132,3 +132,42 @@ def test_overwrite_starts_afresh_when_no_checkpoint_is_usable(root: Path, capsys
     moved = list(run.parent.glob("paper-v2.old-*"))
     assert len(moved) == 1 and sorted(p.name for p in (moved[0] / "checkpoints").glob("*.pt"))  # kept, not deleted
     assert (ckpt / "final.pt").is_file() and (run / "metrics.json").is_file()
+
+
+def test_a_relative_data_root_is_recorded_absolute_and_evaluate_takes_the_data_where_it_is_now(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Your own images (dataset folder) named by a relative --data-root: evaluate works from any folder, and
+    after the images moved, `evaluate --data-root` finds them (checked against the manifest) and records it."""
+    from data_fixtures import write_mvtec_category
+
+    write_mvtec_category(tmp_path / "work" / "widget", masks=False, ext=".png", defects={"dent": 2})
+    monkeypatch.chdir(tmp_path / "work")
+    argv = ["train", "--dataset", "folder", "--class", "widget", "--data-root", "widget", "--image-size", "32"]
+    argv += [
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--n-bootstrap",
+        "10",
+        "--device",
+        "cpu",
+        "--no-pretrained",
+        "--quiet",
+    ]
+    assert cli.main([*argv, "--output", str(tmp_path / "results")]) == 0
+    run = next((tmp_path / "results" / "runs").glob("folder-*/widget/paper-v2"))
+    config = json.loads((run / "config.json").read_text())
+    assert config["data_root"] == str(tmp_path / "work" / "widget")
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["evaluate", str(run), "--device", "cpu", "--quiet"]) == 0
+    (tmp_path / "work" / "widget").rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--device", "cpu", "--quiet"]) == 2
+    assert str(tmp_path / "work" / "widget") in _one_line_error(capsys, "evaluate")
+    assert cli.main(["evaluate", str(run), "--device", "cpu", "--quiet", "--data-root", "moved"]) == 0
+    recorded = json.loads((run / "config.json").read_text())
+    assert recorded["data_root"] == str(tmp_path / "moved")
+    assert recorded["config_hash"] == config["config_hash"]  # the same run

@@ -112,7 +112,12 @@ def _add_run_options(t: argparse.ArgumentParser) -> None:
         help="ImageNet weights for the ResNet and the VGG11 (as in the paper); --no-pretrained for "
         "random initialisation (needed offline when the weights are not cached)",
     )
-    t.add_argument("--data-root", default=None, help="data folder (default: $PIADE_DATA, else ./data)")
+    t.add_argument(
+        "--data-root",
+        default=None,
+        help="data folder (default: $PIADE_DATA, else ./data); recorded as an absolute path, so that evaluate "
+        "finds it from any folder",
+    )
 
 
 def _add_checkpoint_options(t: argparse.ArgumentParser) -> None:
@@ -216,6 +221,12 @@ def _add_evaluate_parser(sub: Any) -> None:
     )
     e.add_argument(
         "--device", type=A.device, default="auto", help="auto, cpu, cuda, cuda:N or mps, if this machine has it"
+    )
+    e.add_argument(
+        "--data-root",
+        default=None,
+        help="where the run's data is now, if it moved (default: the folder the run recorded, else $PIADE_DATA, "
+        "else ./data); checked against the run's manifest.json and recorded in its config.json",
     )
     e.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -330,7 +341,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         threads=args.threads,
         keep_checkpoints=args.keep_checkpoints,
-        data_root=args.data_root,
+        data_root=str(Path(args.data_root).expanduser().resolve()) if args.data_root else None,
         protocol_params=dict(args.param),
         n_bootstrap=args.n_bootstrap,
         limit_train=args.limit_train,
@@ -360,6 +371,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         accept_changed_data=args.accept_changed_data,
+        data_root=str(Path(args.data_root).expanduser().resolve()) if args.data_root else None,
     )
     print(f"run folder: {run_dir}")
     _print_metrics(metrics)

@@ -313,13 +313,16 @@ def evaluate_run(
     progress: bool = True,
     splits: Splits | tuple[Any, Dataset, Dataset] | None = None,
     accept_changed_data: bool = False,
+    data_root: str | None = None,
 ) -> dict[str, Any]:
     """(Re)score a finished run's test and train images and write its metrics (``piade evaluate``).
 
     PIADE runs are scored again with ``checkpoints/final.pt``, on the data found now, which must be
     the data of manifest.json (else :class:`DataChangedError`, unless ``accept_changed_data``, which
     also rewrites the manifest). Baseline models are not kept: their metrics are recomputed from
-    their saved scores. ``splits`` replaces the run's splits (e.g. a subset of the test set)."""
+    their saved scores. ``splits`` replaces the run's splits (e.g. a subset of the test set). ``data_root``:
+    where the data is now (an execution setting: the run stays the same); once the data there passes the
+    manifest check it is recorded in config.json."""
     run_dir = Path(run_dir)
     with folders.locked(run_dir):
         cfg = folders.load_config(run_dir)
@@ -329,9 +332,13 @@ def evaluate_run(
             return refresh_metrics(run_dir, nb)
         chash = folders.config_hash(cfg)
         dev = resolve_device(spec.device if device is None else device)
+        if data_root is not None:
+            cfg["data_root"] = data_root
         if splits is None:
             splits = load_splits(cfg, progress=progress)
             _check_data(run_dir, splits, accept_changed_data)
+            if data_root is not None:
+                files.write_json(run_dir / "config.json", {**cfg, "config_hash": chash})
         elif isinstance(splits, tuple):
             splits = Splits(splits[0], splits[1], splits[2], split_manifest(*splits))
         detector = make_detector(spec, dev, chash, fresh=False)

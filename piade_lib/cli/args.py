@@ -14,8 +14,8 @@ from piade_lib.engine.compile_modes import COMPILE_MODES
 from piade_lib.presets import LR_MAX
 
 
-def int_at_least(low: int, note: str = "") -> Callable[[str], int]:
-    """An integer >= ``low`` (``note`` explains a special value, e.g. "0 = no interval")."""
+def int_at_least(low: int, note: str = "", high: int | None = None) -> Callable[[str], int]:
+    """An integer >= ``low`` (``note`` explains a special value, e.g. "0 = no interval"), and <= ``high``."""
     want = f"an integer >= {low}" + (f" ({note})" if note else "")
 
     def parse(text: str) -> int:
@@ -25,6 +25,8 @@ def int_at_least(low: int, note: str = "") -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"expected {want}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {value}")
         return value
 
     parse.__name__ = f"integer >= {low}"
@@ -154,7 +156,7 @@ STEPS = int_at_least(1)
 TRAIN_BATCH = int_at_least(2, "BatchNorm needs 2 images per training batch")
 SCORE_BATCH = int_at_least(1)
 N_BOOTSTRAP = int_at_least(0, "0 = no interval")
-SEED = int_at_least(0)
+SEED = int_at_least(0, high=2**32 - 1)  # numpy's and scikit-learn's random states take no larger seed
 LR = finite_float(
     0.0,
     strict=True,

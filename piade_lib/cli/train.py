@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,12 @@ def _kv(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
     try:
-        return key, json.loads(value)
+        parsed = json.loads(value)
     except json.JSONDecodeError:
         return key, value
+    if isinstance(parsed, float) and not math.isfinite(parsed):  # json reads NaN and Infinity; no parameter takes them
+        raise argparse.ArgumentTypeError(f"{key}={value}: expected a finite number")
+    return key, parsed
 
 
 def add_parsers(sub: Any) -> None:
@@ -86,7 +90,7 @@ def _add_training_options(t: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--image-size", type=int, default=None, choices=[32, 120], help="image size (dataset default)")
     t.add_argument(
-        "--seed", type=A.SEED, default=0, help="seed (>= 0) of the split, the initialisation and the shuffling"
+        "--seed", type=A.SEED, default=0, help="seed (0 to 4294967295) of the split, the initialisation and the shuffling"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from torch.utils.data import Dataset
 
 from piade_lib.data.errors import (
     MaskPairingError,
+    ProtocolParameterError,
     UnknownClassError,
     UnknownProtocolError,
 )
@@ -39,9 +41,9 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
 def how_to_point_at_data(root: Path) -> str:
     """The sentence every 'not found' message ends with."""
     return (
-        f"Looked under data root {root}. Point the loader at your data with the root= argument, or set the "
-        f"{ENV_VAR} environment variable; without either the data root is ./data relative to the current "
-        f"directory. See docs/datasets.md."
+        f"Looked under data root {root}. Point the loader at your data with the root= argument (piade: "
+        f"--data-root), or set the {ENV_VAR} environment variable; without either the data root is ./data "
+        f"relative to the current directory. See docs/datasets.md."
     )
 
 
@@ -89,10 +91,15 @@ class ArraySource:
 
 
 class FileSource:
-    """Images read from files under ``base``; keys are ``(image relpath, mask relpath or None)``."""
+    """Images read from files under ``base``; keys are ``(image relpath, mask relpath or None)``.
 
-    def __init__(self, base: Path) -> None:
+    ``fix``: how to repair a file that fails validation (None: the published datasets' advice, re-extract or
+    re-download); the ``folder`` dataset of the user's own images sets its own.
+    """
+
+    def __init__(self, base: Path, fix: str | None = None) -> None:
         self.base = Path(base)
+        self.fix = fix
 
     def image(self, key: tuple[str, str | None]) -> torch.Tensor:
         return load_image(self.base / key[0])
@@ -259,24 +266,90 @@ def resolve_class(dataset: str, normal_class: Any, valid: Sequence[str]) -> tupl
 def resolve_params(
     dataset: str, protocol: str, given: Mapping[str, Any], defaults: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Protocol parameters: defaults updated with ``given``; unknown names raise with the valid ones."""
+    """Protocol parameters: defaults updated with ``given``; unknown names raise with the valid ones.
+
+    The fractions (:data:`FRACTION_PARAMS`) and the true/false parameters given are checked here, so that a
+    bad value is refused (:class:`ProtocolParameterError`) before any data is read.
+    """
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise UnknownProtocolError(
             f"unknown parameter(s) {unknown} for dataset {dataset!r}, protocol {protocol!r}; "
             f"valid parameters and defaults: {dict(defaults)}"
         )
+    for name, value in given.items():
+        if name in FRACTION_PARAMS:
+            check_fraction(name, value, *FRACTION_PARAMS[name])
+        elif isinstance(defaults[name], bool):
+            check_flag(name, value, example=not defaults[name])
     return {**defaults, **given}
 
 
+# the protocol parameters that are fractions: name -> (low end open, high end open)
+FRACTION_PARAMS: dict[str, tuple[bool, bool]] = {
+    "test_fraction": (True, True),
+    "train_fraction": (True, True),
+    "outlier_fraction": (True, True),
+    "holdout_fraction": (False, True),
+}
+
+
+def bad_param(name: str, value: Any, want: str, example: Any, cli: str | None = None) -> ProtocolParameterError:
+    """The error for protocol parameter ``name`` given ``value``: what it must be (``want``), a valid value
+    (``example``) and how to give it with ``piade train`` (``cli``; default ``--param name=<example as JSON>``)."""
+    shown = "None (null, or a non-finite number such as NaN)" if value is None else repr(value)
+    cli = cli or f"--param {name}={json.dumps(example)}"
+    return ProtocolParameterError(
+        f"protocol parameter {name}={shown} is not valid: give {want}, e.g. {name}={example!r} (piade: {cli})"
+    )
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def check_fraction(name: str, value: float, low_open: bool = False, high_open: bool = True) -> float:
-    """A fraction in [0,1) (or (0,1) with ``low_open``), else ValueError naming the parameter."""
-    v = float(value)
-    ok = (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1)
+    """A fraction in [0,1) (or (0,1) with ``low_open``), else :class:`ProtocolParameterError` (a ValueError)
+    naming the parameter, the value and the range; NaN, inf, None, strings and booleans are refused."""
+    ok = _is_real(value)
+    if ok:
+        v = float(value)
+        ok = (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1)  # False for NaN
     if not ok:
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ValueError(f"{name}={value!r} must lie in {lo}0, 1{hi}")
+        raise bad_param(name, value, f"a finite number in {lo}0, 1{hi}", 0.5)
     return v
+
+
+def check_int(
+    name: str, value: Any, low: int, high: int | None = None, note: str = "", example: int | None = None
+) -> int:
+    """An integer >= ``low`` (and <= ``high``), else :class:`ProtocolParameterError`; floats (even 4.0),
+    strings and booleans are refused rather than truncated or converted."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if not ok or value < low or (high is not None and value > high):
+        want = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise bad_param(name, value, want + (f" ({note})" if note else ""), low if example is None else example)
+    return int(value)
+
+
+def check_flag(name: str, value: Any, example: bool = True) -> bool:
+    """True or False, else :class:`ProtocolParameterError` (a string such as "no" would otherwise count as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise bad_param(name, value, "True or False", bool(example))
+    return bool(value)
+
+
+SEED_MAX = 2**32 - 1  # the largest seed scikit-learn's and numpy's legacy random states accept
+
+
+def check_seed(seed: Any) -> int:
+    """A seed in [0, 2**32 - 1], else :class:`ProtocolParameterError` naming the range."""
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, (bool, np.bool_)) or not 0 <= seed <= SEED_MAX:
+        raise ProtocolParameterError(
+            f"seed={seed!r} is not valid: give an integer in [0, {SEED_MAX}], e.g. seed=0 (piade: --seed 0)"
+        )
+    return int(seed)
 
 
 def holdout_split(indices: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -55,7 +55,8 @@ def _missing_message(root: Path) -> str:
         f"COIL-100 not found: no obj<N>__<angle>.png files in {root / 'coil-100'} or {root}. Download "
         f"{src.filename} from {src.url} (or {src.mirrors[0]}; {src.size:,} bytes, sha256 {src.sha256}) and "
         f"extract it into <root> (it holds coil-100/obj1__0.png ...), or place the zip at {root / src.filename} "
-        f"(it is then checked and extracted), or pass download=True. " + how_to_point_at_data(root)
+        f"(it is then checked and extracted), or pass download=True (piade: `piade download coil100`, or "
+        f"--param download=true). " + how_to_point_at_data(root)
     )
 
 

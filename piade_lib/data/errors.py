@@ -86,6 +86,10 @@ class UnknownProtocolError(PiadeDataError, KeyError, ValueError):
     """The protocol (or a protocol parameter) is not defined for the dataset."""
 
 
+class ProtocolParameterError(PiadeDataError, ValueError):
+    """A protocol parameter (or the seed) has a value of the wrong type or out of its range."""
+
+
 class UnsupportedImageSizeError(PiadeDataError, ValueError):
     """The network supports image sizes 32 and 120 only."""
 
@@ -94,19 +98,22 @@ class InvalidSplitError(PiadeDataError, ValueError):
     """Items of a split failed :func:`piade_lib.data.validate_split` (unreadable file, wrong mask, bad values).
 
     ``split`` is the split's name, ``n_items`` its size and ``failures`` every failed item, as
-    :class:`piade_lib.data.validation.ItemFailure` (position in the split, id, file, reason).
+    :class:`piade_lib.data.validation.ItemFailure` (position in the split, id, file, reason). ``fix``
+    replaces the default last sentence (how to repair the files), e.g. for a folder of the user's own images.
     """
 
-    def __init__(self, split: str, n_items: int, failures: list, shown: int = 5) -> None:
+    def __init__(self, split: str, n_items: int, failures: list, shown: int = 5, fix: str | None = None) -> None:
         self.split = split
         self.n_items = n_items
         self.failures = list(failures)
         first = "; ".join(f"{f.where}: {f.reason}" for f in self.failures[:shown])
         more = len(self.failures) - min(shown, len(self.failures))
+        if fix is None:
+            fix = "Replace or remove these files (re-extract or re-download the dataset), then build the task again."
         super().__init__(
             f"{split} split: {len(self.failures)} of {n_items} item(s) failed validation: {first}"
             + (f"; and {more} more" if more else "")
-            + ". Replace or remove these files (re-extract or re-download the dataset), then build the task again."
+            + f". {fix}"
         )
 
 

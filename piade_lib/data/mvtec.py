@@ -49,6 +49,13 @@ GRAYSCALE_CATEGORIES: tuple[str, ...] = ("grid", "screw", "zipper")
 AUTHORS_SUBSET_SIZE = 15  # released code: first 5 batches of 3 images of each test loader
 MVTEC_DEFAULTS: dict[str, Any] = {"authors_subset": False, "download": False}
 FOLDER_DEFAULTS: dict[str, Any] = {"authors_subset": False}
+
+# the folder dataset holds the user's own images: there is no archive to extract again
+FOLDER_FIX = (
+    "These are your own images: replace each file named with a readable image (or a mask of its image's size), "
+    "or remove it from the folder, then build the task again (piade: run the same command again)."
+)
+
 LAYOUT = (
     "<category>/train/good/*.png, <category>/test/good/*.png, <category>/test/<defect>/*.png, "
     "<category>/ground_truth/<defect>/<stem>_mask.png"
@@ -184,7 +191,8 @@ def _missing_message(root: Path, category: str) -> str:
         f"{root / category}. Expected layout: <root>/mvtec_anomaly_detection/{LAYOUT} (or <root>/<category>/...). "
         f"Download {src.filename} from {src.url} (about 4.9 GB, sha256 {src.sha256}) and extract it into "
         f"<root>/mvtec_anomaly_detection, or place the archive at {root / src.filename} (it is then checked and "
-        f"extracted), or pass download=True. " + how_to_point_at_data(root)
+        f"extracted), or pass download=True (piade: `piade download mvtec`, or --param download=true). "
+        + how_to_point_at_data(root)
     )
 
 
@@ -219,12 +227,18 @@ def build_mvtec(category: str, root: Path, params: dict[str, Any]) -> dict[str, 
 
 
 def _records(
-    cat_dir: Path, scan: dict[str, Any], params: dict[str, Any], has_masks: bool, info: dict[str, Any]
+    cat_dir: Path,
+    scan: dict[str, Any],
+    params: dict[str, Any],
+    has_masks: bool,
+    info: dict[str, Any],
+    fix: str | None = None,
 ) -> dict[str, Any]:
-    """The task records of a scanned MVTec-layout category (optionally the authors' 15+15 test subset)."""
+    """The task records of a scanned MVTec-layout category (optionally the authors' 15+15 test subset);
+    ``fix``: the advice for a file that fails validation (see :class:`FileSource`)."""
     test = authors_subset(scan["test"]) if params["authors_subset"] else scan["test"]
     return {
-        "source": FileSource(cat_dir),
+        "source": FileSource(cat_dir, fix=fix),
         "train": scan["train"],
         "val": None,
         "test": test,
@@ -239,12 +253,15 @@ def build_folder(root: Path | None, params: dict[str, Any]) -> dict[str, Any]:
     """Records for the user's own category folder in the MVTec layout."""
     if root is None:
         raise DatasetNotFoundError(
-            f"the 'folder' dataset needs root=<your category folder> (holding {LAYOUT}); it does not use "
-            f"$PIADE_DATA or ./data."
+            f"the 'folder' dataset needs root=<your category folder> (piade: --data-root <your category "
+            f"folder>), holding {LAYOUT}; it does not use $PIADE_DATA or ./data."
         )
     cat_dir = Path(root)
     if not cat_dir.is_dir():
-        raise DatasetNotFoundError(f"folder {cat_dir} does not exist. Expected layout: {LAYOUT}.")
+        raise DatasetNotFoundError(
+            f"folder {cat_dir} does not exist. Pass root=<your category folder> (piade: --data-root <your "
+            f"category folder>), holding {LAYOUT}."
+        )
     scan = scan_category(cat_dir, masks_required=False, require_test=False)
     for w in scan["warnings"]:
         warnings.warn(w, UserWarning, stacklevel=4)  # build_folder <- _build_records <- one_class_task
@@ -254,6 +271,7 @@ def build_folder(root: Path | None, params: dict[str, Any]) -> dict[str, Any]:
         params,
         has_masks=scan["has_masks"],
         info={"layout": f"<root> = the category folder {cat_dir.name!r}"},
+        fix=FOLDER_FIX,
     )
 
 

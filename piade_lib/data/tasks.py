@@ -14,6 +14,7 @@ from piade_lib.data.archives import SOURCES, RemoteFile, checksum_text
 from piade_lib.data.base import (
     ImageDataset,
     OneClassTask,
+    check_seed,
     data_root,
     resolve_class,
     resolve_params,
@@ -268,7 +269,8 @@ def one_class_task(
     """Build a one-class task: ``train`` (normal images), ``test`` (1 = anomalous, masks), ``val`` (optional), manifest.
 
     ``normal_class`` is a name from ``classes(dataset)`` or its index (for ``folder``: any label, default the
-    folder's name). ``root``: the data root (else $PIADE_DATA, else ./data); for ``folder`` the category folder.
+    folder's name). ``seed``: an integer in [0, 2**32 - 1]. ``root``: the data root (else $PIADE_DATA, else
+    ./data); for ``folder`` the category folder.
     Protocol parameters (see ``DATASETS[dataset].protocols``): ``holdout_fraction`` (lsa), ``download``
     (torchvision sets, mvtec, coil100), ``verify_checksums`` (mnist, fashion_mnist; default True: the raw
     files must be the official release, checked by size, item count and md5; False accepts well-formed IDX
@@ -283,7 +285,7 @@ def one_class_task(
     params = resolve_params(dataset, protocol, protocol_params, spec.protocols[protocol])
     size = resolve_image_size(dataset, image_size)
     preset_obj = get_preset(preset)
-    seed = int(seed)
+    seed = check_seed(seed)
 
     name, index, built = _build_records(dataset, spec, normal_class, protocol, root, params, seed)
     train, test, val = _splits(dataset, built, size, preset_obj)

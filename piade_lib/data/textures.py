@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw
 from skimage import data as skdata
 from skimage.draw import ellipse
 
-from piade_lib.data.base import ArraySource, Record, arrays_sha256
+from piade_lib.data.base import ArraySource, Record, arrays_sha256, bad_param, check_int
 
 CLASSES: tuple[str, ...] = ("brick", "grass", "gravel")
 DEFECT_TYPES: tuple[str, ...] = ("blotch", "hole", "patch", "scratch")
@@ -138,20 +138,28 @@ class TextureSource(ArraySource):
 
 
 def _check(params: dict[str, Any]) -> tuple[int, tuple[str, ...]]:
-    crop = int(params["crop_size"])
-    if not 16 <= crop <= 256:
-        raise ValueError(f"crop_size={crop} must lie in [16, 256] (crops come from one half of a 512x512 photograph)")
+    crop = check_int(
+        "crop_size", params["crop_size"], 16, 256, "crops come from one half of a 512x512 photograph", example=128
+    )
     for k in ("n_train", "n_test_good", "n_test_defect"):
-        if int(params[k]) < 0 or (k == "n_train" and int(params[k]) < 1):
-            raise ValueError(f"{k}={params[k]} must be >= {1 if k == 'n_train' else 0}")
+        check_int(k, params[k], 1 if k == "n_train" else 0)
     jitter = params.get("jitter")
-    if jitter is not None and not 0 <= int(jitter) <= 64:
-        raise ValueError(f"jitter={jitter} must be None (random crops) or a number of pixels in [0, 64]")
-    kinds = tuple(params["defect_types"])
-    bad = [k for k in kinds if k not in DEFECT_TYPES]
-    if bad or not kinds:
-        raise ValueError(f"defect_types={list(kinds)}: choose one or more of {DEFECT_TYPES}")
-    return crop, kinds
+    if jitter is not None:
+        check_int("jitter", jitter, 0, 64, "pixels; None or null for random crops", example=24)
+    kinds = params["defect_types"]
+    if (
+        not isinstance(kinds, (list, tuple))
+        or not kinds
+        or any(not isinstance(k, str) or k not in DEFECT_TYPES for k in kinds)
+    ):
+        raise bad_param(
+            "defect_types",
+            kinds,
+            f"a list of one or more of {list(DEFECT_TYPES)}",
+            ["blotch", "hole"],
+            cli='--param \'defect_types=["blotch", "hole"]\'',
+        )
+    return crop, tuple(kinds)
 
 
 def build(class_index: int, params: dict[str, Any], seed: int) -> dict[str, Any]:

@@ -242,7 +242,8 @@ def _not_official(cls_name: str, raw: Path, f: IdxFile, count: int, md5: str, fi
         f"{md5} ({count:,} {f.kind}, {path.stat().st_size:,} bytes)",
         algorithm="md5",
         fix=f"It is not the official {cls_name} file (another version, or damaged). {gz_note}{fix} "
-        f"To use IDX files of your own, pass verify_checksums=False (their structure is still checked).",
+        f"To use IDX files of your own, pass verify_checksums=False (piade: --param verify_checksums=false; "
+        f"their structure is still checked).",
     )
 
 
@@ -314,8 +315,8 @@ def _not_found(dataset: str, root: Path, detail: str) -> DatasetNotFoundError:
     return DatasetNotFoundError(
         f"{dataset} not found: {detail}. Expected layout: {_layout(dataset)}. Get it with "
         f"`piade download {dataset} --root {root}` (or piade_lib.data.download({dataset!r}, root), or "
-        f"one_class_task(..., download=True); the md5s are checked), or place the files by hand. "
-        + how_to_point_at_data(root)
+        f"one_class_task(..., download=True), piade train's --param download=true; the md5s are checked), or "
+        f"place the files by hand. " + how_to_point_at_data(root)
     )
 
 

@@ -275,7 +275,8 @@ def validate_split(
 
     failures, n_anomalous, n_masks = _tally(results, locate)
     if failures:
-        raise InvalidSplitError(split_name, n, failures, shown=max_listed)
+        fix = getattr(getattr(base, "source", None), "fix", None)  # e.g. the folder dataset's own advice
+        raise InvalidSplitError(split_name, n, failures, shown=max_listed, fix=fix)
     return SplitCheck(split_name, n, n_anomalous, n_masks, time.perf_counter() - t0)
 
 

@@ -90,7 +90,10 @@ def _add_training_options(t: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--image-size", type=int, default=None, choices=[32, 120], help="image size (dataset default)")
     t.add_argument(
-        "--seed", type=A.SEED, default=0, help="seed (0 to 4294967295) of the split, the initialisation and the shuffling"
+        "--seed",
+        type=A.SEED,
+        default=0,
+        help="seed (0 to 4294967295) of the split, the initialisation and the shuffling",
     )
 
 

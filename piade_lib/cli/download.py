@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -45,18 +46,52 @@ def add_parsers(sub: Any) -> None:
     d.set_defaults(handler=cmd_download)
 
 
+def _check_root(root: Path, given: bool) -> None:
+    """The data root must be a folder, or a path that can become one (no file on the way)."""
+    base = root
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if base.exists() and not base.is_dir():
+        where = "--root" if given else "the data root ($PIADE_DATA, else ./data)"
+        what = "is a file" if base == root else f"cannot be created: {base} is a file"
+        raise FileExistsError(
+            f"{where} {root} {what}, not a folder; give a folder for the datasets (created if missing)"
+        )
+
+
 def cmd_download(args: argparse.Namespace) -> int:
+    from piade_lib.data import data_root
+    from piade_lib.data.tasks import download_sources
+
+    droot = data_root(args.root)
+    _check_root(droot, args.root is not None)
+    folder = download_sources(args.dataset, args.root, url=args.url)[0]
+    # the folders this download creates (its dataset folder and the missing ones above it), deepest first
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder = _download(args)
+    except BaseException:
+        for p in created:  # a failed download leaves no empty folders of its own behind
+            try:
+                p.rmdir()
+            except OSError:  # not empty (a kept .part or a file placed meanwhile) or already gone
+                pass
+        raise
+    print(f"{args.dataset}: ready in {folder} (checksums verified)")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> Path | None:
+    """``download``, its unexplained errors (e.g. a full disk) as DatasetDownloadError naming the data root."""
     from piade_lib.data import data_root
     from piade_lib.data.errors import DatasetDownloadError
     from piade_lib.data.tasks import download
 
     try:
-        folder = download(args.dataset, args.root, url=args.url)
+        return download(args.dataset, args.root, url=args.url)
     except (OSError, RuntimeError) as exc:  # anything the data package did not already explain
         if isinstance(exc, (DatasetDownloadError, FileNotFoundError, FileExistsError)):
             raise
         raise DatasetDownloadError(
             f"downloading {args.dataset} into {data_root(args.root)} failed: {type(exc).__name__}: {exc}"
         ) from exc
-    print(f"{args.dataset}: ready in {folder} (checksums verified)")
-    return 0

@@ -7,13 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from piade_lib.cli import args as A
+
 
 def add_parsers(sub: Any) -> None:
     ap = sub.add_parser(
         "profile",
         help="list, check or prepare a run profile (configs/<name>.yaml)",
         description="Profiles are the run plans of run_all.sh (configs/<name>.yaml). `check` "
-        "validates a profile (its keys, its preset values, its datasets and weights) without "
+        "validates a profile (its keys, its preset values, its device, its datasets and weights) without "
         "training anything; `params` prints a notebook's papermill parameters; `prepare` checks, then "
         "prints the results folder.",
     )
@@ -27,7 +29,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("profile", help="a profile name or YAML file")
     p.add_argument("notebooks", nargs="+", help="notebook names or paths (e.g. 02_training)")
     p.add_argument("--results-root", default=None, help="results folder (default: the profile's)")
-    p.add_argument("--out-dir", default=None, help="write <out-dir>/<notebook stem>.yaml for every notebook")
+    p.add_argument(
+        "--out-dir",
+        default=None,
+        type=A.output_folder("a folder for the parameter files"),
+        help="write <out-dir>/<notebook stem>.yaml for every notebook (the folder is created if missing)",
+    )
     pr = ps.add_parser("prepare", help="check (messages on stderr), then print the results folder on stdout")
     pr.add_argument("profile", help="a profile name or YAML file")
     ap.set_defaults(handler=cmd_profile)
@@ -36,6 +43,7 @@ def add_parsers(sub: Any) -> None:
 def cmd_profile(args: argparse.Namespace) -> int:
     import yaml
 
+    from piade_lib.engine import files
     from piade_lib.experiments.preflight import check_profile
     from piade_lib.experiments.profiles import (
         ProfileError,
@@ -51,12 +59,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.profile_command == "params":
         if args.out_dir is None and len(args.notebooks) > 1:
             raise ProfileError("several notebooks need --out-dir")
-        for nb in args.notebooks:
-            text = yaml.safe_dump(notebook_parameters(prof, nb, args.results_root), sort_keys=False)
+        # every notebook's parameters first: an unknown notebook writes nothing
+        texts = [
+            (nb, yaml.safe_dump(notebook_parameters(prof, nb, args.results_root), sort_keys=False))
+            for nb in args.notebooks
+        ]
+        for nb, text in texts:
             if args.out_dir is None:
                 print(text, end="")
-            else:
-                Path(args.out_dir, f"{Path(nb).stem}.yaml").write_text(text)
+            else:  # the folder (and its parents) is created when missing
+                files.atomic_write_text(Path(args.out_dir, f"{Path(nb).stem}.yaml"), text)
         return 0
     problems = check_profile(prof)
     if problems:

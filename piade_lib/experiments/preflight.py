@@ -10,6 +10,7 @@ from pathlib import Path
 
 from piade_lib.experiments.profiles import (
     Profile,
+    ProfileError,
     Section,
     load_profile,
     validate_presets,
@@ -23,7 +24,8 @@ def check_profile(profile: str | Path | Profile) -> list[str]:
     """Return a list of problems (empty when the profile can run): missing or damaged datasets,
     missing pretrained weights, an unknown ``$PIADE_EXECUTOR`` or ``$PIADE_CPU_ALLOCATOR``. An invalid
     profile (e.g. a preset value out of its valid set or range, in ``preset_overrides`` or through a flip) raises
-    :class:`ProfileError` first: every section's presets are built as its runs will build them. Each
+    :class:`ProfileError` first: every section's presets are built as its runs will build them, and a device
+    this machine lacks (``device: cuda`` without CUDA) is refused. Each
     problem says what is missing, where it is expected and how to fix it. Datasets are checked by
     building the one-class task the runs will build (the data package's own errors, e.g.
     DatasetNotFoundError, carry the layout, URL and checksum); for MVTec-layout datasets, whose classes
@@ -35,6 +37,7 @@ def check_profile(profile: str | Path | Profile) -> list[str]:
             validate_presets(s, f"{prof.path}: sections.{s.name}")
     else:
         prof = load_profile(profile)
+    _check_devices(prof)
     from piade_lib.engine import cpu_allocator
     from piade_lib.experiments.executors import check_environment
 
@@ -49,6 +52,35 @@ def check_profile(profile: str | Path | Profile) -> list[str]:
     return problems
 
 
+def _check_devices(prof: Profile) -> None:
+    """Raise ProfileError when a section asks for a device this machine lacks (e.g. ``cuda:1`` with one
+    GPU, ``cuda`` without CUDA): its runs would fail once they start. Not checked under the Ray executor,
+    whose runs may execute on other machines of the cluster."""
+    import os
+
+    from piade_lib.experiments.executors import ENV_VAR
+
+    if (os.environ.get(ENV_VAR, "").strip() or prof.executor.kind) == "ray":
+        return
+    import torch
+
+    here = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        here += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        here.append("mps")
+    for s in prof.sections.values():
+        device = str(s.run.get("device", "auto"))
+        if device not in here:
+            raise ProfileError(
+                f"{prof.path}: sections.{s.name}: device={device!r} is not available on this machine "
+                f"(devices here: {', '.join(here)}; torch {torch.__version__}"
+                f"{'' if torch.cuda.is_available() else ', no CUDA device'}); set device: auto (a GPU when there "
+                "is one, else the CPU) or one of those in the profile"
+            )
+
+
 def _dataset_problems(prof: Profile) -> list[str]:
     """One problem for each (dataset, data root) of ``prof`` whose one-class task cannot be built."""
     from piade_lib.data import DATASETS, DOWNLOADABLE
@@ -61,7 +93,7 @@ def _dataset_problems(prof: Profile) -> list[str]:
             continue
         names = s.class_names()
         per_folder = DATASETS[s.dataset].default_protocol == "mvtec" and not DATASETS[s.dataset].standin
-        failed = _failed_classes(s, names if per_folder else names[:1], checked)
+        failed = _failed_classes(s, names if per_folder else names[:1], checked, f"{prof.path}: sections.{s.name}")
         if failed:
             cls, exc = failed[0]
             msg = f"[section {s.name}] dataset {s.dataset!r}, class {cls!r}: {type(exc).__name__}:\n{_indent(str(exc))}"
@@ -76,9 +108,12 @@ def _dataset_problems(prof: Profile) -> list[str]:
     return problems
 
 
-def _failed_classes(s: Section, classes: list[str], checked: set[tuple]) -> list[tuple[str, Exception]]:
-    """Build section ``s``'s one-class task for each of ``classes`` not yet ``checked``; return those that fail."""
+def _failed_classes(s: Section, classes: list[str], checked: set[tuple], where: str) -> list[tuple[str, Exception]]:
+    """Build section ``s``'s one-class task for each of ``classes`` not yet ``checked``; return those that fail.
+    A setting the data package refuses (a protocol parameter, an image size: bad input, not missing data)
+    raises ProfileError naming the section (``where``)."""
     from piade_lib.data import PiadeDataError, one_class_task
+    from piade_lib.data.errors import UnknownProtocolError, UnsupportedImageSizeError
 
     failed: list[tuple[str, Exception]] = []
     for cls in classes:
@@ -96,8 +131,12 @@ def _failed_classes(s: Section, classes: list[str], checked: set[tuple]) -> list
                 image_size=s.run.get("image_size"),
                 **(s.run.get("protocol_params") or {}),
             )
+        except (UnknownProtocolError, UnsupportedImageSizeError) as exc:
+            raise ProfileError(f"{where}: {exc}") from exc
         except PiadeDataError as exc:
             failed.append((cls, exc))
+        except ValueError as exc:  # e.g. a protocol parameter's value out of its range
+            raise ProfileError(f"{where} (dataset {s.dataset!r}, class {cls!r}): {exc}") from exc
     return failed
 
 

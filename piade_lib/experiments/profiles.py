@@ -50,6 +50,7 @@ Profile schema (see ``configs/quick.yaml`` for a commented example)::
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -354,8 +355,17 @@ def parse_profile(raw: dict[str, Any], path: Path) -> Profile:
     sections: dict[str, Section] = {}
     for sname, sraw in sections_raw.items():
         sections[sname] = _parse_section(sname, sraw, f"{where}: sections.{sname}", defaults, fields, executor)
-    figure3 = dict(raw.get("figure3") or {})
+    figure3 = raw.get("figure3") or {}
+    if not isinstance(figure3, dict):
+        raise ProfileError(f"{where}: figure3 must be a mapping such as {{n_images: 4}}, got {figure3!r}")
+    figure3 = dict(figure3)
     _check_keys(figure3, ("n_images",), f"{where}: figure3")
+    n_images = figure3.get("n_images", 4)
+    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
+        raise ProfileError(
+            f"{where}: figure3.n_images={n_images!r} is not an integer >= 1 (the examples Figure 3 shows per "
+            "dataset); set it to e.g. 4"
+        )
     results_root = str(raw.get("results_root") or f"results/{name}")
     prof = Profile(
         name=name,
@@ -432,11 +442,14 @@ def _classes_and_table(sname: str, sraw: dict[str, Any], w: str) -> tuple[Any, s
 
 def _seeds_and_flips(sraw: dict[str, Any], w: str) -> tuple[list[int], list[str]]:
     """A section's ``seeds`` and ``flips``, validated."""
+    from piade_lib.data.base import SEED_MAX
     from piade_lib.presets import READINGS
 
-    seeds = [int(x) for x in _as_list(sraw.get("seeds", []), f"{w}.seeds")]
-    if any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
-        raise ProfileError(f"{w}: seeds must be distinct integers >= 0, got {seeds}")
+    seeds = _as_list(sraw.get("seeds", []), f"{w}.seeds")
+    if any(not isinstance(x, int) or isinstance(x, bool) or not 0 <= x <= SEED_MAX for x in seeds) or len(
+        set(seeds)
+    ) != len(seeds):
+        raise ProfileError(f"{w}: seeds must be distinct integers in [0, {SEED_MAX}], got {seeds}")
     flips = [str(f) for f in _as_list(sraw.get("flips", []), f"{w}.flips")]
     bad = [f for f in flips if f not in READINGS]
     if bad:
@@ -501,13 +514,52 @@ def _validate_against_library(prof: Profile) -> None:
 
 # RunConfig fields a profile may set whose range the engine does not check when it resolves a config
 # (the preset-level ones, lr / weight_decay / batch_size / epochs, use the preset's own checks).
-_RUN_RANGES = {"seed": 0, "n_bootstrap": 0, "keep_checkpoints": 0, "limit_train": 2, "limit_test": 1}
+_RUN_RANGES = {"seed": 0, "n_bootstrap": 0, "keep_checkpoints": 0, "limit_train": 2, "limit_test": 1, "num_workers": 0}
+# the devices a profile may name (as the engine's resolve_device reads them); whether this machine has
+# them is checked by the pre-flight check (preflight.check_profile), not here: a profile stays loadable
+# (e.g. for reports) on a machine without its GPU
+DEVICES_TEXT = "auto, cpu, cuda, cuda:N (N = a GPU index, 0 the first), mps"
+
+
+def device_problem(value: Any) -> str | None:
+    """Why ``value`` is not a device a run accepts (None when it is one)."""
+    if isinstance(value, str) and re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", value):
+        return None
+    return f"device={value!r} is not a device; valid: {DEVICES_TEXT}"
+
+
+def _data_problems(s: Section) -> list[str]:
+    """``protocol_params`` names and ``image_size`` checked against the data package (no data is read)."""
+    from piade_lib.data import DATASETS, PiadeDataError
+    from piade_lib.data.base import resolve_params
+    from piade_lib.data.transforms import resolve_image_size
+
+    problems: list[str] = []
+    params = s.run.get("protocol_params") or {}
+    spec = DATASETS.get(s.dataset)
+    protocol = s.protocol or (spec.default_protocol if spec else None)
+    if not isinstance(params, dict):
+        problems.append(f"protocol_params must be a mapping of parameter -> value, got {params!r}")
+    elif spec is not None and protocol in spec.protocols:
+        try:
+            resolve_params(s.dataset, protocol, params, spec.protocols[protocol])
+        except PiadeDataError as exc:
+            problems.append(f"protocol_params: {exc}")
+    if spec is not None and s.run.get("image_size") is not None:
+        try:
+            resolve_image_size(s.dataset, s.run["image_size"])
+        except PiadeDataError as exc:
+            problems.append(str(exc))
+        except (TypeError, ValueError):
+            problems.append(f"image_size={s.run['image_size']!r} is not an image size; use 32 or 120")
+    return problems
 
 
 def validate_presets(s: Section, w: str) -> None:
     """Build every preset of the section as its runs will (with ``preset_overrides`` and each flip),
     so that a bad value is refused now, naming the section, the field and the valid values, rather
     than after the earlier sections have trained."""
+    from piade_lib.data.base import SEED_MAX
     from piade_lib.engine.config import RunConfig
     from piade_lib.presets import (
         RETIRED_FIELDS,
@@ -528,6 +580,11 @@ def validate_presets(s: Section, w: str) -> None:
         v = s.run.get(f)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
             problems.append(f"{f}={v!r} is not an integer >= {low}")
+    if isinstance(s.run.get("seed"), int) and s.run["seed"] > SEED_MAX:
+        problems.append(f"seed={s.run['seed']!r} is not an integer in [0, {SEED_MAX}]")
+    if "device" in s.run and (p := device_problem(s.run["device"])):
+        problems.append(p)
+    problems += _data_problems(s)
     if problems:
         raise ProfileError(f"{w}: " + "; ".join(problems))
     # every (preset, n_vectors, flip) as the engine will resolve it: catches e.g. a misspelt

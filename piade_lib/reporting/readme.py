@@ -15,7 +15,7 @@ import pandas as pd
 
 from piade_lib import paper_results
 from piade_lib.engine import files, provenance
-from piade_lib.experiments.profiles import Profile, Section
+from piade_lib.experiments.profiles import Profile, Section, _profile_ref
 from piade_lib.reporting.tables import figure4_statement, read_table, table_path
 
 
@@ -200,6 +200,19 @@ def _reconstruction_lines(root: Path) -> list[str]:
         _md_table(summarize_reconstruction_checks([df])),
         "",
     ]
+
+
+def check_results_root(results_root: str | Path, profile: Profile) -> None:
+    """Raise FileNotFoundError (one line naming the folder and the command that fills it) unless
+    ``results_root`` is a folder holding run folders (``runs/<dataset>/<class>/<variant>/``)."""
+    root = Path(results_root)
+    fill = f"run ./run_all.sh {_profile_ref(profile)} first (or give --results-root the folder it wrote)"
+    if root.exists() and not root.is_dir():
+        raise FileNotFoundError(f"the results root {root} is a file, not a folder of run folders; {fill}")
+    if not root.is_dir():
+        raise FileNotFoundError(f"the results root {root} does not exist; {fill}")
+    if not any(p.is_dir() for p in (root / "runs").glob("*/*/*")):
+        raise FileNotFoundError(f"the results root {root} holds no run folders (nothing under {root / 'runs'}); {fill}")
 
 
 def write_results_readme(profile: Profile, results_root: str | Path, wall_seconds: float | None = None) -> Path:

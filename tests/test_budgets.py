@@ -160,7 +160,7 @@ def test_sections_expand_seeds_and_flips(tmp_path: Path) -> None:
     [
         ({"flips": ["outpt_activation"]}, "unknown reading"),
         ({"seeds": [1, 1]}, "seeds must be distinct"),
-        ({"seeds": [-1]}, "seeds must be distinct integers >= 0"),
+        ({"seeds": [-1]}, "seeds must be distinct integers in \\[0, 4294967295\\]"),
         ({"paper_table": "table9"}, "paper_table must be one of"),
     ],
 )

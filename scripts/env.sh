@@ -1,6 +1,7 @@
 # Sourced by run_all.sh and run_tests.sh. Sets PY to a Python that imports piade_lib.
 #
-# 1. An active virtualenv/conda environment that already imports piade_lib is used as is.
+# 1. An active virtualenv/conda environment that has piade_lib, torch and torchvision (found, not imported:
+#    importing torch takes seconds) is used as is.
 # 2. Otherwise ./.venv is created on first use and the project is installed into it: by default
 #    the exact versions of locks/requirements.lock (pip install -r), then the project itself
 #    (editable, with the dev extra) without resolving again (--no-deps). PIADE_UNLOCKED=1 instead
@@ -36,7 +37,7 @@ piade_setup_env() {
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     if [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && command -v python >/dev/null 2>&1 \
         && [ "$(python -c 'import sys; print(sys.prefix)')" != "$root/.venv" ] \
-        && python -c "import piade_lib, torch, torchvision" >/dev/null 2>&1; then
+        && python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('piade_lib', 'torch', 'torchvision')))" >/dev/null 2>&1; then
         PY="$(command -v python)"
         echo "[piade] using the active environment: $(python -c 'import sys; print(sys.prefix)')"
         piade_ensure_kernel
@@ -62,7 +63,7 @@ piade_setup_env() {
     local want  # what was installed: the mode and the contents of pyproject.toml and the lock file
     want="$mode $( { cat "$root/pyproject.toml"; if [ -f "$lock" ]; then cat "$lock"; fi; } | sha256sum | cut -d' ' -f1)"
     if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-        && "$venv/bin/python" -c "import piade_lib, torch, torchvision" >/dev/null 2>&1; then
+        && "$venv/bin/python" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('piade_lib', 'torch', 'torchvision')))" >/dev/null 2>&1; then
         PY="$venv/bin/python"
         piade_ensure_kernel
         return

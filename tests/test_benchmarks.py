@@ -332,3 +332,27 @@ def test_the_packing_benchmark_trains_stacked_models_and_projects_them(packing, 
     assert cifar["run_hours"] == pytest.approx((per_run / 500 + 8.0) / 3600, abs=1e-3)
     with pytest.raises(SystemExit):
         packing.main(["--device", "cpu", "--stack", "0"])
+
+
+@pytest.mark.filterwarnings(VMAP_FALLBACK)
+def test_the_operator_count_of_a_step_counts_computing_operators_and_views_apart(tmp_path, single_thread):
+    """count_step_ops.py: one Trainer step and one stacked step of 2 models, counted after a warm-up step;
+    computing operators and views apart, the same count for any batch (a launch count does not grow with it)."""
+    ops = _load("count_step_ops")
+    out = tmp_path / "ops.json"
+    try:
+        assert ops.main(["--presets", "paper", "--sizes", "32", "--stack", "2", "--json", str(out)]) == 0
+        payload = json.loads(out.read_text())
+        trainer, stacked = payload["rows"]
+        assert (trainer["kind"], trainer["models"], stacked["kind"], stacked["models"]) == ("trainer", 1, "stacked", 2)
+        for row in (trainer, stacked):
+            assert row["computing"] > 100 and row["views"] > 0 and row["total"] == row["computing"] + row["views"]
+            names = dict(row["top"])
+            assert "aten.convolution" in names or "aten.convolution_backward" in names or "aten.bmm" in names
+        assert payload["args"]["json"] == "ops.json"
+        bigger = ops.count_trainer_step("paper", 32, batch=4)
+        assert bigger["computing"] == trainer["computing"]
+        with pytest.raises(SystemExit):
+            ops.main(["--batch-size", "1"])
+    finally:
+        sys.modules.pop("count_step_ops", None)

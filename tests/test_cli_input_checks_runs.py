@@ -12,27 +12,9 @@ import torch
 
 from piade_lib import cli
 
-TRAIN = [
-    "train",
-    "--dataset",
-    "digits",
-    "--class",
-    "2",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "2",
-    "--limit-train",
-    "4",
-    "--limit-test",
-    "4",
-    "--n-bootstrap",
-    "10",
-    "--device",
-    "cpu",
-    "--no-pretrained",
-    "--quiet",
-]
+# a tiny run: one epoch of two batches of two images, no pretrained weights, on the CPU
+OPTIONS = ["--epochs", "1", "--batch-size", "2", "--n-bootstrap", "10", "--device", "cpu", "--no-pretrained", "--quiet"]
+TRAIN = ["train", "--dataset", "digits", "--class", "2", "--limit-train", "4", "--limit-test", "4", *OPTIONS]
 RUN = Path("runs") / "digits-lsa" / "2" / "paper-v2"
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -143,18 +125,17 @@ def test_a_relative_data_root_is_recorded_absolute_and_evaluate_takes_the_data_w
 
     write_mvtec_category(tmp_path / "work" / "widget", masks=False, ext=".png", defects={"dent": 2})
     monkeypatch.chdir(tmp_path / "work")
-    argv = ["train", "--dataset", "folder", "--class", "widget", "--data-root", "widget", "--image-size", "32"]
-    argv += [
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-        "--n-bootstrap",
-        "10",
-        "--device",
-        "cpu",
-        "--no-pretrained",
-        "--quiet",
+    argv = [
+        "train",
+        "--dataset",
+        "folder",
+        "--class",
+        "widget",
+        "--data-root",
+        "widget",
+        "--image-size",
+        "32",
+        *OPTIONS,
     ]
     assert cli.main([*argv, "--output", str(tmp_path / "results")]) == 0
     run = next((tmp_path / "results" / "runs").glob("folder-*/widget/paper-v2"))

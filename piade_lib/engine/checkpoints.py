@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import time
 import warnings
 import zipfile
 from collections.abc import Iterable
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from piade_lib.engine.files import atomic_torch_save, link_or_copy_atomic
+from piade_lib.engine.files import atomic_torch_save, link_or_copy_atomic, rename_aside
 
 FINAL = "final.pt"
 LAST = "last.pt"
@@ -134,14 +133,7 @@ def is_complete(path: str | os.PathLike) -> bool:
 def set_aside(path: str | os.PathLike) -> Path:
     """Rename a damaged file to ``<name>.damaged-<timestamp>`` beside it (kept, never deleted; no longer a
     ``.pt`` file, so nothing loads it as a checkpoint). Returns the new path."""
-    path = Path(path)
-    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-    n = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{n}")
-        n += 1
-    os.replace(path, target)
-    return target
+    return rename_aside(path, "damaged")
 
 
 def _valid(state: Any, config_hash_: str | None, required: Iterable[str]) -> str | None:

@@ -6,6 +6,7 @@ one converter to JSON-safe values.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import tempfile
@@ -111,6 +112,18 @@ def write_csv(path: str | os.PathLike, frame: Any) -> Path:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through :func:`atomic_write`."""
     return atomic_write(path, lambda f: torch.save(obj, f), mode="wb")
+
+
+def rename_aside(path: str | os.PathLike, tag: str) -> Path:
+    """Rename ``path`` (a file or a folder) to ``<name>.<tag>-<timestamp>`` beside it, never replacing
+    anything (``-1``, ``-2``, ... when that name is taken), never deleting. Returns the new path."""
+    path = Path(path)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target, n = path.with_name(f"{path.name}.{tag}-{stamp}"), 1
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.{tag}-{stamp}-{n}"), n + 1
+    os.replace(path, target)
+    return target
 
 
 def link_or_copy_atomic(src: Path, dst: Path) -> Path:

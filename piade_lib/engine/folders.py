@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from piade_lib.engine.checkpoints import FINAL
-from piade_lib.engine.files import read_json, to_jsonable, write_json
+from piade_lib.engine.files import read_json, rename_aside, to_jsonable, write_json
 
 # Keys of a run config that change how a run is executed but not what it computes. They are
 # recorded in config.json but left out of the config hash, so a run started on one device (or
@@ -130,20 +130,9 @@ def config_diff(
 # --------------------------------------------------------------------------------------------
 # run folder lifecycle
 # --------------------------------------------------------------------------------------------
-def _timestamp() -> str:
-    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
 def move_aside(run_dir: str | os.PathLike) -> Path:
     """Rename ``run_dir`` to ``<run_dir>.old-<timestamp>`` (never deletes). Returns the new path."""
-    run_dir = Path(run_dir)
-    target = run_dir.with_name(f"{run_dir.name}.old-{_timestamp()}")
-    n = 1
-    while target.exists():
-        target = run_dir.with_name(f"{run_dir.name}.old-{_timestamp()}-{n}")
-        n += 1
-    os.replace(run_dir, target)
-    return target
+    return rename_aside(run_dir, "old")
 
 
 def check_run_dir(run_dir: str | os.PathLike, config: dict[str, Any], overwrite: bool = False) -> bool:

@@ -619,7 +619,7 @@ def load_profile(profile: str | Path) -> Profile:
     return parse_profile(raw, path)
 
 
-def _profile_ref(prof: Profile) -> str:
+def profile_ref(prof: Profile) -> str:
     """How notebooks refer to the profile: its name when it lives in configs/, else its path."""
     try:
         if prof.path.resolve().parent == CONFIG_DIR.resolve():
@@ -641,7 +641,7 @@ def notebook_parameters(profile: str | Path | Profile, notebook: str, results_ro
     stem = Path(notebook).stem
     if stem not in NOTEBOOKS:
         raise ProfileError(f"no parameters defined for notebook {notebook!r}; known notebooks: {list(NOTEBOOKS)}")
-    params: dict[str, Any] = {"profile": _profile_ref(prof), "results_root": str(results_root or prof.results_root)}
+    params: dict[str, Any] = {"profile": profile_ref(prof), "results_root": str(results_root or prof.results_root)}
     if stem in ("01_data_preparation",):
         params["sections"] = list(prof.sections)
     elif stem in ("02_training", "03_evaluation"):

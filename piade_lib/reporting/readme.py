@@ -15,7 +15,7 @@ import pandas as pd
 
 from piade_lib import paper_results
 from piade_lib.engine import files, provenance
-from piade_lib.experiments.profiles import Profile, Section, _profile_ref
+from piade_lib.experiments.profiles import Profile, Section, profile_ref
 from piade_lib.reporting.tables import figure4_statement, read_table, table_path
 
 
@@ -206,7 +206,7 @@ def check_results_root(results_root: str | Path, profile: Profile) -> None:
     """Raise FileNotFoundError (one line naming the folder and the command that fills it) unless
     ``results_root`` is a folder holding run folders (``runs/<dataset>/<class>/<variant>/``)."""
     root = Path(results_root)
-    fill = f"run ./run_all.sh {_profile_ref(profile)} first (or give --results-root the folder it wrote)"
+    fill = f"run ./run_all.sh {profile_ref(profile)} first (or give --results-root the folder it wrote)"
     if root.exists() and not root.is_dir():
         raise FileNotFoundError(f"the results root {root} is a file, not a folder of run folders; {fill}")
     if not root.is_dir():

@@ -152,3 +152,18 @@ def test_a_relative_data_root_is_recorded_absolute_and_evaluate_takes_the_data_w
     recorded = json.loads((run / "config.json").read_text())
     assert recorded["data_root"] == str(tmp_path / "moved")
     assert recorded["config_hash"] == config["config_hash"]  # the same run
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--protocol", "nope"], "unknown protocol 'nope' for 'digits'"),
+        (["--param", "test_fraction=2"], "protocol parameter test_fraction=2 is not valid"),
+        (["--param", "no_such=1"], "unknown parameter(s) ['no_such']"),
+    ],
+)
+def test_a_run_refused_for_its_task_arguments_creates_nothing(tmp_path: Path, extra, message, capsys) -> None:
+    """Checked before the run folder's lock is taken: no results root, no runs/<task>/<class>/ with a lock file."""
+    assert cli.main([*TRAIN, *extra, "--output", str(tmp_path / "results")]) == 2
+    assert message in _one_line_error(capsys, "train")
+    assert not (tmp_path / "results").exists()

@@ -256,6 +256,20 @@ def _split_summary(train: ImageDataset, test: ImageDataset, val: ImageDataset | 
     }
 
 
+def check_task_arguments(
+    dataset: str, protocol: str | None = None, image_size: int | None = None, seed: Any = 0, **protocol_params: Any
+) -> tuple[str, dict[str, Any], int, int]:
+    """The arguments of :func:`one_class_task` that need no data, checked (the dataset, protocol, protocol
+    parameters, image size and seed; a :class:`PiadeDataError` names the bad one): ``(protocol, parameters
+    with defaults, image size, seed)``. Cheap, so that a run is refused before anything is created for it."""
+    spec = _spec(dataset)
+    protocol = spec.default_protocol if protocol is None else protocol
+    if protocol not in spec.protocols:
+        raise UnknownProtocolError(f"unknown protocol {protocol!r} for {dataset!r}; valid: {sorted(spec.protocols)}")
+    params = resolve_params(dataset, protocol, protocol_params, spec.protocols[protocol])
+    return protocol, params, resolve_image_size(dataset, image_size), check_seed(seed)
+
+
 def one_class_task(
     dataset: str,
     normal_class: str | int | None,
@@ -279,13 +293,8 @@ def one_class_task(
     ``n_test_defect``, ``defect_types`` (textures).
     """
     spec = _spec(dataset)
-    protocol = spec.default_protocol if protocol is None else protocol
-    if protocol not in spec.protocols:
-        raise UnknownProtocolError(f"unknown protocol {protocol!r} for {dataset!r}; valid: {sorted(spec.protocols)}")
-    params = resolve_params(dataset, protocol, protocol_params, spec.protocols[protocol])
-    size = resolve_image_size(dataset, image_size)
+    protocol, params, size, seed = check_task_arguments(dataset, protocol, image_size, seed, **protocol_params)
     preset_obj = get_preset(preset)
-    seed = check_seed(seed)
 
     name, index, built = _build_records(dataset, spec, normal_class, protocol, root, params, seed)
     train, test, val = _splits(dataset, built, size, preset_obj)

@@ -70,6 +70,7 @@ def _execute(
     config = spec.to_dict()
     chash = folders.config_hash(config)
     run_dir = spec.run_dir(results_root)
+    _check_task_arguments(config)  # before the lock creates the folders above the run's
     with folders.locked(run_dir), cpu_threads.pinned(spec.threads):
         state = _folder_state(run_dir, config, overwrite)
         if state == "same":
@@ -184,6 +185,19 @@ def _finished(run_dir: Path, spec: RunSpec, chash: str) -> bool:
             f"configuration {chash}: the folder mixes two runs. Move it aside (or --overwrite) and run again."
         )
     return True
+
+
+def _check_task_arguments(config: dict[str, Any]) -> None:
+    """The run's task arguments that need no data (protocol, its parameters, image size, seed), checked."""
+    from piade_lib.data import check_task_arguments
+
+    check_task_arguments(
+        config["dataset"],
+        config.get("protocol"),
+        config.get("image_size"),
+        config.get("seed", 0),
+        **(config.get("protocol_params") or {}),
+    )
 
 
 def _set_aside_damaged_final(run_dir: Path, spec: RunSpec) -> None:

@@ -53,8 +53,23 @@ echo "[piade] results: $results_root"
 
 start=$(date +%s)
 mkdir -p "$results_root/notebooks"
+# One ./run_all.sh per results root: a second one would find the first one's runs busy, fail them and
+# overwrite its rendered notebooks. The lock (flock, util-linux) is held until this script ends; the file
+# holds who has it. Where flock is missing, each run folder's own lock still keeps the runs intact.
+if command -v flock >/dev/null 2>&1; then
+    lockfile="$results_root/.run_all.lock"
+    exec 9>>"$lockfile"
+    if ! flock -n 9; then
+        echo "[piade] error: another ./run_all.sh is writing $results_root ($(cat "$lockfile" 2>/dev/null || echo "holder unknown")); wait for it to finish, or give this one another folder with PIADE_RESULTS=..." >&2
+        exit 1
+    fi
+    echo "./run_all.sh $profile, pid $$, since $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$lockfile"
+fi
+export PIADE_RUN_ALL="./run_all.sh $profile (pid $$)"  # named by a run folder's lock while a notebook holds it
 params_dir="$(mktemp -d)"
 trap 'rm -rf "$params_dir"' EXIT
+interrupted=0
+trap 'interrupted=1' INT  # Ctrl-C: papermill stops the notebook; then say how to go on, not "failed"
 
 notebooks=(notebooks/[0-9][0-9]_*.ipynb)
 "$PY" -m piade_lib.cli profile params "$profile" "${notebooks[@]}" --results-root "$results_root" --out-dir "$params_dir"
@@ -68,6 +83,10 @@ for nb in "${notebooks[@]}"; do
     echo "[piade] [$i/$n] $name -> $out   ($(($(date +%s) - start)) s elapsed)"
     if ! "$PY" -m papermill "$nb" "$out" -f "$params" --kernel piade --cwd . \
         --log-output --no-progress-bar --request-save-on-cell-execute; then
+        if [ "$interrupted" -ne 0 ]; then
+            echo "[piade] interrupted in $name; run ./run_all.sh $profile again to go on: finished runs are skipped and interrupted ones resume from their last checkpoint" >&2
+            exit 130
+        fi
         echo "[piade] error: notebook $name failed; the rendered notebook with the error is $out" >&2
         exit 1
     fi

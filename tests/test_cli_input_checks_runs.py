@@ -167,3 +167,26 @@ def test_a_run_refused_for_its_task_arguments_creates_nothing(tmp_path: Path, ex
     assert cli.main([*TRAIN, *extra, "--output", str(tmp_path / "results")]) == 2
     assert message in _one_line_error(capsys, "train")
     assert not (tmp_path / "results").exists()
+
+
+def test_a_run_folder_in_use_is_one_line_naming_the_holder(root: Path, monkeypatch, capsys) -> None:
+    """Another process (here: this one, as ./run_all.sh's notebook kernel would) holds the run folder's lock."""
+    from piade_lib.engine import folders
+
+    monkeypatch.setenv("PIADE_RUN_ALL", "./run_all.sh quick (pid 4242)")
+    with folders.locked(root / RUN):
+        assert cli.main([*TRAIN, "--output", str(root)]) == 1
+    line = _one_line_error(capsys, "train")
+    assert f"{root / RUN} is in use by another process" in line and "./run_all.sh quick (pid 4242)" in line
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_by_the_next_run(root: Path, capsys) -> None:
+    """atomic_write's temporaries that a SIGKILL left behind (a 77 MB one after a killed checkpoint write)."""
+    run = root / RUN
+    left = [run / "checkpoints" / ".epoch_0002.pt.l8ot8kcn.tmp", run / ".metrics.json.x1y2z3.tmp"]
+    for path in left:
+        path.write_bytes(b"half a file")
+    kept = run / "checkpoints" / "notes.tmp"  # not a hidden temporary of ours
+    kept.write_text("mine")
+    assert cli.main([*TRAIN, "--output", str(root)]) == 0  # finished: skipped, but the folder is tidied
+    assert not any(path.exists() for path in left) and kept.exists()

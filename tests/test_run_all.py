@@ -119,3 +119,59 @@ def test_a_bad_preset_override_is_refused_within_a_minute_before_anything_trains
     assert "Traceback" not in out
     assert not (tmp_path / "results").exists()
     assert not list(tmp_path.rglob("runs"))
+
+
+def test_a_second_run_all_on_the_same_results_stops_at_once_naming_the_first(tmp_path):
+    """One ./run_all.sh per results root (flock): a second one would find the first one's runs busy, fail
+    them, and overwrite its rendered notebooks."""
+    import fcntl
+
+    results = tmp_path / "results"
+    results.mkdir()
+    lock = results / ".run_all.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write_text("./run_all.sh smoke, pid 4242, since 2026-11-24T00:00:00Z\n")
+        r = _run(["smoke"], tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (
+        f"another ./run_all.sh is writing {results} (./run_all.sh smoke, pid 4242, since 2026-11-24T00:00:00Z)"
+        in r.stderr
+    )
+    assert "PIADE_RESULTS" in r.stderr and "Traceback" not in r.stderr
+    assert not list((results / "notebooks").iterdir()) and not (results / "runs").exists()
+
+
+def test_ctrl_c_says_how_to_go_on_with_exit_130(tmp_path):
+    """Ctrl-C reaches the whole foreground process group: papermill stops the notebook, and run_all.sh says
+    that running it again goes on where it stopped (not "notebook failed")."""
+    import signal
+
+    env = {
+        **os.environ,
+        "VIRTUAL_ENV": sys.prefix,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PIADE_RESULTS": str(tmp_path / "results"),
+    }
+    p = subprocess.Popen(
+        [str(ROOT / "run_all.sh"), "smoke"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        for line in p.stdout:
+            if "[1/" in line:  # the first notebook is starting
+                time.sleep(2)
+                os.killpg(p.pid, signal.SIGINT)
+                break
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert "[piade] interrupted in 01_data_preparation.ipynb; run ./run_all.sh smoke again to go on" in err
+    assert "failed" not in err.splitlines()[-1]

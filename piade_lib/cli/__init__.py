@@ -74,7 +74,7 @@ def exit_status(exc: BaseException) -> int | None:
     or the operating system's (a bug: its traceback is shown)."""
     from piade_lib.data.errors import PiadeDataError
     from piade_lib.engine.checkpoints import CheckpointError
-    from piade_lib.engine.folders import RunConfigMismatchError
+    from piade_lib.engine.folders import RunConfigMismatchError, RunFolderBusyError
     from piade_lib.model.weights import PretrainedWeightsUnavailable
     from piade_lib.reporting.results import MissingRunsError
 
@@ -91,8 +91,8 @@ def exit_status(exc: BaseException) -> int | None:
         ),
     ):
         return 2  # an argument, or a file, folder, dataset or profile it names, is wrong or missing
-    if isinstance(exc, (FloatingPointError, CheckpointError, MissingRunsError, OSError)):
-        return 1  # diverged training, damaged checkpoint, permission, disk full, not a directory, ...
+    if isinstance(exc, (FloatingPointError, CheckpointError, MissingRunsError, RunFolderBusyError, OSError)):
+        return 1  # diverged training, damaged checkpoint, a run folder in use, permission, disk full, ...
     return None
 
 

@@ -217,6 +217,17 @@ def inspect_run_dir(run_dir: str | os.PathLike, config: dict[str, Any]) -> str:
     )
 
 
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.<name>.<random>.tmp``, from :func:`~piade_lib.engine.files.atomic_write`)
+    that a writer killed mid-write left in ``run_dir`` and its ``checkpoints/``; call it holding the folder's
+    lock, when no writer of this folder can be running. Returns what was deleted."""
+    run_dir = Path(run_dir)
+    stale = [p for d in (run_dir, run_dir / "checkpoints") if d.is_dir() for p in d.glob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 class RunFolderBusyError(RuntimeError):
     """Another process holds the run folder's lock."""
 
@@ -259,7 +270,8 @@ def locked(run_dir: str | os.PathLike, wait: float | None = None) -> Iterator[Pa
                 "pid": os.getpid(),
                 "host": platform.node(),
                 "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                "command": " ".join(sys.argv[:3]) or "python",
+                # a notebook's kernel has no telling argv: ./run_all.sh names itself in PIADE_RUN_ALL
+                "command": os.environ.get("PIADE_RUN_ALL") or " ".join(sys.argv[:3]) or "python",
             },
         )
         yield run_dir

@@ -3,9 +3,12 @@
 :func:`execute` takes a run spec (:class:`~piade_lib.engine.config.PiadeSpec` or
 :class:`~piade_lib.engine.config.BaselineSpec`) and, holding the run folder's lock:
 
-1. checks the folder: a finished run is skipped (its metrics re-bootstrapped if asked for with
-   another ``n_bootstrap``); a folder of another configuration is refused (or, with ``overwrite``,
-   moved aside, but only once the new run's inputs are known good);
+1. checks the folder: the task arguments that need no data are checked before the lock is taken (a
+   refused run creates nothing); temporaries of a writer killed mid-write are removed; final weights
+   that are not a whole file are set aside (the run then resumes and writes them again); a finished
+   run is skipped (its metrics re-bootstrapped if asked for with another ``n_bootstrap``); a folder
+   of another configuration is refused (or, with ``overwrite``, moved aside, but only once the new
+   run's inputs are known good, as is a folder without a usable checkpoint);
 2. validates the inputs before anything is written: the device, every train and test image (and
    mask), the data against the manifest of a run being resumed, the model (pretrained weights);
 3. writes config.json and manifest.json, opens a provenance session, fits the detector (PIADE:

@@ -4,6 +4,7 @@ never a traceback; damaged final weights are set aside and rebuilt, not taken fo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -29,9 +30,22 @@ def trained_root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def root(trained_root: Path, tmp_path: Path) -> Path:
-    """A copy of the trained results root (safe to damage)."""
-    shutil.copytree(trained_root, tmp_path / "results")
+    """A copy of the trained results root, safe to damage: its .pt files are hard links (a checkpoint is
+    ~150 MB), so a test replaces one (:func:`_own`) before writing into it; the run's own writes are atomic
+    (a new file renamed into place) and never write through a link."""
+
+    def copy(src: str, dst: str) -> None:
+        os.link(src, dst) if src.endswith(".pt") else shutil.copy2(src, dst)
+
+    shutil.copytree(trained_root, tmp_path / "results", copy_function=copy)
     return tmp_path / "results"
+
+
+def _own(path: Path) -> bytes:
+    """Unlink ``path`` (a hard link into the shared trained run) and return its bytes, to write a new file."""
+    data = path.read_bytes()
+    path.unlink()
+    return data
 
 
 def _one_line_error(capsys, command: str) -> str:
@@ -75,7 +89,8 @@ def test_damaged_final_weights_are_set_aside_and_rebuilt_not_taken_for_a_finishe
     run = root / RUN
     final = run / "checkpoints" / "final.pt"
     whole = torch.load(final, weights_only=True)
-    final.write_bytes(final.read_bytes()[: final.stat().st_size // 2])  # truncated
+    data = _own(final)
+    final.write_bytes(data[: len(data) // 2])  # truncated
     capsys.readouterr()
 
     assert cli.main(["evaluate", str(run), "--device", "cpu", "--quiet"]) == 1
@@ -101,6 +116,7 @@ def test_overwrite_starts_afresh_when_no_checkpoint_is_usable(root: Path, capsys
     (ckpt / "final.pt").unlink()
     (run / "metrics.json").unlink()
     for path in ckpt.glob("*.pt"):
+        _own(path)
         path.write_bytes(b"")  # every checkpoint damaged
     capsys.readouterr()
 

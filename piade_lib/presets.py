@@ -42,6 +42,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # Adam's first step is lr / (1 - beta1) = 10 lr, which must be a float32 (largest 3.4028235e38): above this
 # the optimiser itself overflows before any loss could be seen to diverge.
 LR_MAX = 3.4028234663852886e38 / 10
+SEED_MAX = 2**32 - 1  # a run's seed: numpy's and scikit-learn's legacy random states take no larger one
 # The SE block after the stem sees the stem's 64 channels (both backbones): it reduces them to 64 / r.
 SE_MIN_CHANNELS = 64
 # Fields that existed in earlier versions and were never read. Stored configs (config.json of older

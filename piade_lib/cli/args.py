@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from piade_lib.engine.compile_modes import COMPILE_MODES
-from piade_lib.presets import LR_MAX
+from piade_lib.engine.devices import available_devices, torch_note
+from piade_lib.presets import LR_MAX, SEED_MAX
 
 
 def int_at_least(low: int, note: str = "", high: int | None = None) -> Callable[[str], int]:
@@ -64,33 +65,16 @@ def finite_float(
     return parse
 
 
-def available_devices() -> list[str]:
-    """The devices this machine has, as ``--device`` accepts them: auto, cpu, cuda and cuda:N when
-    torch sees CUDA devices, mps when available."""
-    import torch
-
-    devices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        devices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
-
-
 def device(text: str) -> str:
     """A device that exists here (see :func:`available_devices`); ``auto`` always does."""
     if text == "auto":
         return text
     valid = available_devices()
     if text not in valid:
-        import torch
-
         known = text.split(":", 1)[0] in ("cpu", "cuda", "mps")
         why = "is not available on this machine" if known else "is not a device"
         raise argparse.ArgumentTypeError(
-            f"{text!r} {why}; devices that exist here: {', '.join(valid)} (torch {torch.__version__}"
-            f"{'' if torch.cuda.is_available() else ', no CUDA device'})"
+            f"{text!r} {why}; devices that exist here: {', '.join(valid)} ({torch_note()})"
         )
     return text
 
@@ -156,7 +140,7 @@ STEPS = int_at_least(1)
 TRAIN_BATCH = int_at_least(2, "BatchNorm needs 2 images per training batch")
 SCORE_BATCH = int_at_least(1)
 N_BOOTSTRAP = int_at_least(0, "0 = no interval")
-SEED = int_at_least(0, high=2**32 - 1)  # numpy's and scikit-learn's random states take no larger seed
+SEED = int_at_least(0, high=SEED_MAX)
 LR = finite_float(
     0.0,
     strict=True,

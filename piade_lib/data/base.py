@@ -23,6 +23,7 @@ from piade_lib.data.errors import (
     UnknownProtocolError,
 )
 from piade_lib.data.transforms import load_image, load_mask
+from piade_lib.presets import SEED_MAX
 
 ENV_VAR = "PIADE_DATA"
 DEFAULT_DATA_DIR = "data"
@@ -338,9 +339,6 @@ def check_flag(name: str, value: Any, example: bool = True) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise bad_param(name, value, "True or False", bool(example))
     return bool(value)
-
-
-SEED_MAX = 2**32 - 1  # the largest seed scikit-learn's and numpy's legacy random states accept
 
 
 def check_seed(seed: Any) -> int:

@@ -219,8 +219,8 @@ def inspect_run_dir(run_dir: str | os.PathLike, config: dict[str, Any]) -> str:
 
 def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
     """Delete the temporary files (``.<name>.<random>.tmp``, from :func:`~piade_lib.engine.files.atomic_write`)
-    that a writer killed mid-write left in ``run_dir`` and its ``checkpoints/``; call it holding the folder's
-    lock, when no writer of this folder can be running. Returns what was deleted."""
+    that a writer killed mid-write left in ``run_dir`` and its ``checkpoints/``. :func:`locked` calls it once it
+    holds the folder's lock, when no writer of this folder can be running. Returns what was deleted."""
     run_dir = Path(run_dir)
     stale = [p for d in (run_dir, run_dir / "checkpoints") if d.is_dir() for p in d.glob(".*.tmp") if p.is_file()]
     for path in stale:
@@ -244,7 +244,8 @@ def locked(run_dir: str | os.PathLike, wait: float | None = None) -> Iterator[Pa
     """Hold the exclusive lock of ``run_dir`` (``filelock``; released when the process ends, also on
     SIGKILL) for the whole train / evaluate / score-writing lifetime. ``wait``: seconds to wait for
     another holder (default ``$PIADE_LOCK_WAIT`` or 0); after that, :class:`RunFolderBusyError`
-    names the holder (pid, host, since when). Yields the run folder."""
+    names the holder (pid, host, since when). Once held, the temporaries a killed writer left in the folder
+    are removed (:func:`remove_stale_temporaries`). Yields the run folder."""
     from filelock import FileLock, Timeout
 
     run_dir = Path(run_dir)
@@ -274,6 +275,7 @@ def locked(run_dir: str | os.PathLike, wait: float | None = None) -> Iterator[Pa
                 "command": os.environ.get("PIADE_RUN_ALL") or " ".join(sys.argv[:3]) or "python",
             },
         )
+        remove_stale_temporaries(run_dir)  # of a writer killed mid-write (SIGKILL, power loss): none runs now
         yield run_dir
     finally:
         holder.unlink(missing_ok=True)

@@ -75,7 +75,6 @@ def _execute(
     run_dir = spec.run_dir(results_root)
     _check_task_arguments(config)  # before the lock creates the folders above the run's
     with folders.locked(run_dir), cpu_threads.pinned(spec.threads):
-        folders.remove_stale_temporaries(run_dir)  # of a writer killed mid-write (SIGKILL, power loss)
         state = _folder_state(run_dir, config, overwrite)
         if state == "same":
             _set_aside_damaged_final(run_dir, spec)
@@ -343,7 +342,6 @@ def evaluate_run(
     manifest check it is recorded in config.json."""
     run_dir = Path(run_dir)
     with folders.locked(run_dir):
-        folders.remove_stale_temporaries(run_dir)
         cfg = folders.load_config(run_dir)
         spec = spec_from_config(cfg)
         nb = int(cfg.get("n_bootstrap", 1000) if n_bootstrap is None else n_bootstrap)

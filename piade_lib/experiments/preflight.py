@@ -62,21 +62,15 @@ def _check_devices(prof: Profile) -> None:
 
     if (os.environ.get(ENV_VAR, "").strip() or prof.executor.kind) == "ray":
         return
-    import torch
+    from piade_lib.engine.devices import available_devices, torch_note
 
-    here = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        here += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        here.append("mps")
+    here = available_devices()
     for s in prof.sections.values():
         device = str(s.run.get("device", "auto"))
         if device not in here:
             raise ProfileError(
                 f"{prof.path}: sections.{s.name}: device={device!r} is not available on this machine "
-                f"(devices here: {', '.join(here)}; torch {torch.__version__}"
-                f"{'' if torch.cuda.is_available() else ', no CUDA device'}); set device: auto (a GPU when there "
+                f"(devices here: {', '.join(here)}; {torch_note()}); set device: auto (a GPU when there "
                 "is one, else the CPU) or one of those in the profile"
             )
 

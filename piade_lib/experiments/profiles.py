@@ -57,6 +57,8 @@ from typing import Any
 
 import yaml
 
+from piade_lib.presets import SEED_MAX
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 
@@ -442,7 +444,6 @@ def _classes_and_table(sname: str, sraw: dict[str, Any], w: str) -> tuple[Any, s
 
 def _seeds_and_flips(sraw: dict[str, Any], w: str) -> tuple[list[int], list[str]]:
     """A section's ``seeds`` and ``flips``, validated."""
-    from piade_lib.data.base import SEED_MAX
     from piade_lib.presets import READINGS
 
     seeds = _as_list(sraw.get("seeds", []), f"{w}.seeds")
@@ -514,7 +515,15 @@ def _validate_against_library(prof: Profile) -> None:
 
 # RunConfig fields a profile may set whose range the engine does not check when it resolves a config
 # (the preset-level ones, lr / weight_decay / batch_size / epochs, use the preset's own checks).
-_RUN_RANGES = {"seed": 0, "n_bootstrap": 0, "keep_checkpoints": 0, "limit_train": 2, "limit_test": 1, "num_workers": 0}
+# field -> (lowest, highest or None)
+_RUN_RANGES: dict[str, tuple[int, int | None]] = {
+    "seed": (0, SEED_MAX),
+    "n_bootstrap": (0, None),
+    "keep_checkpoints": (0, None),
+    "limit_train": (2, None),
+    "limit_test": (1, None),
+    "num_workers": (0, None),
+}
 # the devices a profile may name (as the engine's resolve_device reads them); whether this machine has
 # them is checked by the pre-flight check (preflight.check_profile), not here: a profile stays loadable
 # (e.g. for reports) on a machine without its GPU
@@ -559,7 +568,6 @@ def validate_presets(s: Section, w: str) -> None:
     """Build every preset of the section as its runs will (with ``preset_overrides`` and each flip),
     so that a bad value is refused now, naming the section, the field and the valid values, rather
     than after the earlier sections have trained."""
-    from piade_lib.data.base import SEED_MAX
     from piade_lib.engine.config import RunConfig
     from piade_lib.presets import (
         RETIRED_FIELDS,
@@ -576,12 +584,12 @@ def validate_presets(s: Section, w: str) -> None:
     if retired:
         raise ProfileError(f"{w}: preset_overrides: {unknown_fields_message(retired)}")
     problems = [p for f in RUN_LEVEL_FIELDS if s.run.get(f) is not None and (p := field_problem(f, s.run[f]))]
-    for f, low in _RUN_RANGES.items():
+    for f, (low, high) in _RUN_RANGES.items():
         v = s.run.get(f)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
-            problems.append(f"{f}={v!r} is not an integer >= {low}")
-    if isinstance(s.run.get("seed"), int) and s.run["seed"] > SEED_MAX:
-        problems.append(f"seed={s.run['seed']!r} is not an integer in [0, {SEED_MAX}]")
+        if v is not None and (
+            not isinstance(v, int) or isinstance(v, bool) or v < low or (high is not None and v > high)
+        ):
+            problems.append(f"{f}={v!r} is not an integer " + (f">= {low}" if high is None else f"in [{low}, {high}]"))
     if "device" in s.run and (p := device_problem(s.run["device"])):
         problems.append(p)
     problems += _data_problems(s)

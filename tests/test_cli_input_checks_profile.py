@@ -66,6 +66,28 @@ def test_profile_check_refuses_bad_values_with_one_line(tmp_path, capsys, comman
     assert captured.out == "" and "datasets and weights available" not in captured.err
 
 
+@pytest.mark.parametrize("command", ["check", "prepare"])
+def test_a_protocol_parameter_the_data_package_refuses_when_it_builds_is_bad_input_not_missing_data(
+    tmp_path, capsys, command
+):
+    """Textures' counts are checked when the task is built (not when the profile loads): still exit 2, one line."""
+    section = {"dataset": "textures", "protocol": "mvtec", "classes": ["brick"], "image_size": 32}
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "p",
+                "defaults": {"pretrained": False},
+                "sections": {"table3": {**section, "protocol_params": {"n_train": -1}}},
+            }
+        )
+    )
+    assert cli.main(["profile", command, str(path)]) == 2
+    line = _one_error_line(capsys.readouterr().err, "profile")
+    assert f"{path}: sections.table3" in line and "protocol parameter n_train=-1 is not valid" in line
+    assert "missing" not in line
+
+
 def test_profile_check_still_passes_a_valid_profile(tmp_path, capsys):
     path = _profile(tmp_path, {"device": "cpu", "image_size": 32, "protocol_params": {"holdout_fraction": 0.1}})
     assert cli.main(["profile", "check", str(path)]) == 0

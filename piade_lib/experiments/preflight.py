@@ -107,7 +107,7 @@ def _failed_classes(s: Section, classes: list[str], checked: set[tuple], where: 
     A setting the data package refuses (a protocol parameter, an image size: bad input, not missing data)
     raises ProfileError naming the section (``where``)."""
     from piade_lib.data import PiadeDataError, one_class_task
-    from piade_lib.data.errors import UnknownProtocolError, UnsupportedImageSizeError
+    from piade_lib.data.errors import ProtocolParameterError, UnknownProtocolError, UnsupportedImageSizeError
 
     failed: list[tuple[str, Exception]] = []
     for cls in classes:
@@ -125,7 +125,7 @@ def _failed_classes(s: Section, classes: list[str], checked: set[tuple], where: 
                 image_size=s.run.get("image_size"),
                 **(s.run.get("protocol_params") or {}),
             )
-        except (UnknownProtocolError, UnsupportedImageSizeError) as exc:
+        except (UnknownProtocolError, UnsupportedImageSizeError, ProtocolParameterError) as exc:  # bad input
             raise ProfileError(f"{where}: {exc}") from exc
         except PiadeDataError as exc:
             failed.append((cls, exc))

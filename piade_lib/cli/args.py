@@ -65,6 +65,11 @@ def finite_float(
     return parse
 
 
+def absolute_path(text: str) -> str:
+    """A path as an absolute one (``~`` expanded): what a run records stays valid from any folder."""
+    return str(Path(text).expanduser().resolve())
+
+
 def device(text: str) -> str:
     """A device that exists here (see :func:`available_devices`); ``auto`` always does."""
     if text == "auto":

@@ -122,6 +122,7 @@ def _add_run_options(t: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--data-root",
         default=None,
+        type=A.absolute_path,
         help="data folder (default: $PIADE_DATA, else ./data); recorded as an absolute path, so that evaluate "
         "finds it from any folder",
     )
@@ -232,6 +233,7 @@ def _add_evaluate_parser(sub: Any) -> None:
     e.add_argument(
         "--data-root",
         default=None,
+        type=A.absolute_path,
         help="where the run's data is now, if it moved (default: the folder the run recorded, else $PIADE_DATA, "
         "else ./data); checked against the run's manifest.json and recorded in its config.json",
     )
@@ -348,7 +350,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         threads=args.threads,
         keep_checkpoints=args.keep_checkpoints,
-        data_root=str(Path(args.data_root).expanduser().resolve()) if args.data_root else None,
+        data_root=args.data_root,
         protocol_params=dict(args.param),
         n_bootstrap=args.n_bootstrap,
         limit_train=args.limit_train,
@@ -378,7 +380,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         accept_changed_data=args.accept_changed_data,
-        data_root=str(Path(args.data_root).expanduser().resolve()) if args.data_root else None,
+        data_root=args.data_root,
     )
     print(f"run folder: {run_dir}")
     _print_metrics(metrics)

@@ -187,6 +187,7 @@ def test_the_packing_benchmark_measures_trainer_processes_on_the_cpu(packing, tm
     assert (m["preset"], m["size"], m["packing"], m["batch"], m["compile"]) == ("paper", 32, 2, 2, False)
     assert m["aggregate_img_s"] == pytest.approx(2 * m["per_run_img_s"]) and m["aggregate_img_s"] > 0
     assert m["warmup_seconds"] > 0 and m["peak_gib_per_run"] is None  # no CUDA memory on the CPU
+    assert m["threads_per_run"] == max(1, (os.cpu_count() or 1) // 2)  # the cores shared, not one pool each
     assert payload["projection"]["hours_on_1"] > 0 and "git" in payload["code"]
 
 

@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "defect_types": DEFECT_TYPES,
     "jitter": None,  # None: random crops (a texture); an int: aligned crops shifted by at most this many pixels
 }
+# each count of crops is bounded: every crop is cut in Python and held in memory (20,000 crops of 256x256
+# are 3.9 GB), so a count in the millions would exhaust the memory instead of giving a stand-in
+MAX_CROPS = 20_000
 
 
 @cache
@@ -142,7 +145,7 @@ def _check(params: dict[str, Any]) -> tuple[int, tuple[str, ...]]:
         "crop_size", params["crop_size"], 16, 256, "crops come from one half of a 512x512 photograph", example=128
     )
     for k in ("n_train", "n_test_good", "n_test_defect"):
-        check_int(k, params[k], 1 if k == "n_train" else 0)
+        check_int(k, params[k], 1 if k == "n_train" else 0, MAX_CROPS, "crops, each held in memory")
     jitter = params.get("jitter")
     if jitter is not None:
         check_int("jitter", jitter, 0, 64, "pixels; None or null for random crops", example=24)

@@ -200,7 +200,8 @@ def mps_daemon(enabled: bool) -> Iterator[dict[str, str]]:
 def threads_per_process(n: int) -> int:
     """The machine's cores shared among ``n`` packed processes, at least 1 each. Left to torch's default,
     every process starts a thread per core, and on a CPU the packed processes then fight over the cores:
-    measured on 2 cores with 2 processes, 0.6 img/s in all against 18.4 with one thread each."""
+    measured on 2 cores, 2 processes (paper preset, 32x32, batch 8), 18.6-20.5 img/s in all with 2 threads
+    each against 65.1-73.0 with 1 (benchmarks/results/cpu-packing-threads-32.json)."""
     return max(1, (os.cpu_count() or 1) // n)
 
 
@@ -312,10 +313,8 @@ def _measure_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     for preset in args.presets:
         batch = args.batch_size or get_preset(preset).batch_size
         for size in args.sizes:
-            for n, stack in [(n, k) for n in args.packing for k in args.stack]:
-                r = measure(
-                    preset, size, n, batch, args.device, args.seconds, args.compile, args.mps, stack, args.threads
-                )
+            for n, stack, threads in [(n, k, t) for n in args.packing for k in args.stack for t in args.threads]:
+                r = measure(preset, size, n, batch, args.device, args.seconds, args.compile, args.mps, stack, threads)
                 rows.append(r)
                 stacked = f" ({stack} models stacked per process)" if stack > 1 else ""
                 print(
@@ -353,8 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--threads",
         type=int,
-        default=None,
-        help="CPU threads per process (default: the machine's cores divided among the packed processes, at least 1)",
+        nargs="+",
+        default=[None],
+        metavar="T",
+        help="CPU threads per process (default: the machine's cores divided among the packed processes, at least "
+        "1); several values are measured one after another",
     )
     ap.add_argument("--json", default=None, help="write the measurements and projections here")
     ap.add_argument(
@@ -365,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         help="measure nothing: project from the measurements of these files (written by --json), together",
     )
     args = ap.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        ap.error(f"--threads is the CPU threads per process, at least 1; got {args.threads}")
+    if any(t is not None and t < 1 for t in args.threads):
+        ap.error(f"--threads is the CPU threads per process, at least 1; got {min(t for t in args.threads if t is not None)}")
     if min(args.stack) < 1:
         ap.error(f"--stack is the number of models per process, at least 1; got {min(args.stack)}")
     if args.mps and not args.device.startswith("cuda") and args.from_json is None:

@@ -249,6 +249,13 @@ def test_mps_on_the_cpu_is_a_usage_error(packing, capsys):
     assert "--mps shares an NVIDIA GPU between processes; --device is cpu" in capsys.readouterr().err
 
 
+def test_packing_threads_below_one_are_a_usage_error(packing, capsys):
+    with pytest.raises(SystemExit):
+        packing.main(["--device", "cpu", "--threads", "2", "0"])
+    assert "--threads is the CPU threads per process, at least 1; got 0" in capsys.readouterr().err
+    assert packing.threads_per_process(1) == (os.cpu_count() or 1) and packing.threads_per_process(10**6) == 1
+
+
 def test_the_gpu_session_script_names_its_parts_and_projects_from_a_folder(tmp_path):
     """benchmarks/gpu_session.sh: a usage line without parts, one line for an unknown part, and `project`
     over the gpu-packing-*.json of a folder (here a committed H100 file) writes the projection."""

@@ -367,8 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         help="measure nothing: project from the measurements of these files (written by --json), together",
     )
     args = ap.parse_args(argv)
-    if any(t is not None and t < 1 for t in args.threads):
-        ap.error(f"--threads is the CPU threads per process, at least 1; got {min(t for t in args.threads if t is not None)}")
+    bad_threads = [t for t in args.threads if t is not None and t < 1]
+    if bad_threads:
+        ap.error(f"--threads is the CPU threads per process, at least 1; got {bad_threads[0]}")
     if min(args.stack) < 1:
         ap.error(f"--stack is the number of models per process, at least 1; got {min(args.stack)}")
     if args.mps and not args.device.startswith("cuda") and args.from_json is None:

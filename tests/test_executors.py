@@ -177,34 +177,6 @@ def test_ray_workers_import_this_checkout(ray_runtime) -> None:
     assert ray_runtime.get(where.remote()) == piade_lib.__file__
 
 
-@pytest.mark.slow
-def test_ray_and_local_executors_give_the_same_runs(ray_runtime, tmp_path, monkeypatch, capsys) -> None:
-    prof = _profile(tmp_path, {"t": TWO_DIGITS})
-    section = prof.sections["t"]
-    local = runner.run_section(section, tmp_path / "local", executor="local", bar=False)
-    monkeypatch.chdir(tmp_path)  # a relative results root: the workers still write here
-    ray_dirs = runner.run_section(section, "ray", executor=executors.RayExecutor(num_cpus_per_run=1), bar=False)
-    out = capsys.readouterr().out
-    assert "executor: ray" in out and "[ray] the runtime this process joined before" in out
-    assert [d.relative_to(tmp_path / "local") for d in local] == [d.relative_to("ray") for d in ray_dirs]
-    assert [p.variant for p in plan.planned_runs(section, "ray")] == [
-        "paper-v2",
-        "paper-v2",
-        "baseline-ocsvm",
-        "baseline-ocsvm",
-    ]
-    for a, b in zip(local, ray_dirs):
-        ma = json.loads((a / "metrics.json").read_text())
-        mb = json.loads((tmp_path / b / "metrics.json").read_text())
-        keys = ("auc", "auc_ci_low", "auc_ci_high", "term_auc", "normal_recon_mse")
-        assert {k: ma.get(k) for k in keys} == {k: mb.get(k) for k in keys}, a
-    # run again: every run is skipped, without a Ray task
-    again = runner.run_section(section, "ray", executor="ray", bar=False)
-    assert again == ray_dirs
-    out = capsys.readouterr().out
-    assert out.count("skipped (finished before)") == 4 and "[ray]" not in out
-
-
 def _killed_after_first_epoch(p, results_root, *, progress, prune):
     """A PIADE run whose worker dies after its first epoch's checkpoint (as a preempted node would);
     other runs execute normally."""
@@ -285,9 +257,13 @@ def _quick_shrunk(tmp_path: Path) -> profiles.Profile:
 
 
 @pytest.mark.slow
-def test_the_quick_profile_under_ray_gives_the_local_tables(ray_runtime, tmp_path, monkeypatch) -> None:
+def test_the_quick_profile_under_ray_gives_the_local_runs_and_tables(
+    ray_runtime, tmp_path, monkeypatch, capsys
+) -> None:
     """Every section of quick (Tables 2-4, Figure 4: PIADE, flips and all four baselines) run by the local
-    and by the Ray executor; the tables the notebooks write are equal, number for number."""
+    and by the Ray executor (into a relative results root: the workers still write here); each run's
+    metrics and the tables the notebooks write are equal, number for number. Run again, every run is
+    skipped without a Ray task."""
     from piade_lib.reporting.tables import figure4_table, section_table
 
     prof = _quick_shrunk(tmp_path)
@@ -295,11 +271,18 @@ def test_the_quick_profile_under_ray_gives_the_local_tables(ray_runtime, tmp_pat
     names = list(prof.sections)
     monkeypatch.chdir(tmp_path)
     local = runner.run_sections(prof, names, "local", verbose=False, executor="local")
-    remote = runner.run_sections(prof, names, "ray", verbose=False, executor=executors.RayExecutor())
+    capsys.readouterr()
+    remote = runner.run_sections(prof, names, "ray", executor=executors.RayExecutor())
+    out = capsys.readouterr().out
+    assert "executor: ray" in out and "[ray] the runtime this process joined before" in out
     kinds = {p.kind for s in prof.sections.values() for p in plan.planned_runs(s, "ray")}
     assert kinds == {"piade", "baseline"} and sum(len(v) for v in remote.values()) >= 20
     for name, section in prof.sections.items():
         assert [d.relative_to("local") for d in local[name]] == [d.relative_to("ray") for d in remote[name]]
+        for a, b in zip(local[name], remote[name]):
+            ma, mb = (json.loads((Path(d) / "metrics.json").read_text()) for d in (a, b))
+            keys = ("auc", "auc_ci_low", "auc_ci_high", "term_auc", "normal_recon_mse")
+            assert {k: ma.get(k) for k in keys} == {k: mb.get(k) for k in keys}, a
         # quick pins threads: 2, so both executors compute with 2 CPU threads (this test process runs with 1,
         # a Ray task would with 1 by default); with different counts the full profile's tables differ
         for d in local[name] + remote[name]:
@@ -309,6 +292,11 @@ def test_the_quick_profile_under_ray_gives_the_local_tables(ray_runtime, tmp_pat
         a, b = make(section, "local"), make(section, "ray")
         assert not a.empty and a.notna().any().any(), name
         pd.testing.assert_frame_equal(a, b, check_exact=True, obj=name)
+    # run again: every run is skipped, without a Ray task
+    assert runner.run_sections(prof, names, "ray", executor="ray") == remote
+    out = capsys.readouterr().out
+    distinct = {d for v in remote.values() for d in v}  # figure4's two-vector model is table3's
+    assert out.count("skipped (finished before)") == len(distinct) and "[ray]" not in out
 
 
 def test_a_run_pinned_to_more_threads_asks_ray_for_as_many_cpus(tmp_path) -> None:

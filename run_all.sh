@@ -81,12 +81,16 @@ for nb in "${notebooks[@]}"; do
     out="$results_root/notebooks/$name"
     params="$params_dir/${name%.ipynb}.yaml"
     echo "[piade] [$i/$n] $name -> $out   ($(($(date +%s) - start)) s elapsed)"
-    if ! "$PY" -m papermill "$nb" "$out" -f "$params" --kernel piade --cwd . \
-        --log-output --no-progress-bar --request-save-on-cell-execute; then
-        if [ "$interrupted" -ne 0 ]; then
-            echo "[piade] interrupted in $name; run ./run_all.sh $profile again to go on: finished runs are skipped and interrupted ones resume from their last checkpoint" >&2
-            exit 130
-        fi
+    status=0
+    "$PY" -m papermill "$nb" "$out" -f "$params" --kernel piade --cwd . \
+        --log-output --no-progress-bar --request-save-on-cell-execute || status=$?
+    # checked whether or not the notebook failed: a Ctrl-C that lands while papermill starts its kernel
+    # can be swallowed there, and the notebook then runs to its end; the run must stop all the same
+    if [ "$interrupted" -ne 0 ]; then
+        echo "[piade] interrupted in $name; run ./run_all.sh $profile again to go on: finished runs are skipped and interrupted ones resume from their last checkpoint" >&2
+        exit 130
+    fi
+    if [ "$status" -ne 0 ]; then
         echo "[piade] error: notebook $name failed; the rendered notebook with the error is $out" >&2
         exit 1
     fi

@@ -143,6 +143,41 @@ def test_a_second_run_all_on_the_same_results_stops_at_once_naming_the_first(tmp
     assert not list((results / "notebooks").iterdir()) and not (results / "runs").exists()
 
 
+def test_an_interrupt_the_notebook_never_saw_still_stops_the_run_after_it(tmp_path):
+    """A Ctrl-C that reaches run_all.sh but not the notebook (here: SIGINT to the script alone; in a
+    terminal, one swallowed while papermill starts its kernel) lets that notebook finish, then stops with
+    exit 130 and says how to go on, instead of running the remaining notebooks."""
+    import signal
+
+    env = {
+        **os.environ,
+        "VIRTUAL_ENV": sys.prefix,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PIADE_RESULTS": str(tmp_path / "results"),
+    }
+    p = subprocess.Popen(
+        [str(ROOT / "run_all.sh"), "smoke"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for line in p.stdout:
+            if "[1/" in line:
+                os.kill(p.pid, signal.SIGINT)  # the script only, not its process group
+                break
+        _, err = p.communicate(timeout=240)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert "[piade] interrupted in 01_data_preparation.ipynb; run ./run_all.sh smoke again to go on" in err
+    assert [f.name for f in (tmp_path / "results" / "notebooks").iterdir()] == ["01_data_preparation.ipynb"]
+
+
 def test_ctrl_c_says_how_to_go_on_with_exit_130(tmp_path):
     """Ctrl-C reaches the whole foreground process group: papermill stops the notebook, and run_all.sh says
     that running it again goes on where it stopped (not "notebook failed")."""

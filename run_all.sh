@@ -84,8 +84,8 @@ for nb in "${notebooks[@]}"; do
     status=0
     "$PY" -m papermill "$nb" "$out" -f "$params" --kernel piade --cwd . \
         --log-output --no-progress-bar --request-save-on-cell-execute || status=$?
-    # checked whether or not the notebook failed: a Ctrl-C that lands while papermill starts its kernel
-    # can be swallowed there, and the notebook then runs to its end; the run must stop all the same
+    # checked whether or not the notebook failed: an interrupt that reaches this script but not the
+    # notebook (kill -INT of the script alone) lets the notebook run to its end; the run stops after it
     if [ "$interrupted" -ne 0 ]; then
         echo "[piade] interrupted in $name; run ./run_all.sh $profile again to go on: finished runs are skipped and interrupted ones resume from their last checkpoint" >&2
         exit 130

@@ -143,6 +143,15 @@ def test_a_second_run_all_on_the_same_results_stops_at_once_naming_the_first(tmp
     assert not list((results / "notebooks").iterdir()) and not (results / "runs").exists()
 
 
+def _sigint_default() -> None:
+    """In the child before it becomes run_all.sh: SIGINT back to its default. A test process started in
+    the background (``./.ci/run &``) inherits SIGINT ignored, and bash cannot trap a signal that was
+    ignored when it started: the script would never see the interrupt these tests send."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_an_interrupt_the_notebook_never_saw_still_stops_the_run_after_it(tmp_path):
     """A Ctrl-C that reaches run_all.sh but not the notebook (here: SIGINT to the script alone; in a
     terminal, one swallowed while papermill starts its kernel) lets that notebook finish, then stops with
@@ -163,6 +172,7 @@ def test_an_interrupt_the_notebook_never_saw_still_stops_the_run_after_it(tmp_pa
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_sigint_default,
     )
     try:
         for line in p.stdout:
@@ -197,6 +207,7 @@ def test_ctrl_c_says_how_to_go_on_with_exit_130(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=_sigint_default,
     )
     try:
         for line in p.stdout:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -147,17 +148,12 @@ def _sigint_default() -> None:
     """In the child before it becomes run_all.sh: SIGINT back to its default. A test process started in
     the background (``./.ci/run &``) inherits SIGINT ignored, and bash cannot trap a signal that was
     ignored when it started: the script would never see the interrupt these tests send."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_an_interrupt_the_notebook_never_saw_still_stops_the_run_after_it(tmp_path):
-    """A Ctrl-C that reaches run_all.sh but not the notebook (here: SIGINT to the script alone; in a
-    terminal, one swallowed while papermill starts its kernel) lets that notebook finish, then stops with
-    exit 130 and says how to go on, instead of running the remaining notebooks."""
-    import signal
-
+def _interrupted_smoke_run(tmp_path: Path, interrupt) -> tuple[int, str]:
+    """``./run_all.sh smoke`` in its own process group (as a terminal's foreground job), ``interrupt(pid)``
+    called as the first notebook starts; its exit status and stderr."""
     env = {
         **os.environ,
         "VIRTUAL_ENV": sys.prefix,
@@ -176,14 +172,21 @@ def test_an_interrupt_the_notebook_never_saw_still_stops_the_run_after_it(tmp_pa
     )
     try:
         for line in p.stdout:
-            if "[1/" in line:
-                os.kill(p.pid, signal.SIGINT)  # the script only, not its process group
+            if "[1/" in line:  # the first notebook is starting
+                interrupt(p.pid)
                 break
         _, err = p.communicate(timeout=240)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-    assert p.returncode == 130, err
+    return p.returncode, err
+
+
+def test_an_interrupt_the_notebook_never_saw_still_stops_the_run_after_it(tmp_path):
+    """An interrupt that reaches run_all.sh but not the notebook (SIGINT to the script alone) lets that
+    notebook finish, then stops with exit 130 and says how to go on, instead of running the others."""
+    code, err = _interrupted_smoke_run(tmp_path, lambda pid: os.kill(pid, signal.SIGINT))
+    assert code == 130, err
     assert "[piade] interrupted in 01_data_preparation.ipynb; run ./run_all.sh smoke again to go on" in err
     assert [f.name for f in (tmp_path / "results" / "notebooks").iterdir()] == ["01_data_preparation.ipynb"]
 
@@ -191,34 +194,12 @@ def test_an_interrupt_the_notebook_never_saw_still_stops_the_run_after_it(tmp_pa
 def test_ctrl_c_says_how_to_go_on_with_exit_130(tmp_path):
     """Ctrl-C reaches the whole foreground process group: papermill stops the notebook, and run_all.sh says
     that running it again goes on where it stopped (not "notebook failed")."""
-    import signal
 
-    env = {
-        **os.environ,
-        "VIRTUAL_ENV": sys.prefix,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PIADE_RESULTS": str(tmp_path / "results"),
-    }
-    p = subprocess.Popen(
-        [str(ROOT / "run_all.sh"), "smoke"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-        preexec_fn=_sigint_default,
-    )
-    try:
-        for line in p.stdout:
-            if "[1/" in line:  # the first notebook is starting
-                time.sleep(2)
-                os.killpg(p.pid, signal.SIGINT)
-                break
-        _, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-    assert p.returncode == 130, err
+    def ctrl_c(pid: int) -> None:
+        time.sleep(2)
+        os.killpg(pid, signal.SIGINT)
+
+    code, err = _interrupted_smoke_run(tmp_path, ctrl_c)
+    assert code == 130, err
     assert re.search(r"\[piade\] interrupted in 0\d_\w+\.ipynb; run ./run_all.sh smoke again to go on", err), err
     assert "failed" not in err.splitlines()[-1]

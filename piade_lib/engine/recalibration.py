@@ -1,0 +1,93 @@
+"""BatchNorm recalibration of a trained run: do its evaluation statistics fail, or its weights?
+
+A BatchNorm layer evaluates with running statistics, updated in training as
+``running = (1 - m) * running + m * batch`` (PyTorch's momentum ``m``). The authors' code's pyramid
+BatchNorm has ``m = 0.95`` (``pyramid_bn_momentum``, kept literally by the ``authors_code`` preset,
+docs/reproduction-notes.md), so its running statistics are ~ those of the last training batch: at
+batch 8, of 8 images. :func:`recalibration_summary` scores a finished run's test split with its final
+weights twice: as trained, and with every BatchNorm layer's running statistics re-estimated as the
+plain average over the run's whole train split (:func:`torch.optim.swa_utils.update_bn`). The
+weights are the same; only the statistics differ. Nothing is written to the run folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import update_bn
+from torch.utils.data import DataLoader, Dataset
+
+from piade_lib.engine import cpu_threads, files, folders
+from piade_lib.engine.config import PiadeSpec, spec_from_config
+from piade_lib.engine.detectors import make_detector
+from piade_lib.engine.scoring import mean_image, resolve_device, score_dataset
+from piade_lib.engine.splits import load_splits
+from piade_lib.metrics import reconstruction_summary
+
+SUMMARY_KEYS = ("auc", "mse_auc", "normal_recon_mse", "recon_to_mean_image")
+
+
+def batchnorm_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def recalibrate_batchnorm(
+    model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 64, device: str | torch.device = "cpu"
+) -> int:
+    """Re-estimate the running statistics of every BatchNorm layer of ``model`` as the plain average
+    over ``dataset`` (dict items with ``image``) in batches of ``batch_size``; a last batch smaller
+    than the others is left out, so that every batch weighs the same. Returns the number of layers."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if n < 2:
+        raise ValueError(f"recalibrating BatchNorm needs at least 2 images, got {n}")
+    loader = DataLoader(dataset, batch_size=min(int(batch_size), n), shuffle=False, drop_last=True)
+    dev = torch.device(device)
+    update_bn((batch["image"].to(dev, torch.float32) for batch in loader), model)
+    return len(batchnorm_layers(model))
+
+
+def recalibration_summary(
+    run_dir: str | Path, *, device: str | torch.device = "cpu", batch_size: int = 64
+) -> dict[str, Any]:
+    """Scores the finished PIADE run ``run_dir`` as trained and with recalibrated BatchNorm statistics
+    (see the module docstring); the test split is scored in the run's batch size and threads, as its
+    metrics were, and the statistics are re-estimated in batches of ``batch_size``. Returns the run's
+    class, preset, seed and variant, ``n_batchnorm``, ``metrics_auc`` (metrics.json's, which
+    ``auc_as_trained`` must equal) and, for each of :data:`SUMMARY_KEYS`, ``<key>_as_trained`` and
+    ``<key>_recalibrated``."""
+    run_dir = Path(run_dir)
+    with folders.locked(run_dir):
+        cfg = folders.load_config(run_dir)
+        spec = spec_from_config(cfg)
+        if not isinstance(spec, PiadeSpec):
+            raise ValueError(f"{run_dir} is a {spec.kind} run: only PIADE runs have BatchNorm layers to recalibrate")
+        metrics_path = run_dir / "metrics.json"
+        if not metrics_path.is_file():
+            raise FileNotFoundError(f"{metrics_path} not found: the run has not finished (./run_all.sh PROFILE)")
+        dev = resolve_device(device)
+        splits = load_splits(cfg, validate=False)
+        detector = make_detector(spec, dev, folders.config_hash(cfg), fresh=False)
+        detector.load_fitted(run_dir)
+        model, loss_fn = detector.model, detector.loss_fn  # type: ignore[attr-defined]
+        with cpu_threads.pinned(spec.threads):
+            reference = mean_image(splits.train)
+
+            def summary() -> dict[str, Any]:
+                scores = score_dataset(model, loss_fn, splits.test, spec.batch_size, dev, reference=reference)
+                return reconstruction_summary(scores)  # type: ignore[arg-type]
+
+            before = summary()
+            n_bn = recalibrate_batchnorm(model, splits.train, batch_size=batch_size, device=dev)
+            after = summary()
+    return {
+        "class": spec.normal_class,
+        "preset": spec.preset,
+        "seed": spec.seed,
+        "variant": spec.variant,
+        "n_batchnorm": n_bn,
+        "metrics_auc": files.read_json(metrics_path).get("auc"),
+        **{f"{k}_as_trained": before[k] for k in SUMMARY_KEYS},
+        **{f"{k}_recalibrated": after[k] for k in SUMMARY_KEYS},
+    }

@@ -1,0 +1,120 @@
+"""BatchNorm recalibration (piade_lib/engine/recalibration.py, scripts/bn_recalibration.py): the running
+statistics become the plain average over the data, the weights and the run folders stay as they were, and
+the scores as trained are the run's own metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from piade_lib.engine.recalibration import batchnorm_layers, recalibrate_batchnorm, recalibration_summary
+from piade_lib.experiments import profiles, runner
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Images(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "label": 0, "id": str(i)}
+
+
+def test_running_statistics_become_the_average_over_equal_batches_and_the_weights_stay() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.95), nn.ReLU(), nn.BatchNorm2d(4))
+    images = torch.rand(9, 3, 8, 8) * 3 + 1  # 9 in batches of 4: the ninth image is left out
+    with torch.no_grad():
+        model.train()
+        model(torch.rand(2, 3, 8, 8))  # running statistics of one unrelated batch, as momentum 0.95 leaves them
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "tracked" not in k}
+    model.eval()
+    assert recalibrate_batchnorm(model, Images(images), batch_size=4) == 2
+    with torch.no_grad():
+        features = model[0](images[:8])
+    want_mean = features.mean(dim=(0, 2, 3))
+    want_var = torch.stack([f.var(dim=(0, 2, 3)) for f in features.split(4)]).mean(0)  # unbiased, per batch
+    bn = model[1]
+    torch.testing.assert_close(bn.running_mean, want_mean)
+    torch.testing.assert_close(bn.running_var, want_var)
+    assert bn.momentum == 0.95 and model[3].momentum == 0.1 and not model.training
+    for k, v in weights.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="at least 2 images"):
+        recalibrate_batchnorm(model, Images(images[:1]))
+
+
+def _tiny_profile(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny-bn.yaml"
+    section = {"dataset": "digits", "protocol": "lsa", "classes": ["3"], "presets": ["paper", "authors_code"]}
+    defaults = {"pretrained": False, "device": "cpu", "steps": 2, "batch_size": 8, "limit_train": 16}
+    defaults.update({"limit_test": 24, "n_bootstrap": 20, "threads": 1})
+    raw = {"name": "tiny-bn", "defaults": defaults, "sections": {"s": {**section, "baselines": ["ocsvm"]}}}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("bn_recalibration", ROOT / "scripts" / "bn_recalibration.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_script_scores_every_piade_run_both_ways_and_changes_no_run_folder(tmp_path, capsys) -> None:
+    path = _tiny_profile(tmp_path)
+    results = tmp_path / "results"
+    script = _script()
+    assert script.main([str(path), "--results-root", str(results)]) == 2
+    assert "2 PIADE runs of profile tiny-bn have not finished" in capsys.readouterr().err
+    prof = profiles.load_profile(path)
+    runner.run_sections(prof, ["s"], results, verbose=False, executor="local")
+    runs = results / "runs"
+    before = _digests(runs)
+    assert script.main([str(path), "--results-root", str(results), "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert _digests(runs) == before  # lock files come and go; nothing in a run folder changed
+    frame = pd.read_csv(results / "diagnostics" / "bn_recalibration.csv")
+    assert sorted(frame["preset"]) == ["authors_code", "paper"]  # the OC-SVM run has no BatchNorm
+    assert (frame["n_batchnorm"] > 0).all()
+    assert (frame["auc_as_trained"] == frame["metrics_auc"]).all()  # the run's own batch size and threads
+    assert frame["normal_recon_mse_recalibrated"].ne(frame["normal_recon_mse_as_trained"]).all()
+    assert (results / "diagnostics" / "bn_recalibration.png").stat().st_size > 10_000
+    assert "largest |AUROC as trained - metrics.json's|: 0.00e+00" in out and "authors_code" in out
+    record = json.loads((results / "diagnostics" / "bn_recalibration.json").read_text())
+    assert record["max_abs_auc_as_trained_minus_metrics"] == 0.0 and record["git"] and record["lock"]["sha256"]
+    by_preset = {r["preset"]: r for r in record["summary"]}
+    assert by_preset["paper"]["mean_auc_as_trained"] == frame.loc[frame.preset == "paper", "auc_as_trained"].mean()
+    baseline = next(d for d in (runs / "digits-lsa" / "3").iterdir() if d.name.startswith("baseline-"))
+    with pytest.raises(ValueError, match="only PIADE runs"):
+        recalibration_summary(baseline)
+
+
+def test_batchnorm_layers_of_both_presets_include_the_pyramid_ones() -> None:
+    from piade_lib.model.network import build_model
+    from piade_lib.presets import get_preset
+
+    for name, momentum in (("paper", 0.1), ("authors_code", 0.95)):
+        model = build_model(get_preset(name), image_size=32, n_vectors=2, pretrained=False)
+        pyramid = batchnorm_layers(model.pyramid)
+        assert pyramid and {bn.momentum for bn in pyramid} == {momentum}
+        assert len(batchnorm_layers(model)) > len(pyramid)

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``./run_all.sh PROFILE``)::
 
-    PIADE_DATA=../shared/data PYTHONPATH=. .venv/bin/python scripts/bn_recalibration.py mnist
+    PIADE_DATA=../shared/data .venv/bin/python scripts/bn_recalibration.py mnist
 
 Same weights, two sets of BatchNorm running statistics (see piade_lib/engine/recalibration.py): if a
 run that scored badly recovers when its statistics are re-estimated, what failed is the statistics its

@@ -20,8 +20,7 @@ from piade_lib.engine import checkpoints
 from piade_lib.engine.lifecycle import train_run
 from piade_lib.experiments import executors, plan, preflight, profiles, runner
 
-# one worker runs this module under pytest-xdist (run_tests.sh: --dist loadgroup): one Ray runtime, not one per worker
-pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.xdist_group("ray")]
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = {
     "pretrained": False,

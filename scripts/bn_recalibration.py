@@ -93,11 +93,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    t0 = time.time()
-    rows = [
-        {"section": p.section, **recalibration_summary(p.run_dir, device=args.device, batch_size=args.batch_size)}
-        for p in tqdm(plan, desc="recalibrating", unit="run")
-    ]
+    t0, code = time.time(), provenance.code_provenance()  # the code as the measurement starts
+    rows = []
+    for p in tqdm(plan, desc="recalibrating", unit="run"):
+        try:
+            rows.append(
+                {
+                    "section": p.section,
+                    **recalibration_summary(p.run_dir, device=args.device, batch_size=args.batch_size),
+                }
+            )
+        except Exception as exc:  # noqa: BLE001 -- one line naming the run (missing data, a damaged checkpoint, ...)
+            print(f"bn_recalibration: error: {p.run_dir}: {exc}; nothing was written", file=sys.stderr)
+            return 1
     frame = pd.DataFrame(rows)
     out = root / "diagnostics"
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": provenance.recorded_args(args),
         "seconds": round(time.time() - t0, 1),
         "device_name": provenance.device_name(resolve_device(args.device)),
-        **provenance.code_provenance(),
+        **code,
         "max_abs_auc_as_trained_minus_metrics": drift,
         "summary": summary.to_dict(orient="records"),
     }

@@ -104,6 +104,11 @@ def test_the_script_scores_every_piade_run_both_ways_and_changes_no_run_folder(t
     assert record["max_abs_auc_as_trained_minus_metrics"] == 0.0 and record["git"] and record["lock"]["sha256"]
     by_preset = {r["preset"]: r for r in record["summary"]}
     assert by_preset["paper"]["mean_auc_as_trained"] == frame.loc[frame.preset == "paper", "auc_as_trained"].mean()
+    (runs / "digits-lsa" / "3" / "paper-v2" / "checkpoints" / "final.pt").write_bytes(b"damaged")
+    assert script.main([str(path), "--results-root", str(results)]) == 1
+    err = capsys.readouterr().err  # the progress bar, then the error naming the run
+    assert "Traceback" not in err and "bn_recalibration: error:" in err and "paper-v2" in err, err
+    assert "; nothing was written" in err, err
     baseline = next(d for d in (runs / "digits-lsa" / "3").iterdir() if d.name.startswith("baseline-"))
     with pytest.raises(ValueError, match="only PIADE runs"):
         recalibration_summary(baseline)

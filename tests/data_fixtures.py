@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import calculate_md5
 
@@ -232,3 +233,16 @@ __all__ = [
     "write_mnist",
     "write_mvtec_category",
 ]
+
+
+class DictItems(Dataset):
+    """A dataset of the given dict items (``image``, ``label``, ...), not an ImageDataset (the generic path)."""
+
+    def __init__(self, items: list[dict]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]

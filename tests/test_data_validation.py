@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_fixtures import patch_idx_official, write_mnist, write_mvtec_category
+from data_fixtures import DictItems, patch_idx_official, write_mnist, write_mvtec_category
 from PIL import Image
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Subset
 
 from piade_lib.data import InvalidSplitError, ItemFailure, SplitCheck, one_class_task, validate_split
 from piade_lib.data.validation import check_item, validate_task
@@ -102,27 +102,14 @@ def test_folder_without_masks_and_the_textures_standin_pass(tmp_path):
     assert check.n_anomalous == 2 and check.n_masks == 2
 
 
-class _Items(Dataset):
-    """A dataset of dict items, not an ImageDataset (the generic path)."""
-
-    def __init__(self, items: list[dict]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
-
-
 def test_any_dataset_of_dict_items_is_checked_through_getitem():
     ok = {"image": torch.rand(3, 32, 32), "label": 0, "mask": torch.zeros(1, 32, 32), "id": "a"}
     nan = {**ok, "image": torch.full((3, 32, 32), float("nan"))}
     with pytest.raises(InvalidSplitError) as e:
-        validate_split(_Items([ok, nan, ok]), "custom")
+        validate_split(DictItems([ok, nan, ok]), "custom")
     (f,) = e.value.failures
     assert f.position == 1 and "non-finite" in f.reason
-    assert validate_split(Subset(_Items([ok, nan, ok]), [0, 2]), "custom").n_items == 2
+    assert validate_split(Subset(DictItems([ok, nan, ok]), [0, 2]), "custom").n_items == 2
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from data_fixtures import DictItems
 from torch import nn
 
 from piade_lib.engine.recalibration import batchnorm_layers, recalibrate_batchnorm, recalibration_summary
@@ -22,15 +23,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Images(torch.utils.data.Dataset):
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "label": 0, "id": str(i)}
+def _images(images: torch.Tensor) -> DictItems:
+    return DictItems([{"image": im, "label": 0, "id": str(i)} for i, im in enumerate(images)])
 
 
 def test_running_statistics_become_the_average_over_equal_batches_and_the_weights_stay() -> None:
@@ -42,7 +36,7 @@ def test_running_statistics_become_the_average_over_equal_batches_and_the_weight
         model(torch.rand(2, 3, 8, 8))  # running statistics of one unrelated batch, as momentum 0.95 leaves them
     weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "tracked" not in k}
     model.eval()
-    assert recalibrate_batchnorm(model, Images(images), batch_size=4) == 2
+    assert recalibrate_batchnorm(model, _images(images), batch_size=4) == 2
     with torch.no_grad():
         features = model[0](images[:8])
     want_mean = features.mean(dim=(0, 2, 3))
@@ -54,7 +48,7 @@ def test_running_statistics_become_the_average_over_equal_batches_and_the_weight
     for k, v in weights.items():
         assert torch.equal(model.state_dict()[k], v), k
     with pytest.raises(ValueError, match="at least 2 images"):
-        recalibrate_batchnorm(model, Images(images[:1]))
+        recalibrate_batchnorm(model, _images(images[:1]))
 
 
 def _tiny_profile(tmp_path: Path) -> Path:

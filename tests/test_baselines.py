@@ -66,6 +66,66 @@ def test_shallow_baselines_score_outliers_higher(name: str) -> None:
         assert lo <= info["bandwidth"] <= hi and n == 25
 
 
+def _spread(n: int, d: int, seed: int, widen: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) * np.linspace(1.0, 0.1, d)
+    return x * rng.uniform(4.0, 12.0, size=(n, 1)) if widen else x
+
+
+def test_exact_kde_is_sklearns_gaussian_density_where_sklearn_is_exact() -> None:
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.neighbors import KernelDensity
+
+    x, near = _spread(200, 2, 0), _spread(30, 2, 1)  # 2-D, test points among the data: no underflow
+    for h in (0.2, 0.7):
+        ours = bl.ExactGaussianKDE(h).fit(x).score_samples(near)
+        assert np.allclose(ours, KernelDensity(bandwidth=h).fit(x).score_samples(near), rtol=1e-9, atol=1e-9)
+    # GridSearchCV clones and scores it as it does KernelDensity: the same bandwidth is chosen
+    grid = {"bandwidth": np.logspace(-1.5, 0.5, 9)}
+    estimators = (bl.ExactGaussianKDE(), KernelDensity())
+    picks = [GridSearchCV(est, grid, cv=4).fit(x).best_params_["bandwidth"] for est in estimators]
+    assert picks[0] == picks[1] and grid["bandwidth"][0] < picks[0] < grid["bandwidth"][-1]
+
+
+def test_exact_kde_far_from_the_data_ranks_by_the_nearest_training_point() -> None:
+    """Far from every training point the density is set by the nearest kernel, so -log p must rank
+    test points as their nearest-neighbour distance does. (scikit-learn's tree-based KernelDensity
+    gets log densities off by hundreds here: issue #7492; measured in docs/reproduction-notes.md §8.)"""
+    from scipy.spatial.distance import cdist
+    from scipy.stats import spearmanr
+
+    x, far, h = _spread(200, 20, 0), _spread(60, 20, 1, widen=True), 0.3
+    logp = bl.ExactGaussianKDE(h).fit(x).score_samples(far)
+    d2 = cdist(far, x, "sqeuclidean")
+    nearest = d2.min(axis=1)
+    assert np.all(np.isfinite(logp)) and (nearest / (2 * h * h) > 745).sum() >= 40  # exp(-d2/2h2) underflows
+    assert spearmanr(-logp, nearest)[0] > 0.999
+    # the log-sum-exp written out: the nearest kernel plus the others relative to it
+    by_hand = (
+        -nearest / (2 * h * h)
+        + np.log(np.exp(-(d2 - nearest[:, None]) / (2 * h * h)).sum(axis=1))
+        - np.log(len(x))
+        - 0.5 * x.shape[1] * np.log(2 * np.pi * h * h)
+    )
+    assert np.allclose(logp, by_hand, rtol=1e-12)
+
+
+def test_kde_density_choice_is_checked_and_recorded() -> None:
+    from piade_lib.engine.config import BaselineSpec
+
+    assert BaselineSpec.build("kde", "digits", 3).params == {"density": "exact"}
+    assert BaselineSpec.build("kde", "digits", 3, params={"density": "tree"}).params == {"density": "tree"}
+    assert BaselineSpec.build("ocsvm", "digits", 3).params == {}
+    with pytest.raises(ValueError, match=r"kde density must be one of \['exact', 'tree'\], got 'fast'"):
+        BaselineSpec.build("kde", "digits", 3, params={"density": "fast"})
+    with pytest.raises(ValueError, match="kde density must be one of"):
+        bl.KDEBaseline(density="fast")
+    tree = bl.make_baseline("kde", density="tree", n_bandwidths=3).fit(_blobs(20, 0.0, 0))
+    assert tree.describe()["density"] == "tree" and type(tree.kde).__name__ == "KernelDensity"
+    with pytest.raises(ValueError, match="bandwidth must be > 0"):
+        bl.ExactGaussianKDE(0.0).fit(np.zeros((3, 2)))
+
+
 @pytest.mark.parametrize("size", [32, 120])
 def test_autoencoder_shapes(size: int) -> None:
     ae = bl.ConvAutoencoder(size)

@@ -95,7 +95,7 @@ def plot(points: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.2, 5.6))
-    for label, name, marker in ((0, "normal", "o"), (1, "anomalous", "x")):
+    for label, name, marker in ((1, "anomalous", "x"), (0, "normal", "o")):  # the few normal ones on top
         g = points[points["label"] == label]
         ax.scatter(-g["logp_exact"], -g["logp_tree"], s=10, marker=marker, alpha=0.6, label=f"{name} test images")
     lo, hi = (-points[["logp_exact", "logp_tree"]]).min().min(), (-points[["logp_exact", "logp_tree"]]).max().max()

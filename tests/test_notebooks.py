@@ -108,8 +108,10 @@ def test_smoke_outputs_follow_the_schema(smoke_root):
     assert len(recon) == 6 and recon["normal_mean_image_mse"].gt(0).all()  # figure4 lists its shared v2 run too
     readings_table = pd.read_csv(smoke_root / "tables" / "readings.csv")
     assert readings_table["reading"].tolist() == ["weight_decay", "init"] and readings_table["n_seeds"].eq(2).all()
+    assert readings_table["early_step"].eq(1).all() and readings_table["diff_early"].abs().le(1).all()
     assert (smoke_root / "figures" / "readings.png").is_file() and (
         smoke_root / "figures" / "convergence_table2.png"
     ).is_file()
     text = readme.results_readme(profiles.load_profile("smoke"), smoke_root, wall_seconds=1.0)
     assert "| table2 | digits | cifar10 | yes |" in text and "figures/figure3.png" in text
+    assert "recon/mean-image as is -> flipped | change at step 1 |" in text

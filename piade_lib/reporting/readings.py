@@ -12,7 +12,10 @@ runs:
 * ``seed_ci_low/high``: a Student-t interval over seeds of the per-seed mean difference: the
   training-noise view (wide with three seeds, which is the honest answer);
 * ``recon_ratio_*``: the normal test images' reconstruction error relative to the train-mean image,
-  as is and flipped (below 1: more than the mean image learned).
+  as is and flipped (below 1: more than the mean image learned);
+* ``early_step``, ``diff_early``: when the runs were also scored at earlier optimiser steps (profile
+  key ``eval_steps``, their ``convergence.csv``), the same mean difference at the earliest of them, so
+  an effect of early training can be told from one that outlasts it (None without such a step).
 """
 
 from __future__ import annotations
@@ -47,7 +50,21 @@ READINGS_COLUMNS = (
     "n_classes",
     "recon_ratio_as_is",
     "recon_ratio_flipped",
+    "early_step",
+    "diff_early",
 )
+
+
+def _early_auc(run_dir: Path) -> tuple[int, float] | None:
+    """(step, AUROC) of a run's earliest milestone before its final model (``convergence.csv``), or None."""
+    path = Path(run_dir) / "convergence.csv"
+    if not path.is_file():
+        return None
+    conv = pd.read_csv(path)
+    if len(conv) < 2:  # the final model's row only
+        return None
+    first = conv.iloc[:-1].sort_values("step").iloc[0]
+    return int(first["step"]), float(first["auc"])
 
 
 def _values(section: Section, preset: str, reading: str) -> tuple[str, str]:
@@ -88,7 +105,7 @@ def readings_table(section: Section, results_root: str | Path) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for flip in section.flips:
         diffs = np.empty((len(seeds), len(classes)))
-        boots, a0, a1, r0, r1 = [], [], [], [], []
+        boots, a0, a1, r0, r1, early = [], [], [], [], [], []
         for i, s in enumerate(seeds):
             for j, c in enumerate(classes):
                 base, flipped = by[(c, s, None)], by[(c, s, flip)]
@@ -98,6 +115,8 @@ def readings_table(section: Section, results_root: str | Path) -> pd.DataFrame:
                 a1.append(mf["auc"])
                 r0.append(mb.get("recon_to_mean_image"))
                 r1.append(mf.get("recon_to_mean_image"))
+                eb, ef = _early_auc(base), _early_auc(flipped)
+                early.append((eb[0], ef[1] - eb[1]) if eb and ef and eb[0] == ef[0] else None)
                 if nb > 0:
                     pair = paired_scores(base, flipped)
                     b = bootstrap_aucs(
@@ -124,6 +143,8 @@ def readings_table(section: Section, results_root: str | Path) -> pd.DataFrame:
                 "n_classes": len(classes),
                 "recon_ratio_as_is": _mean_or_none(r0),
                 "recon_ratio_flipped": _mean_or_none(r1),
+                "early_step": early[0][0] if early and all(early) else None,
+                "diff_early": float(np.mean([e[1] for e in early])) if early and all(early) else None,
             }
         )
     return pd.DataFrame(rows, columns=list(READINGS_COLUMNS))
@@ -183,10 +204,12 @@ def readings_markdown(df: pd.DataFrame) -> str:
     def ci(lo: Any, hi: Any) -> str:
         return "" if lo is None or pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
 
+    steps = df["early_step"].dropna().unique() if "early_step" in df else []
+    early = f" change at step {int(steps[0])} |" if len(steps) == 1 else ""
     lines = [
         "| reading | paper -> code | AUROC as is | flipped | change | 95% CI (images) | 95% CI (seeds) | "
-        "recon/mean-image as is -> flipped |",
-        "|---|---|---|---|---|---|---|---|",
+        f"recon/mean-image as is -> flipped |{early}",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if early else ""),
     ]
     for r in df.sort_values("diff").itertuples():
         ratio = (
@@ -197,6 +220,6 @@ def readings_markdown(df: pd.DataFrame) -> str:
         lines.append(
             f"| {r.reading} | {r.value_as_is} -> {r.value_flipped} | {r.auc_as_is:.3f} | {r.auc_flipped:.3f} | "
             f"{r.diff:+.3f} | {ci(r.diff_ci_low, r.diff_ci_high)} | {ci(r.seed_ci_low, r.seed_ci_high)} | "
-            f"{ratio} |"
+            f"{ratio} |" + (f" {r.diff_early:+.3f} |" if early and pd.notna(r.diff_early) else " |" if early else "")
         )
     return "\n".join(lines)

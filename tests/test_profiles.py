@@ -72,6 +72,10 @@ def test_unknown_profile_lists_the_valid_ones():
         ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
         ({"dataset": "digits", "presets": ["papr"]}, "unknown preset 'papr'"),
         ({"dataset": "digits", "baselines": ["svm"]}, "unknown baseline 'svm'.*ocsvm"),
+        (
+            {"dataset": "digits", "baselines": ["kde"], "baseline_params": {"kde": {"density": "fast"}}},
+            r"sections.table2: baseline_params.kde.density must be one of \['exact', 'tree'\], got 'fast'",
+        ),
         ({"dataset": "digits", "classes": ["11"]}, r"unknown class\(es\) \['11'\]"),
         ({"dataset": "digits", "protocol": "mvtec"}, "unknown protocol 'mvtec'"),
         ({"classes": ["0"]}, "'dataset' is required"),

@@ -491,7 +491,7 @@ def _check_shared_runs(prof: Profile) -> None:
 def _validate_against_library(prof: Profile) -> None:
     """Check dataset, protocol, class and baseline names against the modules that define them."""
     from piade_lib.data import DATASETS
-    from piade_lib.engine.baselines import BASELINES
+    from piade_lib.engine.baselines import BASELINES, KDE_DENSITIES
 
     for s in prof.sections.values():
         w = f"{prof.path}: sections.{s.name}"
@@ -510,6 +510,11 @@ def _validate_against_library(prof: Profile) -> None:
         unknown = sorted(set(s.baseline_params) - set(s.baselines))
         if unknown:
             raise ProfileError(f"{w}: baseline_params for {unknown}, which are not in its baselines {s.baselines}")
+        density = (s.baseline_params.get("kde") or {}).get("density", "exact")
+        if density not in KDE_DENSITIES:
+            raise ProfileError(
+                f"{w}: baseline_params.kde.density must be one of {list(KDE_DENSITIES)}, got {density!r}"
+            )
         validate_presets(s, w)
 
 

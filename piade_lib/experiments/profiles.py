@@ -35,6 +35,8 @@ Profile schema (see ``configs/quick.yaml`` for a commented example)::
         flips: [output_activation]     # optional; names of piade_lib.presets.READINGS: one run per reading
                                        #   flipped to the other preset's value (notebook 07)
         baselines: [ocsvm, kde]        # optional, names of piade_lib.engine.baselines
+        baseline_params:               # optional; per baseline: epochs (the CAEs) and model parameters, e.g.
+          kde: {density: exact}        #   the KDE's exact density (default) or scikit-learn's tree
         paper_table: table2            # optional; the paper table it stands for (default: the section name),
                                        #   or "mnist" for the published one-class MNIST results (LSA)
         <RunConfig fields>: ...        # epochs, batch_size, image_size, protocol_params, ...

@@ -11,6 +11,9 @@ BatchNorm momentum left, not what it learned. Writes ``<results root>/diagnostic
 against recalibrated) and ``bn_recalibration.json`` (the summary per preset, which it also prints, with
 the command, the commit, the lock and the package versions). Reads run folders only; nothing in them
 is changed.
+
+``--only pyramid`` re-estimates the pyramid's BatchNorm layers alone (the others keep their trained
+statistics) and writes ``bn_recalibration_pyramid.*`` instead, beside the all-layer files.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot(frame: pd.DataFrame, path: Path) -> None:
+def plot(frame: pd.DataFrame, path: Path, which: str = "BatchNorm") -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
@@ -57,9 +60,9 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
         lo = min(frame[f"{key}_as_trained"].min(), frame[f"{key}_recalibrated"].min())
         hi = max(frame[f"{key}_as_trained"].max(), frame[f"{key}_recalibrated"].max())
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
-        ax.set(xlabel="as trained", ylabel="BatchNorm statistics re-estimated on the train split", title=title)
+        ax.set(xlabel="as trained", ylabel=f"{which} statistics re-estimated on the train split", title=title)
         ax.legend()
-    fig.suptitle("Same weights, two sets of BatchNorm statistics (one point per run)")
+    fig.suptitle(f"Same weights, two sets of {which} statistics (one point per run)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -72,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", type=A.device, default="cpu", help="cpu (default), cuda, cuda:N, auto")
     ap.add_argument(
         "--batch-size", type=A.TRAIN_BATCH, default=64, help="batch size of the re-estimation, >= 2 (default 64)"
+    )
+    ap.add_argument(
+        "--only",
+        choices=["pyramid"],
+        default=None,
+        help="re-estimate the BatchNorm layers of this submodule alone (default: every BatchNorm layer)",
     )
     args = ap.parse_args(argv)
     try:
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 {
                     "section": p.section,
-                    **recalibration_summary(p.run_dir, device=args.device, batch_size=args.batch_size),
+                    **recalibration_summary(p.run_dir, device=args.device, batch_size=args.batch_size, only=args.only),
                 }
             )
         except Exception as exc:  # noqa: BLE001 -- one line naming the run (missing data, a damaged checkpoint, ...)
@@ -109,12 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     frame = pd.DataFrame(rows)
     out = root / "diagnostics"
     out.mkdir(parents=True, exist_ok=True)
-    files.write_csv(out / "bn_recalibration.csv", frame)
-    plot(frame, out / "bn_recalibration.png")
+    stem = "bn_recalibration" + (f"_{args.only}" if args.only else "")
+    files.write_csv(out / f"{stem}.csv", frame)
+    plot(frame, out / f"{stem}.png", f"{args.only} BatchNorm" if args.only else "BatchNorm")
     summary = summarise(frame)
     drift = float((frame["auc_as_trained"] - frame["metrics_auc"]).abs().max())
     record = {
         "what": "PIADE runs scored as trained and with BatchNorm statistics re-estimated on the train split",
+        "layers_reestimated": f"the {args.only}'s BatchNorm layers" if args.only else "every BatchNorm layer",
         "profile": prof.name,
         "command": ["scripts/bn_recalibration.py", *(argv if argv is not None else sys.argv[1:])],
         "args": provenance.recorded_args(args),
@@ -124,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         "max_abs_auc_as_trained_minus_metrics": drift,
         "summary": summary.to_dict(orient="records"),
     }
-    files.write_json(out / "bn_recalibration.json", record)
+    files.write_json(out / f"{stem}.json", record)
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         print(summary.to_string(index=False))
     print(f"largest |AUROC as trained - metrics.json's|: {drift:.2e}")
-    print(f"wrote bn_recalibration.csv, .png and .json in {out}")
+    print(f"wrote {stem}.csv, .png and .json in {out}")
     return 0
 
 

@@ -51,6 +51,32 @@ def test_running_statistics_become_the_average_over_equal_batches_and_the_weight
         recalibrate_batchnorm(model, _images(images[:1]))
 
 
+def test_only_a_submodule_is_re_estimated_with_the_rest_evaluating_as_trained() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("encoder", nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
+    model.add_module("pyramid", nn.Sequential(nn.ReLU(), nn.BatchNorm2d(4, momentum=0.95)))
+    with torch.no_grad():
+        model.train()
+        model(torch.rand(2, 3, 8, 8) * 2)  # statistics of one unrelated batch
+    encoder_stats = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    model.eval()
+    images = torch.rand(8, 3, 8, 8) * 3 + 1
+    assert recalibrate_batchnorm(model, _images(images), batch_size=4, only="pyramid") == 1
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(v, encoder_stats[k]), k  # the encoder's statistics are kept...
+    with torch.no_grad():
+        features = torch.relu(model.encoder(images))  # ...and used, as at test time
+    bn = model.pyramid[1]
+    torch.testing.assert_close(bn.running_mean, features.mean(dim=(0, 2, 3)))
+    want_var = torch.stack([f.var(dim=(0, 2, 3)) for f in features.split(4)]).mean(0)
+    torch.testing.assert_close(bn.running_var, want_var)
+    assert bn.momentum == 0.95 and not model.training and not bn.training
+    assert len(batchnorm_layers(model, "pyramid")) == 1 and len(batchnorm_layers(model)) == 2
+    with pytest.raises(ValueError, match=r"no BatchNorm layer in submodule 'decoder'; .*\['encoder', 'pyramid'\]"):
+        recalibrate_batchnorm(model, _images(images), only="decoder")
+
+
 def _tiny_profile(tmp_path: Path) -> Path:
     path = tmp_path / "tiny-bn.yaml"
     section = {"dataset": "digits", "protocol": "lsa", "classes": ["3"], "presets": ["paper", "authors_code"]}
@@ -98,11 +124,22 @@ def test_the_script_scores_every_piade_run_both_ways_and_changes_no_run_folder(t
     assert record["max_abs_auc_as_trained_minus_metrics"] == 0.0 and record["git"] and record["lock"]["sha256"]
     by_preset = {r["preset"]: r for r in record["summary"]}
     assert by_preset["paper"]["mean_auc_as_trained"] == frame.loc[frame.preset == "paper", "auc_as_trained"].mean()
+    final = (runs / "digits-lsa" / "3" / "paper-v2" / "checkpoints" / "final.pt").read_bytes()
     (runs / "digits-lsa" / "3" / "paper-v2" / "checkpoints" / "final.pt").write_bytes(b"damaged")
     assert script.main([str(path), "--results-root", str(results)]) == 1
     err = capsys.readouterr().err  # the progress bar, then the error naming the run
     assert "Traceback" not in err and "bn_recalibration: error:" in err and "paper-v2" in err, err
     assert "; nothing was written" in err, err
+    (runs / "digits-lsa" / "3" / "paper-v2" / "checkpoints" / "final.pt").write_bytes(final)
+    assert script.main([str(path), "--results-root", str(results), "--only", "pyramid"]) == 0
+    capsys.readouterr()
+    pyramid = pd.read_csv(results / "diagnostics" / "bn_recalibration_pyramid.csv")
+    assert (pyramid["n_batchnorm"] == 4).all() and (pyramid["auc_as_trained"] == pyramid["metrics_auc"]).all()
+    assert (pyramid["n_batchnorm"] < frame.set_index("variant").loc[pyramid["variant"], "n_batchnorm"].values).all()
+    assert (
+        json.loads((results / "diagnostics" / "bn_recalibration_pyramid.json").read_text())["args"]["only"] == "pyramid"
+    )
+    assert pd.read_csv(results / "diagnostics" / "bn_recalibration.csv").equals(frame)  # the all-layer files stay
     baseline = next(d for d in (runs / "digits-lsa" / "3").iterdir() if d.name.startswith("baseline-"))
     with pytest.raises(ValueError, match="only PIADE runs"):
         recalibration_summary(baseline)

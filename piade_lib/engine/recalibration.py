@@ -8,10 +8,15 @@ batch 8, of 8 images. :func:`recalibration_summary` scores a finished run's test
 weights twice: as trained, and with every BatchNorm layer's running statistics re-estimated as the
 plain average over the run's whole train split (:func:`torch.optim.swa_utils.update_bn`). The
 weights are the same; only the statistics differ. Nothing is written to the run folder.
+
+``only="pyramid"`` re-estimates the pyramid's BatchNorm layers alone (the ones whose momentum the
+presets set apart), every other layer evaluating with its statistics as trained, as at test time:
+this separates the pyramid's momentum from the rest of the network's statistics.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,31 +34,68 @@ from piade_lib.metrics import reconstruction_summary
 SUMMARY_KEYS = ("auc", "mse_auc", "normal_recon_mse", "recon_to_mean_image")
 
 
-def batchnorm_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+def batchnorm_layers(model: torch.nn.Module, only: str | None = None) -> list[torch.nn.Module]:
+    """The BatchNorm layers of ``model``; with ``only``, those of the submodule of that name (e.g. ``pyramid``)."""
+    return [
+        m
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        and (only is None or name == only or name.startswith(f"{only}."))
+    ]
+
+
+@torch.no_grad()
+def _update_some_bn(batches: Iterable[torch.Tensor], model: torch.nn.Module, layers: list[torch.nn.Module]) -> None:
+    """``update_bn`` restricted to ``layers``: the others stay in eval mode with their own statistics."""
+    was_training, momenta = model.training, [m.momentum for m in layers]
+    model.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average, as update_bn makes it
+        m.train()
+    for x in batches:
+        model(x)
+    for m, momentum in zip(layers, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
 
 
 def recalibrate_batchnorm(
-    model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 64, device: str | torch.device = "cpu"
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    only: str | None = None,
 ) -> int:
-    """Re-estimate the running statistics of every BatchNorm layer of ``model`` as the plain average
-    over ``dataset`` (dict items with ``image``) in batches of ``batch_size``; a last batch smaller
-    than the others is left out, so that every batch weighs the same. Returns the number of layers."""
+    """Re-estimate the running statistics of every BatchNorm layer of ``model`` (with ``only``, of the
+    submodule of that name alone) as the plain average over ``dataset`` (dict items with ``image``) in
+    batches of ``batch_size``; a last batch smaller than the others is left out, so that every batch
+    weighs the same. Returns the number of layers re-estimated."""
+    layers = batchnorm_layers(model, only)
+    if not layers:
+        with_bn = sorted({n.split(".")[0] for n, m in model.named_modules() if m in batchnorm_layers(model)})
+        raise ValueError(f"no BatchNorm layer in submodule {only!r}; submodules with BatchNorm: {with_bn}")
     n = len(dataset)  # type: ignore[arg-type]
     if n < 2:
         raise ValueError(f"recalibrating BatchNorm needs at least 2 images, got {n}")
     loader = DataLoader(dataset, batch_size=min(int(batch_size), n), shuffle=False, drop_last=True)
     dev = torch.device(device)
-    update_bn((batch["image"].to(dev, torch.float32) for batch in loader), model)
-    return len(batchnorm_layers(model))
+    batches = (batch["image"].to(dev, torch.float32) for batch in loader)
+    if only is None:
+        update_bn(batches, model)
+    else:
+        _update_some_bn(batches, model, layers)
+    return len(layers)
 
 
 def recalibration_summary(
-    run_dir: str | Path, *, device: str | torch.device = "cpu", batch_size: int = 64
+    run_dir: str | Path, *, device: str | torch.device = "cpu", batch_size: int = 64, only: str | None = None
 ) -> dict[str, Any]:
     """Scores the finished PIADE run ``run_dir`` as trained and with recalibrated BatchNorm statistics
-    (see the module docstring); the test split is scored in the run's batch size and threads, as its
-    metrics were, and the statistics are re-estimated in batches of ``batch_size``. Returns the run's
+    (see the module docstring; ``only``: of that submodule alone); the test split is scored in the
+    run's batch size and threads, as its metrics were, and the statistics are re-estimated in batches
+    of ``batch_size``. Returns the run's
     class, preset, seed and variant, ``n_batchnorm``, ``metrics_auc`` (metrics.json's, which
     ``auc_as_trained`` must equal) and, for each of :data:`SUMMARY_KEYS`, ``<key>_as_trained`` and
     ``<key>_recalibrated``."""
@@ -79,7 +121,7 @@ def recalibration_summary(
                 return reconstruction_summary(scores)  # type: ignore[arg-type]
 
             before = summary()
-            n_bn = recalibrate_batchnorm(model, splits.train, batch_size=batch_size, device=dev)
+            n_bn = recalibrate_batchnorm(model, splits.train, batch_size=batch_size, device=dev, only=only)
             after = summary()
     return {
         "class": spec.normal_class,

@@ -136,9 +136,8 @@ def test_the_script_scores_every_piade_run_both_ways_and_changes_no_run_folder(t
     pyramid = pd.read_csv(results / "diagnostics" / "bn_recalibration_pyramid.csv")
     assert (pyramid["n_batchnorm"] == 4).all() and (pyramid["auc_as_trained"] == pyramid["metrics_auc"]).all()
     assert (pyramid["n_batchnorm"] < frame.set_index("variant").loc[pyramid["variant"], "n_batchnorm"].values).all()
-    assert (
-        json.loads((results / "diagnostics" / "bn_recalibration_pyramid.json").read_text())["args"]["only"] == "pyramid"
-    )
+    record = json.loads((results / "diagnostics" / "bn_recalibration_pyramid.json").read_text())
+    assert record["args"]["only"] == "pyramid" and record["layers_reestimated"] == "the pyramid's BatchNorm layers"
     assert pd.read_csv(results / "diagnostics" / "bn_recalibration.csv").equals(frame)  # the all-layer files stay
     baseline = next(d for d in (runs / "digits-lsa" / "3").iterdir() if d.name.startswith("baseline-"))
     with pytest.raises(ValueError, match="only PIADE runs"):

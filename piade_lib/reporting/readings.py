@@ -178,7 +178,7 @@ def readings_statement(df: pd.DataFrame, section: Section) -> str:
 
 def plot_readings(df: pd.DataFrame, title: str = ""):
     """Forest plot: the AUROC change of each flip with its paired-bootstrap interval (thick) and its
-    interval over seeds (thin)."""
+    interval over seeds (thin); the change at the earliest eval step as an open circle, when scored."""
     import matplotlib.pyplot as plt
 
     d = df.sort_values("diff").reset_index(drop=True)
@@ -189,8 +189,15 @@ def plot_readings(df: pd.DataFrame, title: str = ""):
             ax.plot([r["seed_ci_low"], r["seed_ci_high"]], [k, k], color="grey", lw=1)
         if pd.notna(r["diff_ci_low"]):
             ax.plot([r["diff_ci_low"], r["diff_ci_high"]], [k, k], color="tab:blue", lw=4, alpha=0.6)
-    ax.scatter(d["diff"], y, color="black", zorder=3, s=14)
+    ax.scatter(d["diff"], y, color="black", zorder=3, s=14, label="change (final model)")
+    if "diff_early" in d and d["diff_early"].notna().any():
+        step = int(d["early_step"].dropna().iloc[0])
+        ax.scatter(
+            d["diff_early"], y, facecolors="none", edgecolors="tab:red", zorder=3, s=22, label=f"change at step {step}"
+        )
+        ax.legend(fontsize=7, loc="lower right")
     ax.axvline(0, color="black", lw=0.8)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(6))
     ax.set_yticks(y, [f"{r.reading}: {r.value_as_is} -> {r.value_flipped}"[:70] for r in d.itertuples()], fontsize=7)
     ax.set_xlabel("AUROC(flipped) - AUROC(as is); thick: paired image bootstrap, thin: t over seeds")
     ax.set_title(title or "what each reading costs", fontsize=9)

@@ -182,3 +182,23 @@ def test_the_lint_script_runs_ruff_check_and_format_check_and_ruff_is_configured
     assert ruff["line-length"] == 120 and ruff["target-version"] == "py310"
     assert {"E", "F", "W", "I", "B", "UP"} <= set(ruff["lint"]["select"])
     assert "ruff" in {_name(r) for r in _pyproject()["project"]["optional-dependencies"]["dev"]}
+
+
+def test_git_tracks_no_weights_checkpoints_or_per_machine_files() -> None:
+    """Weights, checkpoints and the run folders' lock files (which name the host) never go in git,
+    and .gitignore keeps new ones out."""
+    import shutil
+
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run([git, "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    banned = re.compile(r"\.(pt|pth|ckpt)$|(^|/)\.[^/]*\.lock(\.holder\.json)?$")
+    assert [p for p in tracked if banned.search(p)] == []
+    samples = [
+        "results/mnist/runs/mnist-lsa/7/.paper-v2.lock",
+        "results/mnist/runs/mnist-lsa/7/.paper-v2.lock.holder.json",
+        "results/mnist/runs/mnist-lsa/7/paper-v2/checkpoints/final.pt",
+    ]
+    ignored = subprocess.run([git, "check-ignore", "--no-index", *samples], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == samples

@@ -12,8 +12,9 @@ against recalibrated) and ``bn_recalibration.json`` (the summary per preset, whi
 the command, the commit, the lock and the package versions). Reads run folders only; nothing in them
 is changed.
 
-``--only pyramid`` re-estimates the pyramid's BatchNorm layers alone (the others keep their trained
-statistics) and writes ``bn_recalibration_pyramid.*`` instead, beside the all-layer files.
+``--only PART`` (encoder, pyramid, upsampling or decoder) re-estimates that part's BatchNorm layers
+alone (the others keep their trained statistics) and writes ``bn_recalibration_<PART>.*`` instead,
+beside the all-layer files; ``--preset NAME`` keeps that preset's runs (``..._<NAME>.*``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from piade_lib.engine.recalibration import recalibration_summary
 from piade_lib.engine.scoring import resolve_device
 from piade_lib.experiments.plan import planned_runs
 from piade_lib.experiments.profiles import ProfileError, load_profile
+
+SUBMODULES = ("encoder", "pyramid", "upsampling", "decoder")  # the parts of the network with BatchNorm layers
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
@@ -78,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--only",
-        choices=["pyramid"],
+        choices=list(SUBMODULES),
         default=None,
-        help="re-estimate the BatchNorm layers of this submodule alone (default: every BatchNorm layer)",
+        help="re-estimate the BatchNorm layers of this part of the network alone (default: every BatchNorm layer)",
     )
+    ap.add_argument("--preset", default=None, help="only the runs of this preset (default: every PIADE run)")
     args = ap.parse_args(argv)
     try:
         prof = load_profile(args.profile)
@@ -90,6 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = Path(args.results_root or prof.results_root)
     plan = [p for s in prof.sections.values() for p in planned_runs(s, root) if p.kind == "piade"]
+    if args.preset is not None:
+        presets = sorted({p.preset for p in plan})
+        plan = [p for p in plan if p.preset == args.preset]
+        if not plan:
+            print(
+                f"bn_recalibration: error: profile {prof.name} has no {args.preset!r} runs; its presets: {presets}",
+                file=sys.stderr,
+            )
+            return 2
     plan = list({p.run_dir: p for p in plan}.values())  # a run two sections share is scored once
     missing = [p.run_dir for p in plan if not (p.run_dir / "metrics.json").is_file()]
     if not plan:
@@ -118,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = pd.DataFrame(rows)
     out = root / "diagnostics"
     out.mkdir(parents=True, exist_ok=True)
-    stem = "bn_recalibration" + (f"_{args.only}" if args.only else "")
+    stem = "bn_recalibration" + (f"_{args.only}" if args.only else "") + (f"_{args.preset}" if args.preset else "")
     files.write_csv(out / f"{stem}.csv", frame)
     plot(frame, out / f"{stem}.png", f"{args.only} BatchNorm" if args.only else "BatchNorm")
     summary = summarise(frame)

@@ -139,6 +139,12 @@ def test_the_script_scores_every_piade_run_both_ways_and_changes_no_run_folder(t
     record = json.loads((results / "diagnostics" / "bn_recalibration_pyramid.json").read_text())
     assert record["args"]["only"] == "pyramid" and record["layers_reestimated"] == "the pyramid's BatchNorm layers"
     assert pd.read_csv(results / "diagnostics" / "bn_recalibration.csv").equals(frame)  # the all-layer files stay
+    assert script.main([str(path), "--results-root", str(results), "--only", "decoder", "--preset", "paper"]) == 0
+    capsys.readouterr()
+    decoder = pd.read_csv(results / "diagnostics" / "bn_recalibration_decoder_paper.csv")
+    assert decoder["preset"].tolist() == ["paper"] and (decoder["n_batchnorm"] > 0).all()
+    assert script.main([str(path), "--results-root", str(results), "--preset", "paperr"]) == 2
+    assert "has no 'paperr' runs; its presets: ['authors_code', 'paper']" in capsys.readouterr().err
     baseline = next(d for d in (runs / "digits-lsa" / "3").iterdir() if d.name.startswith("baseline-"))
     with pytest.raises(ValueError, match="only PIADE runs"):
         recalibration_summary(baseline)

@@ -54,8 +54,15 @@ def test_profile_executor_key_defaults_to_local_and_reaches_every_section(tmp_pa
         executor={"kind": "ray", "num_gpus_per_run": 0.5, "num_cpus_per_run": 2, "max_retries": 0},
     )
     assert prof.sections["t"].executor == prof.executor == profiles.ExecutorSettings("ray", 0.5, 2, 0)
-    for name in profiles.available_profiles():  # the shipped profiles run locally unless told otherwise
-        assert profiles.load_profile(name).executor.kind == "local"
+    shipped = {name: profiles.load_profile(name) for name in profiles.available_profiles()}
+    # quick (the default) and the test profile run locally; readings spreads its 51 runs over a local
+    # Ray runtime. A shipped profile on Ray asks each task for as many CPUs as its runs pin threads,
+    # so that Ray does not oversubscribe the machine and the float rounding stays the pinned one.
+    assert shipped["quick"].executor.kind == "local" and shipped["smoke"].executor.kind == "local"
+    assert shipped["readings"].executor.kind == "ray"
+    for prof in shipped.values():
+        if prof.executor.kind == "ray":
+            assert {s.run.get("threads") for s in prof.sections.values()} == {prof.executor.num_cpus_per_run}
 
 
 @pytest.mark.parametrize(

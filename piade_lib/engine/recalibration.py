@@ -9,9 +9,10 @@ weights twice: as trained, and with every BatchNorm layer's running statistics r
 plain average over the run's whole train split (:func:`torch.optim.swa_utils.update_bn`). The
 weights are the same; only the statistics differ. Nothing is written to the run folder.
 
-``only="pyramid"`` re-estimates the pyramid's BatchNorm layers alone (the ones whose momentum the
-presets set apart), every other layer evaluating with its statistics as trained, as at test time:
-this separates the pyramid's momentum from the rest of the network's statistics.
+``only`` (a part of the network: ``encoder``, ``pyramid``, ``upsampling``, ``decoder``) re-estimates
+that part's BatchNorm layers alone, every other layer evaluating with its statistics as trained, as
+at test time. Measured this way, the authors_code preset's collapsed runs recover with the encoder's
+statistics re-estimated and not with the pyramid's (docs/reproduction-notes.md §6.2).
 """
 
 from __future__ import annotations
@@ -95,10 +96,9 @@ def recalibration_summary(
     """Scores the finished PIADE run ``run_dir`` as trained and with recalibrated BatchNorm statistics
     (see the module docstring; ``only``: of that submodule alone); the test split is scored in the
     run's batch size and threads, as its metrics were, and the statistics are re-estimated in batches
-    of ``batch_size``. Returns the run's
-    class, preset, seed and variant, ``n_batchnorm``, ``metrics_auc`` (metrics.json's, which
-    ``auc_as_trained`` must equal) and, for each of :data:`SUMMARY_KEYS`, ``<key>_as_trained`` and
-    ``<key>_recalibrated``."""
+    of ``batch_size``. Returns the run's class, preset, seed and variant, ``n_batchnorm`` (the layers
+    re-estimated), ``metrics_auc`` (metrics.json's, which ``auc_as_trained`` must equal) and, for
+    each of :data:`SUMMARY_KEYS`, ``<key>_as_trained`` and ``<key>_recalibrated``."""
     run_dir = Path(run_dir)
     with folders.locked(run_dir):
         cfg = folders.load_config(run_dir)

@@ -31,8 +31,9 @@ from piade_lib.cli import args as A
 from piade_lib.engine import files, provenance
 from piade_lib.engine.recalibration import recalibration_summary
 from piade_lib.engine.scoring import resolve_device
-from piade_lib.experiments.plan import planned_runs
+from piade_lib.experiments.plan import profile_runs
 from piade_lib.experiments.profiles import ProfileError, load_profile
+from piade_lib.reporting.figures import save_figure
 
 SUBMODULES = ("encoder", "pyramid", "upsampling", "decoder")  # the parts of the network with BatchNorm layers
 
@@ -66,8 +67,7 @@ def plot(frame: pd.DataFrame, path: Path, which: str = "BatchNorm") -> None:
         ax.set(xlabel="as trained", ylabel=f"{which} statistics re-estimated on the train split", title=title)
         ax.legend()
     fig.suptitle(f"Same weights, two sets of {which} statistics (one point per run)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bn_recalibration: error: {exc}", file=sys.stderr)
         return 2
     root = Path(args.results_root or prof.results_root)
-    plan = [p for s in prof.sections.values() for p in planned_runs(s, root) if p.kind == "piade"]
+    plan = profile_runs(prof, root, lambda p: p.kind == "piade")  # a run two sections share is scored once
     if args.preset is not None:
         presets = sorted({p.preset for p in plan})
         plan = [p for p in plan if p.preset == args.preset]
@@ -103,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    plan = list({p.run_dir: p for p in plan}.values())  # a run two sections share is scored once
     missing = [p.run_dir for p in plan if not (p.run_dir / "metrics.json").is_file()]
     if not plan:
         print(f"bn_recalibration: error: profile {prof.name} plans no PIADE runs", file=sys.stderr)

@@ -38,8 +38,9 @@ from tqdm.auto import tqdm
 from piade_lib.engine import files, folders, provenance
 from piade_lib.engine.baselines import ExactGaussianKDE, KDEBaseline, dataset_arrays, image_features
 from piade_lib.engine.splits import task_from_config
-from piade_lib.experiments.plan import planned_runs
+from piade_lib.experiments.plan import profile_runs
 from piade_lib.experiments.profiles import ProfileError, load_profile
+from piade_lib.reporting.figures import save_figure
 
 PERTURBATION = 1e-12  # relative, on the train features
 
@@ -108,8 +109,7 @@ def plot(points: pd.DataFrame, path: Path) -> None:
         title="KDE baseline: the same features and bandwidth, two evaluations",
     )
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -124,13 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kde_density_check: error: {exc}", file=sys.stderr)
         return 2
     root = Path(args.results_root or prof.results_root)
-    plan = [
-        p
-        for s in prof.sections.values()
-        for p in planned_runs(s, root)
-        if p.kind == "baseline" and p.spec.baseline == "kde"
-    ]
-    plan = list({p.run_dir: p for p in plan}.values())
+    plan = profile_runs(prof, root, lambda p: p.kind == "baseline" and p.spec.baseline == "kde")
     if not plan:
         print(f"kde_density_check: error: profile {prof.name} plans no KDE baseline runs", file=sys.stderr)
         return 2

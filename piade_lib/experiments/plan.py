@@ -4,6 +4,7 @@ n_vectors, seed, flipped reading), then the baselines, as typed run specs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pandas as pd
 
 from piade_lib.engine import checkpoints, folders
 from piade_lib.engine.config import BaselineSpec, PiadeSpec, RunConfig, RunSpec
-from piade_lib.experiments.profiles import Section
+from piade_lib.experiments.profiles import Profile, Section
 
 # RunConfig fields a baseline run shares with the section's PIADE runs (same task, same test set).
 _BASELINE_TASK_FIELDS = (
@@ -92,6 +93,15 @@ def planned_runs(section: Section, results_root: str | Path) -> list[PlannedRun]
                 spec = BaselineSpec.build(**kw, **task_params)
                 plan.append(PlannedRun(section.name, spec, spec.run_dir(results_root)))
     return plan
+
+
+def profile_runs(
+    prof: Profile, results_root: str | Path, keep: Callable[[PlannedRun], bool] = lambda p: True
+) -> list[PlannedRun]:
+    """The planned runs of every section of ``prof`` that ``keep`` selects, in plan order, each run
+    folder once (a run that two sections share is listed once)."""
+    runs = [p for s in prof.sections.values() for p in planned_runs(s, results_root) if keep(p)]
+    return list({p.run_dir: p for p in runs}.values())
 
 
 def baseline_kwargs(section: Section, normal_class: str, name: str, seed: int | None = None) -> dict[str, Any]:

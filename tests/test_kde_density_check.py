@@ -36,7 +36,7 @@ def test_the_script_rebuilds_each_kde_run_and_compares_both_densities(tmp_path, 
     path = tmp_path / "tiny-kde.yaml"
     defaults = {"pretrained": False, "device": "cpu", "steps": 1, "batch_size": 8, "limit_train": 30}
     defaults.update({"limit_test": 40, "n_bootstrap": 20, "threads": 1})
-    section = {"dataset": "digits", "protocol": "lsa", "classes": ["3"], "presets": ["paper"], "baselines": ["kde"]}
+    section = {"dataset": "digits", "protocol": "lsa", "classes": ["3"], "presets": [], "baselines": ["kde"]}
     path.write_text(yaml.safe_dump({"name": "tiny-kde", "defaults": defaults, "sections": {"s": section}}))
     results = tmp_path / "results"
     script = _script()

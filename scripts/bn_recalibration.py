@@ -29,13 +29,11 @@ from tqdm.auto import tqdm
 
 from piade_lib.cli import args as A
 from piade_lib.engine import files, provenance
-from piade_lib.engine.recalibration import recalibration_summary
+from piade_lib.engine.recalibration import NETWORK_PARTS, recalibration_summary
 from piade_lib.engine.scoring import resolve_device
 from piade_lib.experiments.plan import profile_runs
 from piade_lib.experiments.profiles import ProfileError, load_profile
 from piade_lib.reporting.figures import save_figure
-
-SUBMODULES = ("encoder", "pyramid", "upsampling", "decoder")  # the parts of the network with BatchNorm layers
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
@@ -81,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--only",
-        choices=list(SUBMODULES),
+        choices=list(NETWORK_PARTS),
         default=None,
         help="re-estimate the BatchNorm layers of this part of the network alone (default: every BatchNorm layer)",
     )

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from piade_lib.engine import files, folders, provenance
 from piade_lib.engine.baselines import ExactGaussianKDE, KDEBaseline, dataset_arrays, image_features
-from piade_lib.engine.splits import task_from_config
+from piade_lib.engine.splits import load_splits
 from piade_lib.experiments.plan import profile_runs
 from piade_lib.experiments.profiles import ProfileError, load_profile
 from piade_lib.reporting.figures import save_figure
@@ -49,9 +49,9 @@ def compare_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     """One KDE run folder: the summary row and the per-test-image log densities."""
     config = folders.load_config(run_dir)
     params = {k: v for k, v in (config.get("params") or {}).items() if k != "density"}
-    _, train_ds, test_ds = task_from_config(config)
-    train_x, _, _ = dataset_arrays(train_ds)
-    test_x, test_y, _ = dataset_arrays(test_ds)
+    splits = load_splits(config, validate=False)
+    train_x, _, _ = dataset_arrays(splits.train)
+    test_x, test_y, _ = dataset_arrays(splits.test)
     labels = (test_y != 0).astype(int)
     fitted, seconds = {}, {}
     for density in ("exact", "tree"):
@@ -74,7 +74,7 @@ def compare_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
         "run": str(run_dir),
         "density_of_folder": (config.get("params") or {}).get("density", "tree"),
         "auc_of_folder": metrics.get("auc"),
-        "auc_exact": roc_auc_score(labels, exact.score(test_x)),
+        "auc_exact": roc_auc_score(labels, -logp_exact),  # exact.score(test_x), without scoring again
         "auc_tree": roc_auc_score(labels, fitted["tree"].score(test_x)),
         "auc_tree_at_exact_bandwidth": roc_auc_score(labels, -logp_tree),
         "bandwidth_exact": h,

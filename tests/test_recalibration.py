@@ -16,7 +16,12 @@ import yaml
 from data_fixtures import DictItems
 from torch import nn
 
-from piade_lib.engine.recalibration import batchnorm_layers, recalibrate_batchnorm, recalibration_summary
+from piade_lib.engine.recalibration import (
+    NETWORK_PARTS,
+    batchnorm_layers,
+    recalibrate_batchnorm,
+    recalibration_summary,
+)
 from piade_lib.experiments import profiles, runner
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -159,3 +164,5 @@ def test_batchnorm_layers_of_both_presets_include_the_pyramid_ones() -> None:
         pyramid = batchnorm_layers(model.pyramid)
         assert pyramid and {bn.momentum for bn in pyramid} == {momentum}
         assert len(batchnorm_layers(model)) > len(pyramid)
+        # the parts bn_recalibration.py --only offers cover every BatchNorm layer, once
+        assert sum(len(batchnorm_layers(model, part)) for part in NETWORK_PARTS) == len(batchnorm_layers(model))

@@ -185,6 +185,13 @@ class ExactGaussianKDE(BaseEstimator):
 KDE_DENSITIES = ("exact", "tree")
 
 
+def check_kde_density(density: str) -> str:
+    """``density`` if it is one of :data:`KDE_DENSITIES`, else a ValueError naming them."""
+    if density not in KDE_DENSITIES:
+        raise ValueError(f"kde density must be one of {list(KDE_DENSITIES)}, got {density!r}")
+    return density
+
+
 class KDEBaseline(Baseline):
     """Gaussian kernel density on PCA features, bandwidth by cross-validated log-likelihood.
     ``density``: ``"exact"`` (:class:`ExactGaussianKDE`) or ``"tree"`` (scikit-learn's
@@ -201,15 +208,13 @@ class KDEBaseline(Baseline):
         seed: int = 0,
         density: str = "exact",
     ) -> None:
-        if density not in KDE_DENSITIES:
-            raise ValueError(f"kde density must be one of {list(KDE_DENSITIES)}, got {density!r}")
         self.feature_size, self.variance, self.cv, self.n_bandwidths, self.seed, self.density = (
             feature_size,
             variance,
             cv,
             n_bandwidths,
             seed,
-            density,
+            check_kde_density(density),
         )
         self.features: Pipeline | None = None
         self.kde: ExactGaussianKDE | KernelDensity | None = None

@@ -250,7 +250,7 @@ class BaselineSpec:
         """The spec of baseline ``name`` with the dataset's defaults filled (``task_params`` go to
         ``one_class_task``; ``epochs`` only matters for the autoencoders)."""
         from piade_lib.data import classes
-        from piade_lib.engine.baselines import BASELINES, KDE_DENSITIES
+        from piade_lib.engine.baselines import BASELINES, check_kde_density
 
         if name not in BASELINES:
             raise KeyError(f"unknown baseline {name!r}; valid baselines: {sorted(BASELINES)}")
@@ -262,9 +262,7 @@ class BaselineSpec:
             # recorded in config.json: a KDE run folder made before the exact density (no "density")
             # no longer matches its plan, and the mismatch error names it, rather than its old numbers
             # being reused silently (engine/baselines.py)
-            p.setdefault("density", "exact")
-            if p["density"] not in KDE_DENSITIES:
-                raise ValueError(f"kde density must be one of {list(KDE_DENSITIES)}, got {p['density']!r}")
+            p["density"] = check_kde_density(p.get("density", "exact"))
         names = [] if dataset == "folder" else [str(c) for c in classes(dataset)]
         return cls(
             baseline=name,

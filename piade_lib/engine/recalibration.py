@@ -33,6 +33,7 @@ from piade_lib.engine.splits import load_splits
 from piade_lib.metrics import reconstruction_summary
 
 SUMMARY_KEYS = ("auc", "mse_auc", "normal_recon_mse", "recon_to_mean_image")
+NETWORK_PARTS = ("encoder", "pyramid", "upsampling", "decoder")  # the parts of the PIADE network with BatchNorm
 
 
 def batchnorm_layers(model: torch.nn.Module, only: str | None = None) -> list[torch.nn.Module]:
@@ -75,7 +76,8 @@ def recalibrate_batchnorm(
     weighs the same. Returns the number of layers re-estimated."""
     layers = batchnorm_layers(model, only)
     if not layers:
-        with_bn = sorted({n.split(".")[0] for n, m in model.named_modules() if m in batchnorm_layers(model)})
+        bn = torch.nn.modules.batchnorm._BatchNorm
+        with_bn = sorted({n.split(".")[0] for n, m in model.named_modules() if isinstance(m, bn)})
         raise ValueError(f"no BatchNorm layer in submodule {only!r}; submodules with BatchNorm: {with_bn}")
     n = len(dataset)  # type: ignore[arg-type]
     if n < 2:

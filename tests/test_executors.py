@@ -5,10 +5,13 @@ Tiny settings: digits, 16 train images, batch 8, 32x32, CPU, random initialisati
 
 from __future__ import annotations
 
+import _thread
 import dataclasses
 import json
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from piade_lib.engine import checkpoints
+from piade_lib.engine import checkpoints, folders
 from piade_lib.engine.lifecycle import train_run
 from piade_lib.experiments import executors, plan, preflight, profiles, runner
 
@@ -243,6 +246,72 @@ def test_ray_retries_a_run_whose_worker_died_and_the_retry_resumes(ray_runtime, 
     prov = json.loads((piade.run_dir / "provenance.json").read_text())
     assert [s["resumed_from_epoch"] for s in prov["sessions"]] == [0, 1]
     assert (piade.run_dir / "checkpoints" / "final.pt").is_file() and (piade.run_dir / "metrics.json").is_file()
+
+
+def _one_more_epoch(p, results_root, *, progress, prune):
+    """Resume a run and train one epoch past its last checkpoint."""
+    last = checkpoints.load_torch(p.run_dir / "checkpoints" / "last.pt")["epoch"]
+    return train_run(p.spec, results_root, progress=False, stop_after=last + 1)
+
+
+def _interrupt_once_exists(path: Path, limit: float = 120.0) -> threading.Thread:
+    """Interrupt this process's main thread, as Ctrl-C would, as soon as ``path`` exists."""
+
+    def watch() -> None:
+        end = time.monotonic() + limit
+        while not path.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        _thread.interrupt_main()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_ray_tasks_releases_the_run_folders_and_the_runs_resume(ray_runtime, tmp_path) -> None:
+    """Ctrl-C in the process that submitted the runs, while a run trains in a Ray worker: the executor
+    cancels the tasks (Ray raises KeyboardInterrupt in the worker), the worker's run records the stop and
+    lets go of its folder, and the same command resumes the run from its last checkpoint."""
+    prof = _profile(
+        tmp_path,
+        {"t": {**TWO_DIGITS, "classes": ["3"], "steps": None, "epochs": 400, "checkpoint_every": 1, "baselines": []}},
+    )
+    root = tmp_path / "ray"
+    (piade,) = plan.planned_runs(prof.sections["t"], root)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in an interactive Python
+    try:
+        _interrupt_once_exists(piade.run_dir / "checkpoints" / "last.pt")
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            executors.RayExecutor(max_retries=0).run([piade], root, runner.execute_planned, bar=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert time.monotonic() - t0 < 110  # interrupted, not trained to the end (400 epochs)
+
+    # the cancelled task stops: its run records the stop and lets go of its folder's lock
+    from filelock import FileLock
+
+    deadline = time.monotonic() + 60
+    status = None
+    while time.monotonic() < deadline:
+        sessions = json.loads((piade.run_dir / "provenance.json").read_text())["sessions"]
+        status = sessions[-1]["status"]
+        if status != "running":
+            break
+        time.sleep(0.2)
+    assert status == "stopped: KeyboardInterrupt"
+    FileLock(str(folders.lock_path(piade.run_dir))).acquire(timeout=30).lock.release()
+    stopped_at = checkpoints.load_torch(piade.run_dir / "checkpoints" / "last.pt")["epoch"]
+    assert 1 <= stopped_at < 400 and not (piade.run_dir / "metrics.json").exists()
+
+    # submitted again: the run resumes from that checkpoint (and trains one more epoch, then stops)
+    assert executors.RayExecutor(max_retries=0).run([piade], root, _one_more_epoch, bar=False, verbose=False) == [
+        piade.run_dir
+    ]
+    sessions = json.loads((piade.run_dir / "provenance.json").read_text())["sessions"]
+    assert [s["resumed_from_epoch"] for s in sessions] == [0, stopped_at]
+    assert checkpoints.load_torch(piade.run_dir / "checkpoints" / "last.pt")["epoch"] == stopped_at + 1
 
 
 def _quick_shrunk(tmp_path: Path) -> profiles.Profile:

@@ -182,6 +182,46 @@ def test_nan_loss_stops_with_last_good_checkpoint_intact(tmp_path: Path, monkeyp
     assert json.loads((d / "provenance.json").read_text())["sessions"][-1]["status"] == "stopped: NonFiniteLossError"
 
 
+def test_an_interrupt_while_a_checkpoint_is_written_keeps_the_last_one_and_the_run_resumes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Ctrl-C (or a cancelled Ray task) while epoch 2's checkpoint is written, where torch.save's zip
+    writer, cut off mid-file, then fails in its own clean-up: the session is recorded as interrupted,
+    with where it started, the half-written file is gone, epoch 1's checkpoint is intact, and the
+    same call resumes from it."""
+    from piade_lib.engine import files
+
+    save = torch.save
+
+    def cut_off(obj, f, *a, **k):
+        if isinstance(obj, dict) and obj.get("epoch") == 2:  # epoch 2's checkpoint
+            try:
+                raise KeyboardInterrupt
+            finally:
+                raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos")
+        return save(obj, f, *a, **k)
+
+    monkeypatch.setattr(files.torch, "save", cut_off)
+    cfg = RunConfig(**{**TINY, "epochs": 3, "checkpoint_every": 1})
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        train_run(cfg, tmp_path, progress=False)
+    d = cfg.run_dir(tmp_path)
+    (stopped,) = json.loads((d / "provenance.json").read_text())["sessions"]
+    assert stopped["status"] == "stopped: KeyboardInterrupt"
+    assert (stopped["resumed_from_epoch"], stopped["epochs_done"]) == (0, 2)
+    assert checkpoints.load_torch(d / "checkpoints" / "last.pt")["epoch"] == 1
+    assert not [p.name for p in (d / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+    monkeypatch.setattr(files.torch, "save", save)
+    assert train_run(cfg, tmp_path, progress=False) == d
+    sessions = json.loads((d / "provenance.json").read_text())["sessions"]
+    assert [(s["status"], s["resumed_from_epoch"]) for s in sessions] == [
+        ("stopped: KeyboardInterrupt", 0),
+        ("finished", 1),
+    ]
+    assert (d / "metrics.json").is_file()
+
+
 def test_single_class_test_set_gives_null_auc(tmp_path: Path, straight_run: Path) -> None:
     from piade_lib.engine.splits import task_from_config
 

@@ -124,8 +124,10 @@ def _fit_and_evaluate(
         if all((run_dir / f).is_file() for f in detector.fitted_files):
             detector.load_fitted(run_dir)  # trained in an earlier session, not (fully) evaluated
         else:
-            facts = detector.fit(splits, run_dir, progress=progress, stop_after=stop_after)
-            session.entry.update(detector.session_fields())
+            try:
+                facts = detector.fit(splits, run_dir, progress=progress, stop_after=stop_after)
+            finally:  # also for a session that stops (Ctrl-C, a cancelled Ray task): where it resumed from
+                session.entry.update(detector.session_fields())
             if facts is None:
                 session.status = f"stopped after epoch {stop_after} (stop_after)"
                 return

@@ -211,6 +211,20 @@ class Session:
         update_provenance(self.run_dir, self.entry, **self.facts)
 
 
+def _first_cause(exc: BaseException) -> BaseException:
+    """What stopped a session: an interrupt (Ctrl-C, a cancelled Ray task) that another error followed
+    while it unwound (e.g. torch.save's zip writer, cut off mid-file, fails in its own clean-up), else
+    ``exc`` itself."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return exc
+
+
 @contextlib.contextmanager
 def session(run_dir: str | os.PathLike, *, device: Any, seed: int, pretrained: bool | None) -> Iterator[Session]:
     """Open a provenance session in ``run_dir`` (after marking dead sessions as killed) and close it
@@ -224,6 +238,6 @@ def session(run_dir: str | os.PathLike, *, device: Any, seed: int, pretrained: b
     try:
         yield s
     except BaseException as exc:
-        s.end(f"stopped: {type(exc).__name__}")
+        s.end(f"stopped: {type(_first_cause(exc)).__name__}")
         raise
     s.end(s.status)

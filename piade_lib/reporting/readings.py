@@ -214,7 +214,7 @@ def readings_markdown(df: pd.DataFrame) -> str:
     steps = df["early_step"].dropna().unique() if "early_step" in df else []
     early = f" change at step {int(steps[0])} |" if len(steps) == 1 else ""
     lines = [
-        "| reading | paper -> code | AUROC as is | flipped | change | 95% CI (images) | 95% CI (seeds) | "
+        "| reading | value as is -> flipped | AUROC as is | flipped | change | 95% CI (images) | 95% CI (seeds) | "
         f"recon/mean-image as is -> flipped |{early}",
         "|---|---|---|---|---|---|---|---|" + ("---|" if early else ""),
     ]

@@ -36,11 +36,19 @@ from piade_lib.experiments.profiles import ProfileError, load_profile
 from piade_lib.reporting.figures import save_figure
 
 
+def groups(frame: pd.DataFrame) -> list[str]:
+    """What the summary and the plot tell apart: the preset, and the reading flipped where a readings
+    section flips any (``flip``: its name, empty for the runs as they are)."""
+    return ["preset", "flip"] if "flip" in frame and frame["flip"].fillna("").ne("").any() else ["preset"]
+
+
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per preset: runs, mean and lowest AUROC, and how many beat the mean image, both ways."""
+    """Per preset (and reading flipped, if any): runs, mean and lowest AUROC, and how many beat the mean
+    image, both ways."""
     rows = []
-    for preset, g in frame.groupby("preset", sort=False):
-        row = {"preset": preset, "runs": len(g)}
+    keys = groups(frame)
+    for values, g in frame.fillna({"flip": ""}).groupby(keys, sort=False):
+        row = {**dict(zip(keys, values)), "runs": len(g)}
         for how in ("as_trained", "recalibrated"):
             row[f"mean_auc_{how}"] = g[f"auc_{how}"].mean()
             row[f"min_auc_{how}"] = g[f"auc_{how}"].min()
@@ -57,13 +65,15 @@ def plot(frame: pd.DataFrame, path: Path, which: str = "BatchNorm") -> None:
         (axes[0], "auc", "AUROC"),
         (axes[1], "recon_to_mean_image", "recon. MSE / mean-image MSE (normal test images)"),
     ):
-        for preset, g in frame.groupby("preset", sort=False):
-            ax.scatter(g[f"{key}_as_trained"], g[f"{key}_recalibrated"], label=preset, alpha=0.8)
+        keys = groups(frame)
+        for values, g in frame.fillna({"flip": ""}).groupby(keys, sort=False):
+            label = " ".join(f"+{v}" if k == "flip" else str(v) for k, v in zip(keys, values) if v != "")
+            ax.scatter(g[f"{key}_as_trained"], g[f"{key}_recalibrated"], label=label, alpha=0.8)
         lo = min(frame[f"{key}_as_trained"].min(), frame[f"{key}_recalibrated"].min())
         hi = max(frame[f"{key}_as_trained"].max(), frame[f"{key}_recalibrated"].max())
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
         ax.set(xlabel="as trained", ylabel=f"{which} statistics re-estimated on the train split", title=title)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.suptitle(f"Same weights, two sets of {which} statistics (one point per run)")
     save_figure(fig, path, dpi=120)
     plt.close(fig)
@@ -119,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 {
                     "section": p.section,
+                    "flip": p.flip or "",
                     **recalibration_summary(p.run_dir, device=args.device, batch_size=args.batch_size, only=args.only),
                 }
             )

@@ -155,6 +155,27 @@ def test_the_script_scores_every_piade_run_both_ways_and_changes_no_run_folder(t
         recalibration_summary(baseline)
 
 
+def test_the_summary_tells_the_readings_flipped_apart_when_a_profile_flips_any() -> None:
+    script = _script()
+    frame = pd.DataFrame(
+        {
+            "preset": ["authors_code"] * 4,
+            "flip": ["", "", "backbone", "backbone"],
+            "auc_as_trained": [0.6, 0.8, 0.9, 0.7],
+            "auc_recalibrated": [0.9, 0.8, 0.9, 0.8],
+            "recon_to_mean_image_as_trained": [2.0, 0.9, 0.8, 1.1],
+            "recon_to_mean_image_recalibrated": [1.1, 0.9, 0.8, 0.9],
+        }
+    )
+    summary = script.summarise(frame).set_index("flip")
+    assert summary.loc["", "runs"] == 2 and summary.loc["backbone", "runs"] == 2
+    assert summary.loc["", "min_auc_as_trained"] == 0.6 and summary.loc["backbone", "mean_auc_as_trained"] == 0.8
+    assert summary.loc["", "beat_mean_image_as_trained"] == 1 and summary.loc["", "beat_mean_image_recalibrated"] == 1
+    assert summary.loc["backbone", "beat_mean_image_recalibrated"] == 2
+    plain = script.summarise(frame.assign(flip=""))  # no flips: one row per preset, as before
+    assert plain.columns[0] == "preset" and "flip" not in plain and plain["runs"].tolist() == [4]
+
+
 def test_batchnorm_layers_of_both_presets_include_the_pyramid_ones() -> None:
     from piade_lib.model.network import build_model
     from piade_lib.presets import get_preset

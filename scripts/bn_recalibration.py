@@ -79,6 +79,43 @@ def plot(frame: pd.DataFrame, path: Path, which: str = "BatchNorm") -> None:
     plt.close(fig)
 
 
+def plot_layers(layers: pd.DataFrame, path: Path) -> None:
+    """Per BatchNorm layer (in network order): how far each run's trained variances were from the
+    re-estimated ones (one line per run; runs that reconstruct worse than the mean image drawn solid),
+    and the values per channel that one training batch gave each layer."""
+    import matplotlib.pyplot as plt
+
+    keys = groups(layers)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=(2, 1))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    frame = layers.fillna({"flip": ""})
+    for k, (values, g) in enumerate(frame.groupby(keys, sort=False)):
+        label = " ".join(f"+{v}" if key == "flip" else str(v) for key, v in zip(keys, values) if v != "")
+        colour = colours[k % len(colours)]
+        for j, (_, run) in enumerate(g.groupby(["class", "seed"], sort=False)):
+            bad = bool(run["recon_to_mean_image_as_trained"].iloc[0] >= 1)
+            top.plot(
+                run["index"],
+                run["log_var_ratio"],
+                color=colour,
+                lw=1.4 if bad else 0.7,
+                ls="-" if bad else ":",
+                alpha=0.9,
+                label=label if j == 0 else None,
+            )
+        first = g.drop_duplicates("index").sort_values("index")
+        bottom.step(first["index"], first["values_per_channel"], where="mid", color=colour, label=label)
+    top.set(ylabel="mean |ln(var as trained / re-estimated)|", yscale="log")
+    top.set_title(
+        "BatchNorm statistics as trained vs re-estimated on the train split (solid: worse than the mean image)",
+        fontsize=9,
+    )
+    top.legend(fontsize=7)
+    bottom.set(xlabel="BatchNorm layer (network order)", ylabel="values per channel\nper training batch", yscale="log")
+    save_figure(fig, path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("profile", help="a profile name or YAML file whose runs have finished")
@@ -94,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         help="re-estimate the BatchNorm layers of this part of the network alone (default: every BatchNorm layer)",
     )
     ap.add_argument("--preset", default=None, help="only the runs of this preset (default: every PIADE run)")
+    ap.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="also write <stem>_layers.csv/.png: per run and BatchNorm layer, how far the trained statistics were "
+        "from the re-estimated ones, beside the values per channel each layer's batch statistics had in training",
+    )
     args = ap.parse_args(argv)
     try:
         prof = load_profile(args.profile)
@@ -130,17 +173,35 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "section": p.section,
                     "flip": p.flip or "",
-                    **recalibration_summary(p.run_dir, device=args.device, batch_size=args.batch_size, only=args.only),
+                    **recalibration_summary(
+                        p.run_dir,
+                        device=args.device,
+                        batch_size=args.batch_size,
+                        only=args.only,
+                        per_layer=args.per_layer,
+                    ),
                 }
             )
         except Exception as exc:  # noqa: BLE001 -- one line naming the run (missing data, a damaged checkpoint, ...)
             print(f"bn_recalibration: error: {p.run_dir}: {exc}; nothing was written", file=sys.stderr)
             return 1
+    layers = [
+        {k: r[k] for k in ("section", "flip", "class", "preset", "seed", "variant")} | layer
+        for r in rows
+        for layer in r.pop("layers", None) or []
+    ]
     frame = pd.DataFrame(rows)
     out = root / "diagnostics"
     out.mkdir(parents=True, exist_ok=True)
     stem = "bn_recalibration" + (f"_{args.only}" if args.only else "") + (f"_{args.preset}" if args.preset else "")
     files.write_csv(out / f"{stem}.csv", frame)
+    if args.per_layer:
+        per_layer = pd.DataFrame(layers).merge(
+            frame[["variant", "class", "seed", "auc_as_trained", "recon_to_mean_image_as_trained"]],
+            on=["variant", "class", "seed"],
+        )
+        files.write_csv(out / f"{stem}_layers.csv", per_layer)
+        plot_layers(per_layer, out / f"{stem}_layers.png")
     plot(frame, out / f"{stem}.png", f"{args.only} BatchNorm" if args.only else "BatchNorm")
     summary = summarise(frame)
     drift = float((frame["auc_as_trained"] - frame["metrics_auc"]).abs().max())

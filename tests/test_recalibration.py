@@ -9,6 +9,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -148,6 +149,19 @@ def test_the_script_scores_every_piade_run_both_ways_and_changes_no_run_folder(t
     capsys.readouterr()
     decoder = pd.read_csv(results / "diagnostics" / "bn_recalibration_decoder_paper.csv")
     assert decoder["preset"].tolist() == ["paper"] and (decoder["n_batchnorm"] > 0).all()
+    assert script.main([str(path), "--results-root", str(results), "--only", "encoder", "--preset", "paper"]) == 0
+    encoder = pd.read_csv(results / "diagnostics" / "bn_recalibration_encoder_paper.csv")
+    capsys.readouterr()
+    assert script.main([str(path), *f"--results-root {results} --only encoder --preset paper --per-layer".split()]) == 0
+    capsys.readouterr()
+    assert pd.read_csv(results / "diagnostics" / "bn_recalibration_encoder_paper.csv").equals(encoder)
+    layers = pd.read_csv(results / "diagnostics" / "bn_recalibration_encoder_paper_layers.csv")
+    assert len(layers) == encoder["n_batchnorm"].item() and layers["layer"].str.startswith("encoder.").all()
+    assert layers["index"].is_monotonic_increasing and (layers[["mean_shift", "log_var_ratio"]] >= 0).all().all()
+    assert (layers["values_per_channel"] == 8 * layers["height"] * layers["width"]).all()  # the runs' batch of 8
+    assert layers["height"].iloc[0] == 16 and layers["height"].iloc[-1] == 2  # 32x32 input, no stem max-pool
+    assert (layers["auc_as_trained"] == encoder["auc_as_trained"].item()).all()
+    assert (results / "diagnostics" / "bn_recalibration_encoder_paper_layers.png").stat().st_size > 10_000
     assert script.main([str(path), "--results-root", str(results), "--preset", "paperr"]) == 2
     assert "has no 'paperr' runs; its presets: ['authors_code', 'paper']" in capsys.readouterr().err
     baseline = next(d for d in (runs / "digits-lsa" / "3").iterdir() if d.name.startswith("baseline-"))
@@ -174,6 +188,29 @@ def test_the_summary_tells_the_readings_flipped_apart_when_a_profile_flips_any()
     assert summary.loc["backbone", "beat_mean_image_recalibrated"] == 2
     plain = script.summarise(frame.assign(flip=""))  # no flips: one row per preset, as before
     assert plain.columns[0] == "preset" and "flip" not in plain and plain["runs"].tolist() == [4]
+
+
+def test_the_drift_of_each_layer_is_measured_in_re_estimated_units() -> None:
+    from piade_lib.engine.recalibration import _feature_map_size, batchnorm_drift
+
+    model = nn.Sequential(nn.BatchNorm2d(2), nn.Flatten(), nn.BatchNorm1d(3))
+    model[0].running_mean.fill_(1.0)
+    model[0].running_var.fill_(4.0)  # re-estimated: mean 1, sd 2
+    trained = {"0": (torch.tensor([0.0, 1.0]), torch.tensor([1.0, 4.0])), "2": (torch.zeros(3), torch.ones(3))}
+    rows = batchnorm_drift(trained, model, {"0": (3, 3), "2": (1, 1)}, train_batch_size=8, eps=0.0)
+    first, second = rows
+    assert (first["layer"], first["index"], first["channels"], first["values_per_channel"]) == ("0", 0, 2, 72)
+    assert first["mean_shift"] == pytest.approx((1 / 2 + 0) / 2)  # |0 - 1| / 2 and 0, averaged over channels
+    assert first["log_var_ratio"] == pytest.approx((abs(np.log(1 / 4)) + 0) / 2)
+    assert (second["index"], second["values_per_channel"], second["mean_shift"], second["log_var_ratio"]) == (
+        1,
+        8,
+        0.0,
+        0.0,
+    )
+    assert batchnorm_drift({"0": trained["0"]}, model, {}, 8)[0]["values_per_channel"] == 0  # size not seen
+    assert _feature_map_size(torch.zeros(4, 2, 5, 6)) == (5, 6)
+    assert _feature_map_size(torch.zeros(4, 2, 7)) == (7, 1) and _feature_map_size(torch.zeros(4, 2)) == (1, 1)
 
 
 def test_batchnorm_layers_of_both_presets_include_the_pyramid_ones() -> None:

@@ -13,11 +13,16 @@ weights are the same; only the statistics differ. Nothing is written to the run 
 that part's BatchNorm layers alone, every other layer evaluating with its statistics as trained, as
 at test time. Measured this way, the authors_code preset's collapsed runs recover with the encoder's
 statistics re-estimated and not with the pyramid's (docs/reproduction-notes.md §6.2).
+
+``per_layer=True`` also says, layer by layer, how far the trained statistics were from the
+re-estimated ones (:func:`batchnorm_drift`), beside the size of the feature map each layer sees and
+so the number of values per channel its batch statistics had in training (batch x height x width):
+where those are few, the running averages follow a few noisy batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +67,52 @@ def _update_some_bn(batches: Iterable[torch.Tensor], model: torch.nn.Module, lay
     model.train(was_training)
 
 
+def _named_batchnorm(model: torch.nn.Module, only: str | None = None) -> dict[str, torch.nn.Module]:
+    layers = {id(m) for m in batchnorm_layers(model, only)}
+    return {name: m for name, m in model.named_modules() if id(m) in layers}
+
+
+def _feature_map_size(x: torch.Tensor) -> tuple[int, int]:
+    """Height and width of a BatchNorm input: (N, C, H, W) -> (H, W); (N, C, L) -> (L, 1); (N, C) -> (1, 1)."""
+    size = tuple(int(v) for v in x.shape[2:]) + (1, 1)
+    return size[0], size[1]
+
+
+def batchnorm_drift(
+    trained: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    model: torch.nn.Module,
+    spatial: dict[str, tuple[int, int]],
+    train_batch_size: int,
+    eps: float = 1e-5,
+) -> list[dict[str, Any]]:
+    """Per BatchNorm layer of ``model`` named in ``trained`` (its running mean and variance as trained;
+    the model's are the re-estimated ones): ``mean_shift``, the mean over channels of
+    |mean as trained - re-estimated| in re-estimated standard deviations, and ``log_var_ratio``, the mean
+    over channels of |ln(variance as trained / re-estimated)| (0: the statistics agree). ``spatial``: each
+    layer's feature-map size, which with ``train_batch_size`` gives ``values_per_channel``, what one
+    training batch's statistics averaged over per channel."""
+    rows = []
+    for i, (name, m) in enumerate(_named_batchnorm(model).items()):
+        if name not in trained:
+            continue
+        mean0, var0 = (t.double() for t in trained[name])
+        mean1, var1 = m.running_mean.double(), m.running_var.double()  # type: ignore[union-attr]
+        h, w = spatial.get(name, (0, 0))
+        rows.append(
+            {
+                "layer": name,
+                "index": i,
+                "channels": int(mean1.numel()),
+                "height": h,
+                "width": w,
+                "values_per_channel": int(train_batch_size) * h * w,
+                "mean_shift": float(((mean0 - mean1).abs() / (var1 + eps).sqrt()).mean()),
+                "log_var_ratio": float(torch.log((var0 + eps) / (var1 + eps)).abs().mean()),
+            }
+        )
+    return rows
+
+
 def recalibrate_batchnorm(
     model: torch.nn.Module,
     dataset: Dataset,
@@ -93,14 +144,20 @@ def recalibrate_batchnorm(
 
 
 def recalibration_summary(
-    run_dir: str | Path, *, device: str | torch.device = "cpu", batch_size: int = 64, only: str | None = None
+    run_dir: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    only: str | None = None,
+    per_layer: bool = False,
 ) -> dict[str, Any]:
     """Scores the finished PIADE run ``run_dir`` as trained and with recalibrated BatchNorm statistics
     (see the module docstring; ``only``: of that submodule alone); the test split is scored in the
     run's batch size and threads, as its metrics were, and the statistics are re-estimated in batches
     of ``batch_size``. Returns the run's class, preset, seed and variant, ``n_batchnorm`` (the layers
     re-estimated), ``metrics_auc`` (metrics.json's, which ``auc_as_trained`` must equal) and, for
-    each of :data:`SUMMARY_KEYS`, ``<key>_as_trained`` and ``<key>_recalibrated``."""
+    each of :data:`SUMMARY_KEYS`, ``<key>_as_trained`` and ``<key>_recalibrated``; with ``per_layer``,
+    also ``layers``: :func:`batchnorm_drift`'s rows for the layers re-estimated."""
     run_dir = Path(run_dir)
     with folders.locked(run_dir):
         cfg = folders.load_config(run_dir)
@@ -123,8 +180,24 @@ def recalibration_summary(
                 return reconstruction_summary(scores)  # type: ignore[arg-type]
 
             before = summary()
-            n_bn = recalibrate_batchnorm(model, splits.train, batch_size=batch_size, device=dev, only=only)
+            named = _named_batchnorm(model, only)
+            trained = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in named.items()}  # type: ignore[union-attr]
+            spatial: dict[str, tuple[int, int]] = {}
+
+            def seen(name: str) -> Callable[..., None]:
+                def hook(_module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], _output: Any) -> None:
+                    spatial.setdefault(name, _feature_map_size(inputs[0]))  # returns None: the output stays
+
+                return hook
+
+            hooks = [m.register_forward_hook(seen(n)) for n, m in named.items()]
+            try:
+                n_bn = recalibrate_batchnorm(model, splits.train, batch_size=batch_size, device=dev, only=only)
+            finally:
+                for h in hooks:
+                    h.remove()
             after = summary()
+    layers = batchnorm_drift(trained, model, spatial, spec.batch_size) if per_layer else None
     return {
         "class": spec.normal_class,
         "preset": spec.preset,
@@ -134,4 +207,5 @@ def recalibration_summary(
         "metrics_auc": files.read_json(metrics_path).get("auc"),
         **{f"{k}_as_trained": before[k] for k in SUMMARY_KEYS},
         **{f"{k}_recalibrated": after[k] for k in SUMMARY_KEYS},
+        **({"layers": layers} if per_layer else {}),
     }

@@ -58,6 +58,35 @@ def test_mnist_profile_runs_every_digit_with_both_presets_and_three_seeds():
     assert readings.is_readings and len(readings.seed_list()) >= 3
 
 
+def test_authors_readings_flips_the_released_codes_readings_back_and_its_unflipped_runs_are_the_mnist_ones():
+    from piade_lib.engine import folders
+    from piade_lib.experiments import plan
+    from piade_lib.presets import PRESETS, READINGS, RUN_LEVEL_FIELDS
+
+    s = profiles.load_profile("authors_readings").sections["readings"]
+    assert s.is_readings and s.presets == ["authors_code"] and s.classes == ["2", "9"] and s.seed_list() == [0, 1, 2]
+    runs = plan.planned_runs(s, "a")
+    flipped = [p for p in runs if p.flip]
+    assert {p.flip for p in flipped} == set(s.flips) and len(flipped) == len(s.flips) * 6
+    for p in flipped:  # each flip takes the paper preset's value (a run-level field: the run's own)
+        for field in READINGS[p.flip]:
+            got = getattr(p.spec if field in RUN_LEVEL_FIELDS else p.spec.preset_obj(), field)
+            assert got == getattr(PRESETS["paper"], field) != getattr(PRESETS["authors_code"], field), p.flip
+    # the runs as they are: the mnist profile's authors_code runs of the same digits and seeds, config for config
+    mnist = {
+        (p.normal_class, p.seed): p
+        for p in plan.planned_runs(profiles.load_profile("mnist").sections["mnist"], "m")
+        if p.kind == "piade" and p.preset == "authors_code"
+    }
+    as_is = [p for p in runs if not p.flip]
+    assert len(as_is) == 6
+    for p in as_is:
+        twin = mnist[(p.normal_class, p.seed)]
+        assert folders.config_hash(p.spec.to_dict()) == folders.config_hash(twin.spec.to_dict())
+        assert p.spec.threads == twin.spec.threads == 2  # float rounding depends on the count
+        assert p.run_dir.relative_to("a") == twin.run_dir.relative_to("m")
+
+
 def test_unknown_profile_lists_the_valid_ones():
     with pytest.raises(profiles.UnknownProfile) as exc:
         profiles.load_profile("no_such_profile")

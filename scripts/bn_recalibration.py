@@ -14,7 +14,11 @@ is changed.
 
 ``--only PART`` (encoder, pyramid, upsampling or decoder) re-estimates that part's BatchNorm layers
 alone (the others keep their trained statistics) and writes ``bn_recalibration_<PART>.*`` instead,
-beside the all-layer files; ``--preset NAME`` keeps that preset's runs (``..._<NAME>.*``).
+beside the all-layer files; ``--preset NAME`` keeps that preset's runs (``..._<NAME>.*``). The runs of
+a readings section are summarised per reading flipped. ``--per-layer`` also writes ``<stem>_layers.csv``
+and ``.png``: per run and BatchNorm layer, how far the trained running statistics were from the
+re-estimated ones, beside the size of the layer's feature map and the values per channel that one
+training batch gave its statistics.
 """
 
 from __future__ import annotations

@@ -88,15 +88,17 @@ def plot_layers(layers: pd.DataFrame, path: Path) -> None:
     re-estimated ones (one line per run; runs that reconstruct worse than the mean image drawn solid),
     and the values per channel that one training batch gave each layer."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     keys = groups(layers)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=(2, 1))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    legend: list[Line2D] = []
     frame = layers.fillna({"flip": ""})
     for k, (values, g) in enumerate(frame.groupby(keys, sort=False)):
         label = " ".join(f"+{v}" if key == "flip" else str(v) for key, v in zip(keys, values) if v != "")
         colour = colours[k % len(colours)]
-        for j, (_, run) in enumerate(g.groupby(["class", "seed"], sort=False)):
+        for _, run in g.groupby(["class", "seed"], sort=False):
             bad = bool(run["recon_to_mean_image_as_trained"].iloc[0] >= 1)
             top.plot(
                 run["index"],
@@ -105,8 +107,8 @@ def plot_layers(layers: pd.DataFrame, path: Path) -> None:
                 lw=1.4 if bad else 0.7,
                 ls="-" if bad else ":",
                 alpha=0.9,
-                label=label if j == 0 else None,
             )
+        legend.append(Line2D([], [], color=colour, lw=1.4, label=label))
         first = g.drop_duplicates("index").sort_values("index")
         bottom.step(first["index"], first["values_per_channel"], where="mid", color=colour, label=label)
     top.set(ylabel="mean |ln(var as trained / re-estimated)|", yscale="log")
@@ -114,7 +116,7 @@ def plot_layers(layers: pd.DataFrame, path: Path) -> None:
         "BatchNorm statistics as trained vs re-estimated on the train split (solid: worse than the mean image)",
         fontsize=9,
     )
-    top.legend(fontsize=7)
+    top.legend(handles=legend, fontsize=7)  # groups by colour; the line style marks the runs
     bottom.set(xlabel="BatchNorm layer (network order)", ylabel="values per channel\nper training batch", yscale="log")
     save_figure(fig, path, dpi=120)
     plt.close(fig)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -40,19 +41,24 @@ from piade_lib.experiments.profiles import ProfileError, load_profile
 from piade_lib.reporting.figures import save_figure
 
 
-def groups(frame: pd.DataFrame) -> list[str]:
-    """What the summary and the plot tell apart: the preset, and the reading flipped where a readings
-    section flips any (``flip``: its name, empty for the runs as they are)."""
-    return ["preset", "flip"] if "flip" in frame and frame["flip"].fillna("").ne("").any() else ["preset"]
+def by_group(frame: pd.DataFrame) -> Iterator[tuple[dict[str, str], str, pd.DataFrame]]:
+    """The runs grouped as the summary and the plots tell them apart: by preset, and by the reading
+    flipped where a readings section flips any (``flip``: its name, empty for the runs as they are).
+    Yields each group's key values, its legend label and its rows."""
+    has_flips = "flip" in frame and frame["flip"].fillna("").ne("").any()
+    keys = ["preset", "flip"] if has_flips else ["preset"]
+    for values, g in frame.fillna({"flip": ""}).groupby(keys, sort=False):
+        named = dict(zip(keys, values))
+        label = " ".join(f"+{v}" if k == "flip" else str(v) for k, v in named.items() if v != "")
+        yield named, label, g
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     """Per preset (and reading flipped, if any): runs, mean and lowest AUROC, and how many beat the mean
     image, both ways."""
     rows = []
-    keys = groups(frame)
-    for values, g in frame.fillna({"flip": ""}).groupby(keys, sort=False):
-        row = {**dict(zip(keys, values)), "runs": len(g)}
+    for named, _, g in by_group(frame):
+        row = {**named, "runs": len(g)}
         for how in ("as_trained", "recalibrated"):
             row[f"mean_auc_{how}"] = g[f"auc_{how}"].mean()
             row[f"min_auc_{how}"] = g[f"auc_{how}"].min()
@@ -69,9 +75,7 @@ def plot(frame: pd.DataFrame, path: Path, which: str = "BatchNorm") -> None:
         (axes[0], "auc", "AUROC"),
         (axes[1], "recon_to_mean_image", "recon. MSE / mean-image MSE (normal test images)"),
     ):
-        keys = groups(frame)
-        for values, g in frame.fillna({"flip": ""}).groupby(keys, sort=False):
-            label = " ".join(f"+{v}" if k == "flip" else str(v) for k, v in zip(keys, values) if v != "")
+        for _, label, g in by_group(frame):
             ax.scatter(g[f"{key}_as_trained"], g[f"{key}_recalibrated"], label=label, alpha=0.8)
         lo = min(frame[f"{key}_as_trained"].min(), frame[f"{key}_recalibrated"].min())
         hi = max(frame[f"{key}_as_trained"].max(), frame[f"{key}_recalibrated"].max())
@@ -90,13 +94,10 @@ def plot_layers(layers: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    keys = groups(layers)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=(2, 1))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     legend: list[Line2D] = []
-    frame = layers.fillna({"flip": ""})
-    for k, (values, g) in enumerate(frame.groupby(keys, sort=False)):
-        label = " ".join(f"+{v}" if key == "flip" else str(v) for key, v in zip(keys, values) if v != "")
+    for k, (_, label, g) in enumerate(by_group(layers)):
         colour = colours[k % len(colours)]
         for _, run in g.groupby(["class", "seed"], sort=False):
             bad = bool(run["recon_to_mean_image_as_trained"].iloc[0] >= 1)
@@ -191,21 +192,24 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 -- one line naming the run (missing data, a damaged checkpoint, ...)
             print(f"bn_recalibration: error: {p.run_dir}: {exc}; nothing was written", file=sys.stderr)
             return 1
-    layers = [
-        {k: r[k] for k in ("section", "flip", "class", "preset", "seed", "variant")} | layer
-        for r in rows
-        for layer in r.pop("layers", None) or []
-    ]
+    run_keys = (
+        "section",
+        "flip",
+        "class",
+        "preset",
+        "seed",
+        "variant",
+        "auc_as_trained",
+        "recon_to_mean_image_as_trained",
+    )
+    layers = [{k: r[k] for k in run_keys} | layer for r in rows for layer in r.pop("layers", None) or []]
     frame = pd.DataFrame(rows)
     out = root / "diagnostics"
     out.mkdir(parents=True, exist_ok=True)
     stem = "bn_recalibration" + (f"_{args.only}" if args.only else "") + (f"_{args.preset}" if args.preset else "")
     files.write_csv(out / f"{stem}.csv", frame)
     if args.per_layer:
-        per_layer = pd.DataFrame(layers).merge(
-            frame[["variant", "class", "seed", "auc_as_trained", "recon_to_mean_image_as_trained"]],
-            on=["variant", "class", "seed"],
-        )
+        per_layer = pd.DataFrame(layers)
         files.write_csv(out / f"{stem}_layers.csv", per_layer)
         plot_layers(per_layer, out / f"{stem}_layers.png")
     plot(frame, out / f"{stem}.png", f"{args.only} BatchNorm" if args.only else "BatchNorm")

@@ -42,14 +42,20 @@ SUMMARY_KEYS = ("auc", "mse_auc", "normal_recon_mse", "recon_to_mean_image")
 NETWORK_PARTS = ("encoder", "pyramid", "upsampling", "decoder")  # the parts of the PIADE network with BatchNorm
 
 
-def batchnorm_layers(model: torch.nn.Module, only: str | None = None) -> list[torch.nn.Module]:
-    """The BatchNorm layers of ``model``; with ``only``, those of the submodule of that name (e.g. ``pyramid``)."""
-    return [
-        m
+def named_batchnorm(model: torch.nn.Module, only: str | None = None) -> dict[str, torch.nn.Module]:
+    """The BatchNorm layers of ``model`` by name, in network order; with ``only``, those of the submodule
+    of that name (e.g. ``pyramid``)."""
+    return {
+        name: m
         for name, m in model.named_modules()
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
         and (only is None or name == only or name.startswith(f"{only}."))
-    ]
+    }
+
+
+def batchnorm_layers(model: torch.nn.Module, only: str | None = None) -> list[torch.nn.Module]:
+    """The BatchNorm layers of ``model``; with ``only``, those of the submodule of that name (e.g. ``pyramid``)."""
+    return list(named_batchnorm(model, only).values())
 
 
 @torch.no_grad()
@@ -66,11 +72,6 @@ def _update_some_bn(batches: Iterable[torch.Tensor], model: torch.nn.Module, lay
     for m, momentum in zip(layers, momenta, strict=True):
         m.momentum = momentum
     model.train(was_training)
-
-
-def _named_batchnorm(model: torch.nn.Module, only: str | None = None) -> dict[str, torch.nn.Module]:
-    layers = {id(m) for m in batchnorm_layers(model, only)}
-    return {name: m for name, m in model.named_modules() if id(m) in layers}
 
 
 def _feature_map_size(x: torch.Tensor) -> tuple[int, int]:
@@ -93,7 +94,7 @@ def batchnorm_drift(
     layer's feature-map size, which with ``train_batch_size`` gives ``values_per_channel``, what one
     training batch's statistics averaged over per channel."""
     rows = []
-    for i, (name, m) in enumerate(_named_batchnorm(model).items()):
+    for i, (name, m) in enumerate(named_batchnorm(model).items()):
         if name not in trained:
             continue
         mean0, var0 = (t.double() for t in trained[name])
@@ -181,7 +182,7 @@ def recalibration_summary(
                 return reconstruction_summary(scores)  # type: ignore[arg-type]
 
             before = summary()
-            named = _named_batchnorm(model, only)
+            named = named_batchnorm(model, only)
             trained = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in named.items()}  # type: ignore[union-attr]
             spatial: dict[str, tuple[int, int]] = {}
 

@@ -7,6 +7,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -303,6 +304,26 @@ def test_a_full_disk_while_writing_the_scores_is_one_line_with_exit_1(
     monkeypatch.setattr(files, "write_csv", full)
     assert cli.main(["score", str(trained), str(img), "--output", str(tmp_path / "s.csv"), "--device", "cpu"]) == 1
     assert "OSError: [Errno 28] No space left on device" in _one_error_line(capsys.readouterr().err, "score")
+
+
+def test_a_full_disk_while_training_is_one_line_naming_the_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
+    """torch.save reports a full disk as a RuntimeError of its zip writer; the command still says, in one
+    line with exit 1, which file could not be written, that the disk is full and how much space is left."""
+    from piade_lib.engine import files
+
+    def full_disk(obj, f, *a, **k):
+        f.write(b"PK")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(files.torch, "save", full_disk)
+    assert cli.main([*TRAIN, "--output", str(tmp_path)]) == 1
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert "OSError: [Errno 28] No space left on device" in line and "free there" in line, line
+    assert re.search(r"'[^']*/checkpoints/epoch_0001\.pt'", line) and "run the same command again" in line, line
+    assert not (tmp_path / "runs" / "digits-lsa" / "2" / "paper-v2").exists()  # no progress: nothing left over
 
 
 def _unfinished_copy(trained: Path, tmp_path: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import shutil
@@ -101,6 +102,41 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
         files.atomic_write(path, failing, mode="w")
     assert json.loads(path.read_text()) == {"auc": 0.5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # no temporary file left
+
+
+def test_atomic_write_names_the_file_and_the_space_left_when_the_disk_is_full(tmp_path: Path) -> None:
+    """A file object's write error names no file, and torch.save turns it into a RuntimeError of its zip
+    writer: either way the error raised is the operating system's, of the same class, naming the file
+    being written (not its temporary file); an error that is not the operating system's is left as it is."""
+    path = tmp_path / "metrics.json"
+    files.write_json(path, {"auc": 0.5})
+
+    def full(f):
+        f.write("x" * 3000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as err:
+        files.atomic_write(path, full, mode="w")
+    assert type(err.value) is OSError and err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert "after 2.9 KiB of it" in str(err.value) and "free there" in str(err.value)
+
+    def denied(f):
+        raise RuntimeError("writer failed") from PermissionError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(PermissionError) as err:
+        files.atomic_write(path, denied, mode="w")
+    assert err.value.filename == str(path) and "free there" not in str(err.value)
+    assert json.loads(path.read_text()) == {"auc": 0.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+    def interrupted(f):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("unexpected pos")
+
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # an interrupt stays one (provenance names it)
+        files.atomic_write(path, interrupted, mode="w")
 
 
 def _state(epoch: int, h: str = "abc") -> dict:

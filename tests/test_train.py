@@ -4,8 +4,10 @@ Tiny settings: digits, 4 train images, batch 2 (2 batches per epoch), 2 epochs, 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -220,6 +222,57 @@ def test_an_interrupt_while_a_checkpoint_is_written_keeps_the_last_one_and_the_r
         ("finished", 1),
     ]
     assert (d / "metrics.json").is_file()
+
+
+class _DiskFillsUp:
+    """A file on a disk with ``room`` bytes left: the write that would overflow it fails with ENOSPC, as on a
+    full disk (torch.save's zip writer then fails in its own clean-up, with the OSError as its context)."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def write(self, b) -> int:
+        n = len(memoryview(b))
+        if n > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= n
+        return self.f.write(b)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def test_a_full_disk_while_a_checkpoint_is_written_names_it_keeps_the_last_one_and_the_run_resumes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The disk fills up while epoch 2's checkpoint is written: the error is the operating system's, naming
+    that checkpoint (not torch's "unexpected pos", not the temporary file) and the space left; the partial
+    file is gone, epoch 1's checkpoint is intact, and once there is room the same call resumes from it."""
+    from piade_lib.engine import files
+
+    save = torch.save
+
+    def fill_up_on_epoch_2(obj, f, *a, **k):
+        if isinstance(obj, dict) and obj.get("epoch") == 2:
+            f = _DiskFillsUp(f, room=4096)
+        return save(obj, f, *a, **k)
+
+    monkeypatch.setattr(files.torch, "save", fill_up_on_epoch_2)
+    cfg = RunConfig(**{**TINY, "epochs": 3, "checkpoint_every": 1})
+    with pytest.raises(OSError) as err:
+        train_run(cfg, tmp_path, progress=False)
+    d = cfg.run_dir(tmp_path)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(d / "checkpoints" / "epoch_0002.pt")
+    assert re.search(r"No space left on device after [0-9.]+ KiB of it \([0-9.,]+ [KMG]iB free there", str(err.value))
+    (stopped,) = json.loads((d / "provenance.json").read_text())["sessions"]
+    assert stopped["status"] == "stopped: OSError" and stopped["epochs_done"] == 2
+    assert checkpoints.load_torch(d / "checkpoints" / "last.pt")["epoch"] == 1
+    assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["epoch_0001.pt", "last.pt"]
+
+    monkeypatch.setattr(files.torch, "save", save)
+    assert train_run(cfg, tmp_path, progress=False) == d
+    sessions = json.loads((d / "provenance.json").read_text())["sessions"]
+    assert [(s["status"], s["resumed_from_epoch"]) for s in sessions] == [("stopped: OSError", 0), ("finished", 1)]
 
 
 def test_single_class_test_set_gives_null_auc(tmp_path: Path, straight_run: Path) -> None:

@@ -7,8 +7,10 @@ one converter to JSON-safe values.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -75,14 +77,55 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Any], None], mode: s
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
+            written = os.path.getsize(tmp)
             os.unlink(tmp)
         except OSError:
-            pass
-        raise
+            written = None
+        named = _named_os_error(exc, path, written)
+        if named is None:
+            raise
+        raise named from exc
     _fsync_dir(path.parent)
     return path
+
+
+def _size(n: int) -> str:
+    """Bytes as KiB, MiB or GiB, one decimal."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n / 2**10:,.1f} KiB"
+
+
+def _named_os_error(exc: BaseException, path: Path, written: int | None = None) -> OSError | None:
+    """The operating system's error behind a failed write of ``path``, naming ``path`` (not the temporary
+    file) and, for a full disk, the space left there; None when the failure is not the operating system's
+    (or is an interrupt). ``written``: the bytes of the removed temporary file. ``torch.save`` reports a
+    full disk as a RuntimeError of its zip writer ("unexpected pos ...") with the OSError as its context;
+    a write error of a file object names no file at all."""
+    if not isinstance(exc, Exception):
+        return None
+    err: BaseException | None = exc
+    seen: set[int] = set()
+    while err is not None and not isinstance(err, OSError) and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return None
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    if not isinstance(err, OSError) or err.errno is None or (err is exc and err.filename == str(path)):
+        return None
+    message = err.strerror or os.strerror(err.errno)
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            pass
+        else:
+            part = f" after {_size(written)} of it" if written else ""
+            message += f"{part} ({_size(free)} free there once the partial file was removed)"
+    return OSError(err.errno, message, str(path))  # OSError(errno, ...) is the errno's subclass (PermissionError, ...)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -72,7 +72,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return 0
     problems = check_profile(prof)
     if problems:
-        print(f"[piade] profile {prof.name!r} cannot run: {len(problems)} thing(s) missing.\n", file=sys.stderr)
+        print(f"[piade] profile {prof.name!r} cannot run: {len(problems)} problem(s).\n", file=sys.stderr)
         for i, msg in enumerate(problems, 1):
             print(f"{i}. {msg}\n", file=sys.stderr)
         print("Nothing was trained. See README.md ('Reproducing the paper') and docs/datasets.md.", file=sys.stderr)

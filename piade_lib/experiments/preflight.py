@@ -5,6 +5,7 @@ command that fixes it (``piade download ...``). The command line is ``piade prof
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,9 +21,11 @@ from piade_lib.experiments.profiles import (
 # ---------------------------------------------------------------------------------------------
 # Availability check (before any training)
 # ---------------------------------------------------------------------------------------------
-def check_profile(profile: str | Path | Profile) -> list[str]:
+def check_profile(profile: str | Path | Profile, results_root: str | Path | None = None) -> list[str]:
     """Return a list of problems (empty when the profile can run): missing or damaged datasets,
-    missing pretrained weights, an unknown ``$PIADE_EXECUTOR`` or ``$PIADE_CPU_ALLOCATOR``. An invalid
+    missing pretrained weights, an unknown ``$PIADE_EXECUTOR`` or ``$PIADE_CPU_ALLOCATOR``, less free
+    disk where the results go (``results_root``; default ``$PIADE_RESULTS``, else the profile's) than its
+    unfinished runs' weights and checkpoints need (:mod:`piade_lib.experiments.disk`). An invalid
     profile (e.g. a preset value out of its valid set or range, in ``preset_overrides`` or through a flip) raises
     :class:`ProfileError` first: every section's presets are built as its runs will build them, and a device
     this machine lacks (``device: cuda`` without CUDA) is refused. Each
@@ -49,14 +52,16 @@ def check_profile(profile: str | Path | Profile) -> list[str]:
     problems += _dataset_problems(prof)
     if prof.pretrained:
         problems += _weights_problems(prof)
-    return problems
+    from piade_lib.experiments.disk import disk_problem
+
+    disk = disk_problem(prof, results_root or os.environ.get("PIADE_RESULTS") or prof.results_root)
+    return problems + ([disk] if disk else [])
 
 
 def _check_devices(prof: Profile) -> None:
     """Raise ProfileError when a section asks for a device this machine lacks (e.g. ``cuda:1`` with one
     GPU, ``cuda`` without CUDA): its runs would fail once they start. Not checked under the Ray executor,
     whose runs may execute on other machines of the cluster."""
-    import os
 
     from piade_lib.experiments.executors import ENV_VAR
 
@@ -161,7 +166,6 @@ def download_command(dataset: str, root: str | None = None) -> str:
     """The exact shell command that fetches ``dataset`` into the data root the runs read
     (``root``, else $PIADE_DATA, else ./data): ``piade`` when it is on the PATH, else its path in this
     environment (e.g. ``.venv/bin/piade``)."""
-    import os
     import shlex
     import shutil
 

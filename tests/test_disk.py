@@ -106,3 +106,19 @@ def test_too_little_disk_is_refused_before_anything_trains(tmp_path: Path, monke
 @pytest.mark.parametrize("n", [999, 1_000_000, 2_500_000_000])
 def test_sizes_read_as_disks_are_sold(n: int) -> None:
     assert disk.size_text(n) == {999: "0.0 MB", 1_000_000: "1.0 MB", 2_500_000_000: "2.5 GB"}[n]
+
+
+def test_a_results_folder_that_cannot_be_written_is_refused_before_the_disk_is_measured(
+    tmp_path: Path, monkeypatch
+) -> None:
+    prof = load_profile("smoke")
+    (tmp_path / "a_file").write_text("")
+    problem = disk.disk_problem(prof, tmp_path / "a_file" / "results")
+    assert problem is not None and f"{tmp_path / 'a_file'} is a file" in problem and "PIADE_RESULTS=" in problem
+
+    # a read-only disk (or a folder without write permission; root ignores permissions, so access() is asked)
+    monkeypatch.setattr(disk.os, "access", lambda path, mode: Path(path) != tmp_path)
+    monkeypatch.setenv("PIADE_DISK_CHECK", "0")  # the estimate skipped: not the folder's check
+    problem = disk.disk_problem(prof, tmp_path / "results")
+    assert problem is not None and f"{tmp_path} is not writable (a read-only disk" in problem
+    assert "not enough disk" not in problem and "PIADE_RESULTS=" in problem

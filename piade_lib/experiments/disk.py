@@ -149,8 +149,18 @@ def size_text(n: int) -> str:
 
 
 def disk_problem(prof: Profile, results_root: str | os.PathLike) -> str | None:
-    """A problem (one message) when the free space where ``prof`` writes is less than its runs need;
-    None when it is enough, or when ``$PIADE_DISK_CHECK`` is ``0``."""
+    """A problem (one message) when ``prof``'s results cannot be written where they go: a folder on the way
+    that is a file or may not be written (a read-only disk, permissions), or less free space than its runs
+    need (not checked when ``$PIADE_DISK_CHECK`` is ``0``); None when they can."""
+    where, _ = free_bytes(results_root)
+    fix = f"give the results another folder: PIADE_RESULTS=/a/folder/you/may/write ./run_all.sh {prof.name}"
+    if not where.is_dir():
+        return f"the results folder {results_root} cannot be created: {where} is a file; {fix}"
+    if not os.access(where, os.W_OK | os.X_OK):
+        return (
+            f"the results folder {results_root} cannot be written: {where} is not writable (a read-only disk, "
+            f"or its permissions); {fix}"
+        )
     if os.environ.get(SKIP_ENV, "").strip() == "0":
         return None
     need = profile_disk_need(prof, results_root)

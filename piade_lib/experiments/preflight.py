@@ -23,9 +23,10 @@ from piade_lib.experiments.profiles import (
 # ---------------------------------------------------------------------------------------------
 def check_profile(profile: str | Path | Profile, results_root: str | Path | None = None) -> list[str]:
     """Return a list of problems (empty when the profile can run): missing or damaged datasets,
-    missing pretrained weights, an unknown ``$PIADE_EXECUTOR`` or ``$PIADE_CPU_ALLOCATOR``, less free
-    disk where the results go (``results_root``; default ``$PIADE_RESULTS``, else the profile's) than its
-    unfinished runs' weights and checkpoints need (:mod:`piade_lib.experiments.disk`). An invalid
+    missing pretrained weights, an unknown ``$PIADE_EXECUTOR`` or ``$PIADE_CPU_ALLOCATOR``, a results
+    folder (``results_root``; default ``$PIADE_RESULTS``, else the profile's) that cannot be written, or
+    less free disk there than its unfinished runs' weights and checkpoints need
+    (:mod:`piade_lib.experiments.disk`). An invalid
     profile (e.g. a preset value out of its valid set or range, in ``preset_overrides`` or through a flip) raises
     :class:`ProfileError` first: every section's presets are built as its runs will build them, and a device
     this machine lacks (``device: cuda`` without CUDA) is refused. Each

@@ -122,3 +122,15 @@ def test_a_results_folder_that_cannot_be_written_is_refused_before_the_disk_is_m
     problem = disk.disk_problem(prof, tmp_path / "results")
     assert problem is not None and f"{tmp_path} is not writable (a read-only disk" in problem
     assert "not enough disk" not in problem and "PIADE_RESULTS=" in problem
+
+
+def test_the_paper_profiles_disk_figures_in_the_docs_are_todays_estimate(tmp_path: Path) -> None:
+    need = disk.profile_disk_need(load_profile("paper"), tmp_path)
+    final, in_flight = disk.size_text(need.final), disk.size_text(need.in_flight)
+    root = Path(__file__).resolve().parents[1]
+    readme = " ".join((root / "README.md").read_text().split())
+    assert f"the `paper` profile's {need.n_runs} runs: {final} in all" in readme
+    assert f"(up to {in_flight})" in readme
+    header = " ".join(line.lstrip("# ") for line in (root / "configs" / "paper.yaml").read_text().splitlines())
+    assert f"the {need.n_runs} PIADE runs keep {final} of final weights" in header
+    assert f"holds up to {in_flight} of checkpoints" in header

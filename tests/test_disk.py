@@ -134,3 +134,14 @@ def test_the_paper_profiles_disk_figures_in_the_docs_are_todays_estimate(tmp_pat
     header = " ".join(line.lstrip("# ") for line in (root / "configs" / "paper.yaml").read_text().splitlines())
     assert f"the {need.n_runs} PIADE runs keep {final} of final weights" in header
     assert f"holds up to {in_flight} of checkpoints" in header
+
+
+def test_the_check_says_what_the_runs_will_take_and_what_is_free(tmp_path: Path, monkeypatch, capsys) -> None:
+    results = tmp_path / "results"
+    monkeypatch.setenv("PIADE_RESULTS", str(results))
+    monkeypatch.setattr(disk.shutil, "disk_usage", _disk_of(10**12))
+    need = disk.profile_disk_need(load_profile("smoke"), results)
+    assert cli.main(["profile", "check", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert f"its {need.n_runs} unfinished PIADE run(s) need about {disk.size_text(need.total)} of disk" in out
+    assert "1,000.0 GB free there" in out

@@ -80,9 +80,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(
         f"[piade] profile {prof.name!r}: datasets and weights available "
         f"({', '.join(sorted({s.dataset for s in prof.sections.values()}))}; "
-        f"pretrained={'yes' if prof.pretrained else 'no'})",
+        f"pretrained={'yes' if prof.pretrained else 'no'}); {_disk_line(prof)}",
         file=sys.stderr if args.profile_command == "prepare" else sys.stdout,
     )
     if args.profile_command == "prepare":
         print(prof.results_root)
     return 0
+
+
+def _disk_line(prof: Any) -> str:
+    """What the profile's unfinished runs will take on the results folder's disk, and what is free there."""
+    import os
+
+    from piade_lib.experiments import disk
+
+    root = os.environ.get("PIADE_RESULTS") or prof.results_root
+    need = disk.profile_disk_need(prof, root)
+    if not need.n_runs:
+        return "every PIADE run finished"
+    return (
+        f"its {need.n_runs} unfinished PIADE run(s) need about {disk.size_text(need.total)} of disk, "
+        f"{disk.size_text(need.free)} free there"
+    )

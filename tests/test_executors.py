@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import _thread
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -151,6 +152,66 @@ def test_a_failing_run_is_reported_with_its_folder_and_the_others_finish(
     out = capsys.readouterr().out
     assert "[missing 1/2] mnist/0 paper-v2: FAILED" in out and "[ok 1/1] digits/3 baseline-ocsvm:" in out
     assert "2 of 3 run(s) FAILED" in out and "The first failure in full" in out
+
+
+def _three_ocsvm_runs(tmp_path: Path) -> list[plan.PlannedRun]:
+    prof = _profile(tmp_path, {"t": {**TWO_DIGITS, "classes": ["3", "8", "5"], "presets": []}})
+    return plan.planned_runs(prof.sections["t"], tmp_path / "res")
+
+
+def _disk_full_on_class_3(p, results_root, *, progress, prune):
+    """Class 3's run meets a full disk at once; the others take 30 s before they run (the Ray test cancels
+    them long before)."""
+    if p.normal_class == "3":
+        raise OSError(errno.ENOSPC, "No space left on device", str(p.run_dir / "scores.csv"))
+    if os.environ.get("PIADE_TEST_SLOW_OTHERS"):
+        time.sleep(30)
+    return runner.execute_planned(p, results_root, progress=progress, prune=prune)
+
+
+@pytest.mark.parametrize("kind", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_a_full_disk_stops_the_runs_not_yet_started_and_says_so(kind, tmp_path, monkeypatch, capsys, request) -> None:
+    """Every later run would fail on the same disk, and only after training to its first checkpoint: the
+    executor starts none of them (Ray: cancels those going on) and names them as stopped."""
+    if kind == "ray":
+        request.getfixturevalue("ray_runtime")
+        monkeypatch.setenv("PIADE_TEST_SLOW_OTHERS", "1")
+    runs = _three_ocsvm_runs(tmp_path)
+    t0 = time.time()
+    with pytest.raises(executors.RunsFailedError) as caught:
+        executors.make_executor(kind).run(runs, tmp_path / "res", _disk_full_on_class_3, bar=False)
+    assert time.time() - t0 < 25  # the other runs did not go on
+    (failure,) = caught.value.failures
+    assert failure.run == runs[0] and failure.stops_the_rest and "No space left on device" in failure.error
+    assert caught.value.stopped == runs[1:]
+    assert not any((p.run_dir / "metrics.json").exists() for p in runs)
+    assert "2 other run(s) stopped or not started after t digits/3 baseline-ocsvm met a disk" in str(caught.value)
+    out = capsys.readouterr().out
+    assert "[t 1/3] digits/3 baseline-ocsvm: FAILED: OSError: [Errno 28] No space left on device" in out
+    assert "no further run is started: they would fail the same way" in out
+    assert "1 of 3 run(s) FAILED; 2 other run(s) stopped or not started" in out
+
+
+@pytest.mark.parametrize(
+    "error, stops",
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/r/x.pt"), True),
+        (OSError(errno.EROFS, "Read-only file system", "/r/x.pt"), True),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (PermissionError(errno.EACCES, "Permission denied", "/r/x.pt"), False),  # one folder's, not the disk's
+        (FileNotFoundError(errno.ENOENT, "No such file or directory"), False),
+        (ValueError("unknown class"), False),
+    ],
+)
+def test_which_errors_stop_the_rest(error, stops) -> None:
+    assert executors.stops_the_rest(error) is stops
+    try:  # torch.save's way: a RuntimeError of its own, the OSError as its context
+        try:
+            raise error
+        finally:
+            raise RuntimeError("unexpected pos")
+    except RuntimeError as wrapped:
+        assert executors.stops_the_rest(wrapped) is stops
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,11 @@ one from its checkpoint, else trains and evaluates it), and returns the run fold
   cluster; otherwise a local Ray runtime is started, and shut down again when the runs are done.
 
 Both run every planned run: a run that fails is reported (its folder, its error) and the others go on;
-when all are done the failures are listed and :class:`RunsFailedError` names them. Run folders (on a
+when all are done the failures are listed and :class:`RunsFailedError` names them. One failure stops
+the rest: a disk that is full, over its quota or read-only (:func:`stops_the_rest`), where every later
+run would fail the same way, and only after training up to its first checkpoint (minutes each); runs
+not yet started are then not started, and Ray tasks still going are cancelled (they stop as on Ctrl-C,
+their last checkpoint kept). Run folders (on a
 filesystem every worker sees) are the single source of truth, so skip and resume work the same
 whichever executor ran a run before. :func:`make_executor` picks one: an explicit choice, else
 ``$PIADE_EXECUTOR`` (``local`` | ``ray``), else the profile's ``executor`` key, else local.
@@ -21,6 +25,7 @@ whichever executor ran a run before. :func:`make_executor` picks one: an explici
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 import time
@@ -49,6 +54,7 @@ class RunFailure:
     run: PlannedRun
     error: str  # "<ExceptionType>: <message>"
     traceback: str = ""
+    stops_the_rest: bool = False  # the disk cannot take more (stops_the_rest): later runs would fail alike
 
     @property
     def label(self) -> str:
@@ -66,13 +72,40 @@ def _short(text: str, limit: int = 240) -> str:
 
 
 class RunsFailedError(RuntimeError):
-    """Some planned runs failed; the others ran to the end. ``failures`` holds them."""
+    """Some planned runs failed; the others ran to the end, unless a failure stopped them (``stopped``:
+    the runs not run or cancelled because of it). ``failures`` holds the failures."""
 
-    def __init__(self, failures: Sequence[RunFailure], n_runs: int) -> None:
+    def __init__(self, failures: Sequence[RunFailure], n_runs: int, stopped: Sequence[PlannedRun] = ()) -> None:
         self.failures = list(failures)
         self.n_runs = n_runs
+        self.stopped = list(stopped)
         lines = "\n".join(f"  - {f.line()}" for f in self.failures)
-        super().__init__(f"{len(self.failures)} of {n_runs} run(s) failed (the others finished):\n{lines}")
+        others = _stopped_text(self.failures, self.stopped) if self.stopped else "the others finished"
+        super().__init__(f"{len(self.failures)} of {n_runs} run(s) failed ({others}):\n{lines}")
+
+
+# errors of the disk the runs write to that every later run would meet too
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def stops_the_rest(exc: BaseException | None) -> bool:
+    """Whether a run's error is a disk that cannot take more (full, over quota, read-only): an OSError of
+    that kind anywhere in its chain of causes."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _stopped_text(failures: Sequence[RunFailure], stopped: Sequence[PlannedRun]) -> str:
+    first = next((f for f in failures if f.stops_the_rest), failures[0])
+    return (
+        f"{len(stopped)} other run(s) stopped or not started after {first.label} met a disk that cannot take more: "
+        "they would fail the same way"
+    )
 
 
 def _dataset(p: PlannedRun) -> str:
@@ -137,18 +170,22 @@ class Executor:
         failures: dict[int, RunFailure] = {}
         counter = tqdm(total=len(unique), desc=f"{desc}: runs", unit="run", disable=not bar)
 
-        def report(i: int, run_dir: Path | None, seconds: float | None, failure: RunFailure | None) -> None:
+        def report(i: int, run_dir: Path | None, seconds: float | None, failure: RunFailure | None) -> bool:
+            """Record run ``i``'s end; returns whether to go on with the others (see :func:`stops_the_rest`)."""
             p = unique[i]
             head = f"[{p.section} {position[i]}/{sizes[p.section]}] {_dataset(p)}/{p.normal_class} {p.variant}"
             if failure is not None:
                 failures[i] = failure
                 note = f"FAILED: {_short(failure.error)} (run folder {p.run_dir})"
+                if failure.stops_the_rest:
+                    note += "; no further run is started: they would fail the same way"
             else:
                 done[i] = run_dir
                 note = "skipped (finished before)" if finished_before[i] else f"{seconds:.0f} s"
             if verbose:
                 print(f"{head}: {note}", flush=True)
             counter.update()
+            return not any(f.stops_the_rest for f in failures.values())
 
         try:
             self._execute(
@@ -165,9 +202,10 @@ class Executor:
             counter.close()
         if failures:
             ordered = [failures[i] for i in sorted(failures)]
+            stopped = [p for i, p in enumerate(unique) if done[i] is None and i not in failures]
             if verbose:
-                print(_summary(ordered, len(unique)), flush=True)
-            raise RunsFailedError(ordered, len(unique))
+                print(_summary(ordered, len(unique), stopped), flush=True)
+            raise RunsFailedError(ordered, len(unique), stopped)
         return [done[first[str(p.run_dir)]] for p in plan]  # type: ignore[misc]
 
     def _execute(
@@ -180,10 +218,11 @@ class Executor:
         prune: bool,
         verbose: bool,
         finished_before: list[bool],
-        report: Callable[[int, Path | None, float | None, RunFailure | None], None],
+        report: Callable[[int, Path | None, float | None, RunFailure | None], bool],
     ) -> None:
         """Execute ``runs`` and call ``report(i, run_dir, seconds, None)`` or ``report(i, None, None,
-        failure)`` once for each, as it finishes."""
+        failure)`` once for each, as it finishes; when ``report`` returns False, start no further run and
+        cancel those going on."""
         raise NotImplementedError
 
 
@@ -194,19 +233,20 @@ def _run_here(
     execute: Execute,
     progress: bool,
     prune: bool,
-    report: Callable[..., None],
-) -> None:
-    """Execute one run in this process and report it (a failure is reported, not raised)."""
+    report: Callable[..., bool],
+) -> bool:
+    """Execute one run in this process and report it (a failure is reported, not raised); returns what
+    ``report`` returns: whether to go on."""
     try:
         run_dir, seconds = _timed(execute, p, str(results_root), progress, prune)
     except Exception as exc:  # noqa: BLE001 -- reported; KeyboardInterrupt still stops everything
-        report(i, None, None, RunFailure(p, _error_text(exc), traceback.format_exc()))
-    else:
-        report(i, run_dir, seconds, None)
+        return report(i, None, None, RunFailure(p, _error_text(exc), traceback.format_exc(), stops_the_rest(exc)))
+    return report(i, run_dir, seconds, None)
 
 
-def _summary(failures: list[RunFailure], n_runs: int) -> str:
-    lines = [f"{len(failures)} of {n_runs} run(s) FAILED; the others finished:"]
+def _summary(failures: list[RunFailure], n_runs: int, stopped: Sequence[PlannedRun] = ()) -> str:
+    others = _stopped_text(failures, stopped) if stopped else "the others finished"
+    lines = [f"{len(failures)} of {n_runs} run(s) FAILED; {others}:"]
     lines += [f"  - {f.line()}" for f in failures]
     f = failures[0]
     lines.append(f"The first failure in full ({f.label}):")
@@ -226,7 +266,8 @@ class LocalExecutor(Executor):
 
     def _execute(self, runs, results_root, execute, *, progress, prune, verbose, finished_before, report) -> None:
         for i, p in enumerate(runs):
-            _run_here(i, p, results_root, execute, progress, prune, report)
+            if not _run_here(i, p, results_root, execute, progress, prune, report):
+                return
 
 
 def _error_text(exc: BaseException) -> str:
@@ -324,8 +365,8 @@ class RayExecutor(Executor):
         # a run finished before returns at once: the engine's skip runs here, without a task (and without
         # starting Ray at all when every run is finished)
         for i, p in enumerate(runs):
-            if finished_before[i]:
-                _run_here(i, p, results_root, execute, progress, prune, report)
+            if finished_before[i] and not _run_here(i, p, results_root, execute, progress, prune, report):
+                return
         todo = [i for i in range(len(runs)) if not finished_before[i]]
         if not todo:
             return
@@ -403,9 +444,10 @@ def _collect(
     runs: list[PlannedRun],
     root: Path,
     results_root: Path,
-    report: Callable[[int, Path | None, float | None, RunFailure | None], None],
+    report: Callable[[int, Path | None, float | None, RunFailure | None], bool],
 ) -> None:
-    """Report each of the ``pending`` Ray tasks as it finishes; cancel those left when interrupted."""
+    """Report each of the ``pending`` Ray tasks as it finishes; cancel those left when interrupted or when
+    ``report`` says not to go on."""
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -414,16 +456,25 @@ def _collect(
                 try:
                     run_dir, seconds = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 -- reported, the other runs go on
-                    report(i, None, None, _ray_failure(runs[i], exc))
+                    go_on = report(i, None, None, _ray_failure(runs[i], exc))
                 else:
-                    report(i, _as_given(run_dir, root, results_root), seconds, None)
+                    go_on = report(i, _as_given(run_dir, root, results_root), seconds, None)
+                if not go_on:
+                    _cancel(ray, pending)
+                    return
     except BaseException:  # interrupted (KeyboardInterrupt): do not leave runs going on a cluster
-        for ref in pending:
-            try:
-                ray.cancel(ref)
-            except Exception:  # noqa: BLE001 -- best effort
-                pass
+        _cancel(ray, pending)
         raise
+
+
+def _cancel(ray: Any, pending: dict[Any, int]) -> None:
+    """Cancel the Ray tasks of ``pending``: those not started never start, those going on stop as on Ctrl-C
+    (a KeyboardInterrupt in the worker; the run keeps its last checkpoint)."""
+    for ref in pending:
+        try:
+            ray.cancel(ref)
+        except Exception:  # noqa: BLE001 -- best effort
+            pass
 
 
 def _absolute_paths(p: PlannedRun) -> PlannedRun:
@@ -450,7 +501,8 @@ def _ray_failure(p: PlannedRun, exc: BaseException) -> RunFailure:
     if isinstance(exc, ray.exceptions.RayTaskError):
         cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
         error = _error_text(cause) if cause is not None else f"{exc.cause_cls.__name__}: (see traceback)"
-        return RunFailure(p, error, re.sub(r"\x1b\[[0-9;]*m", "", str(exc)))  # without the terminal colours
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # without the terminal colours
+        return RunFailure(p, error, text, stops_the_rest(cause))
     # the worker died (killed, out of memory, node lost) or the task was cancelled
     return RunFailure(p, _error_text(exc), "")
 

@@ -53,16 +53,22 @@ def by_group(frame: pd.DataFrame) -> Iterator[tuple[dict[str, str], str, pd.Data
         yield named, label, g
 
 
+COLLAPSE_RATIO = 1.5  # a run "collapsed": its normal test images reconstructed 1.5x worse than by the mean image
+
+
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per preset (and reading flipped, if any): runs, mean and lowest AUROC, and how many beat the mean
-    image, both ways."""
+    """Per preset (and reading flipped, if any): runs, mean and lowest AUROC, how many beat the mean image,
+    how many collapsed (reconstruction ratio above ``COLLAPSE_RATIO``) and the largest ratio, both ways."""
     rows = []
     for named, _, g in by_group(frame):
         row = {**named, "runs": len(g)}
         for how in ("as_trained", "recalibrated"):
+            ratio = g[f"recon_to_mean_image_{how}"]
             row[f"mean_auc_{how}"] = g[f"auc_{how}"].mean()
             row[f"min_auc_{how}"] = g[f"auc_{how}"].min()
-            row[f"beat_mean_image_{how}"] = int((g[f"recon_to_mean_image_{how}"] < 1).sum())
+            row[f"beat_mean_image_{how}"] = int((ratio < 1).sum())
+            row[f"collapsed_{how}"] = int((ratio > COLLAPSE_RATIO).sum())
+            row[f"largest_ratio_{how}"] = ratio.max()
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -186,6 +186,8 @@ def test_the_summary_tells_the_readings_flipped_apart_when_a_profile_flips_any()
     assert summary.loc["", "min_auc_as_trained"] == 0.6 and summary.loc["backbone", "mean_auc_as_trained"] == 0.8
     assert summary.loc["", "beat_mean_image_as_trained"] == 1 and summary.loc["", "beat_mean_image_recalibrated"] == 1
     assert summary.loc["backbone", "beat_mean_image_recalibrated"] == 2
+    assert summary.loc["", "collapsed_as_trained"] == 1 and summary.loc["", "largest_ratio_as_trained"] == 2.0
+    assert summary.loc["", "collapsed_recalibrated"] == 0 and summary.loc["backbone", "collapsed_as_trained"] == 0
     plain = script.summarise(frame.assign(flip=""))  # no flips: one row per preset, as before
     assert plain.columns[0] == "preset" and "flip" not in plain and plain["runs"].tolist() == [4]
 

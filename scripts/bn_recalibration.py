@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "what": "PIADE runs scored as trained and with BatchNorm statistics re-estimated on the train split",
         "layers_reestimated": f"the {args.only}'s BatchNorm layers" if args.only else "every BatchNorm layer",
         "profile": prof.name,
-        "command": ["scripts/bn_recalibration.py", *(argv if argv is not None else sys.argv[1:])],
+        "command": ["scripts/bn_recalibration.py", *provenance.portable(argv if argv is not None else sys.argv[1:])],
         "args": provenance.recorded_args(args),
         "seconds": round(time.time() - t0, 1),
         "device_name": provenance.device_name(resolve_device(args.device)),

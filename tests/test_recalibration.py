@@ -128,6 +128,9 @@ def test_the_script_scores_every_piade_run_both_ways_and_changes_no_run_folder(t
     assert "largest |AUROC as trained - metrics.json's|: 0.00e+00" in out and "authors_code" in out
     record = json.loads((results / "diagnostics" / "bn_recalibration.json").read_text())
     assert record["max_abs_auc_as_trained_minus_metrics"] == 0.0 and record["git"] and record["lock"]["sha256"]
+    assert str(tmp_path) not in json.dumps(record)  # no path of this machine: the command as the args, portable
+    command = record["command"]
+    assert command[command.index("--results-root") + 1] == results.name
     by_preset = {r["preset"]: r for r in record["summary"]}
     assert by_preset["paper"]["mean_auc_as_trained"] == frame.loc[frame.preset == "paper", "auc_as_trained"].mean()
     final = (runs / "digits-lsa" / "3" / "paper-v2" / "checkpoints" / "final.pt").read_bytes()

@@ -90,12 +90,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def _disk_line(prof: Any) -> str:
     """What the profile's unfinished runs will take on the results folder's disk, and what is free there."""
-    import os
-
     from piade_lib.experiments import disk
 
-    root = os.environ.get("PIADE_RESULTS") or prof.results_root
-    need = disk.profile_disk_need(prof, root)
+    need = disk.profile_disk_need(prof, disk.results_root(prof))
     if not need.n_runs:
         return "every PIADE run finished"
     return (

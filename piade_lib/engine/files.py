@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,20 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Any], None], mode: s
     return path
 
 
+# the operating system's errors of a disk with no room left (a full disk, a full quota)
+FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from or while handling (``__cause__``, else ``__context__``), and so
+    on, each once."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        yield exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+
+
 def _size(n: int) -> str:
     """Bytes as KiB, MiB or GiB, one decimal."""
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
@@ -107,17 +121,11 @@ def _named_os_error(exc: BaseException, path: Path, written: int | None = None) 
     a write error of a file object names no file at all."""
     if not isinstance(exc, Exception):
         return None
-    err: BaseException | None = exc
-    seen: set[int] = set()
-    while err is not None and not isinstance(err, OSError) and id(err) not in seen:
-        if isinstance(err, KeyboardInterrupt):
-            return None
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
+    err = next((e for e in exception_chain(exc) if isinstance(e, (OSError, KeyboardInterrupt))), None)
     if not isinstance(err, OSError) or err.errno is None or (err is exc and err.filename == str(path)):
         return None
     message = err.strerror or os.strerror(err.errno)
-    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+    if err.errno in FULL_DISK_ERRNOS:
         try:
             free = shutil.disk_usage(path.parent).free
         except OSError:

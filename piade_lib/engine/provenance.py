@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from piade_lib.engine.files import read_json, to_jsonable, write_json
+from piade_lib.engine.files import exception_chain, read_json, to_jsonable, write_json
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,14 +215,7 @@ def _first_cause(exc: BaseException) -> BaseException:
     """What stopped a session: an interrupt (Ctrl-C, a cancelled Ray task) that another error followed
     while it unwound (e.g. torch.save's zip writer, cut off mid-file, fails in its own clean-up), else
     ``exc`` itself."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, KeyboardInterrupt):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return exc
+    return next((e for e in exception_chain(exc) if isinstance(e, KeyboardInterrupt)), exc)
 
 
 @contextlib.contextmanager

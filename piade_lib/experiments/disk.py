@@ -102,6 +102,11 @@ def _existing_bytes(run_dir: Path) -> int:
     return sum(p.stat().st_size for p in ckpt.glob("*.pt") if p.is_file() and p.name != checkpoints.LAST)
 
 
+def results_root(prof: Profile) -> str:
+    """Where ``prof``'s results go: ``$PIADE_RESULTS`` (as ``run_all.sh`` takes it), else the profile's."""
+    return os.environ.get("PIADE_RESULTS") or str(prof.results_root)
+
+
 def free_bytes(folder: str | os.PathLike) -> tuple[Path, int]:
     """The space free for ``folder``, measured at its nearest existing ancestor (it may not exist yet)."""
     here = Path(folder).absolute()
@@ -140,7 +145,7 @@ def profile_disk_need(prof: Profile, results_root: str | os.PathLike) -> DiskNee
         extra.append(max(0, f.peak - f.final - _existing_bytes(p.run_dir)))
     at_once = runs_at_once(prof, len(runs)) if runs else 0
     where, free = free_bytes(results_root)
-    return DiskNeed(where, len(runs), finals, sum(sorted(extra)[-at_once:]) if at_once else 0, at_once, free)
+    return DiskNeed(where, len(runs), finals, sum(sorted(extra)[-at_once:]), at_once, free)
 
 
 def size_text(n: int) -> str:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from piade_lib.engine.files import FULL_DISK_ERRNOS, exception_chain
 from piade_lib.experiments.plan import PlannedRun
 from piade_lib.experiments.profiles import EXECUTOR_KINDS, ExecutorSettings
 
@@ -85,19 +86,13 @@ class RunsFailedError(RuntimeError):
 
 
 # errors of the disk the runs write to that every later run would meet too
-_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)})
+_DISK_ERRNOS = FULL_DISK_ERRNOS | {errno.EROFS}
 
 
 def stops_the_rest(exc: BaseException | None) -> bool:
     """Whether a run's error is a disk that cannot take more (full, over quota, read-only): an OSError of
     that kind anywhere in its chain of causes."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any(isinstance(e, OSError) and e.errno in _DISK_ERRNOS for e in exception_chain(exc))
 
 
 def _stopped_text(failures: Sequence[RunFailure], stopped: Sequence[PlannedRun]) -> str:

@@ -53,10 +53,10 @@ def check_profile(profile: str | Path | Profile, results_root: str | Path | None
     problems += _dataset_problems(prof)
     if prof.pretrained:
         problems += _weights_problems(prof)
-    from piade_lib.experiments.disk import disk_problem
+    from piade_lib.experiments import disk
 
-    disk = disk_problem(prof, results_root or os.environ.get("PIADE_RESULTS") or prof.results_root)
-    return problems + ([disk] if disk else [])
+    problem = disk.disk_problem(prof, results_root or disk.results_root(prof))
+    return problems + ([problem] if problem else [])
 
 
 def _check_devices(prof: Profile) -> None:
